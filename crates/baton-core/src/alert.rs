@@ -1,0 +1,251 @@
+//! Alerts as domain values, and their deterministic identity.
+//!
+//! An alert's id is derived from (kind, task, epoch, the expectation or
+//! offending event it is about), so every service that derives the same fault
+//! derives the same id, and the broker's duplicate window turns a second page
+//! into a no-op.
+
+use std::{fmt, time::Duration};
+
+use crate::{
+    ids::{AgentId, StageName, TaskId, WorkflowId},
+    subjects,
+    task::{EventRef, TaskStatus},
+    time::Time,
+};
+
+/// What went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AlertKind {
+    HeartbeatMissed,
+    HandoffNotAccepted,
+    NotStarted,
+    DeadlineExceeded,
+    NoProgress,
+    BlockedTooLong,
+    OwnershipViolation,
+    StaleContext,
+    MalformedEvent,
+    UnknownTask,
+    OrchestratorDown,
+    ConsumerStalled,
+}
+
+impl AlertKind {
+    /// Every kind, in wire order.
+    pub const ALL: [AlertKind; 12] = [
+        AlertKind::HeartbeatMissed,
+        AlertKind::HandoffNotAccepted,
+        AlertKind::NotStarted,
+        AlertKind::DeadlineExceeded,
+        AlertKind::NoProgress,
+        AlertKind::BlockedTooLong,
+        AlertKind::OwnershipViolation,
+        AlertKind::StaleContext,
+        AlertKind::MalformedEvent,
+        AlertKind::UnknownTask,
+        AlertKind::OrchestratorDown,
+        AlertKind::ConsumerStalled,
+    ];
+
+    /// The kind in lower snake case, as used in alert subjects.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::HeartbeatMissed => "heartbeat_missed",
+            AlertKind::HandoffNotAccepted => "handoff_not_accepted",
+            AlertKind::NotStarted => "not_started",
+            AlertKind::DeadlineExceeded => "deadline_exceeded",
+            AlertKind::NoProgress => "no_progress",
+            AlertKind::BlockedTooLong => "blocked_too_long",
+            AlertKind::OwnershipViolation => "ownership_violation",
+            AlertKind::StaleContext => "stale_context",
+            AlertKind::MalformedEvent => "malformed_event",
+            AlertKind::UnknownTask => "unknown_task",
+            AlertKind::OrchestratorDown => "orchestrator_down",
+            AlertKind::ConsumerStalled => "consumer_stalled",
+        }
+    }
+
+    /// Parses `heartbeat_missed`, `HEARTBEAT_MISSED`, `heartbeat-missed` or
+    /// `ALERT_KIND_HEARTBEAT_MISSED`.
+    pub fn parse(s: &str) -> Option<AlertKind> {
+        let s = s.to_ascii_lowercase().replace('-', "_");
+        let s = s.strip_prefix("alert_kind_").unwrap_or(&s);
+        AlertKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Stall alerts have a lifecycle (firing, re-notified, resolved);
+    /// protocol alerts report one offending event and do not resolve.
+    pub const fn is_stall(self) -> bool {
+        matches!(
+            self,
+            AlertKind::HeartbeatMissed
+                | AlertKind::HandoffNotAccepted
+                | AlertKind::NotStarted
+                | AlertKind::DeadlineExceeded
+                | AlertKind::NoProgress
+                | AlertKind::BlockedTooLong
+                | AlertKind::OrchestratorDown
+                | AlertKind::ConsumerStalled
+        )
+    }
+
+    /// The default severity of this kind.
+    pub const fn severity(self) -> Severity {
+        match self {
+            AlertKind::OwnershipViolation
+            | AlertKind::HandoffNotAccepted
+            | AlertKind::HeartbeatMissed
+            | AlertKind::DeadlineExceeded
+            | AlertKind::OrchestratorDown
+            | AlertKind::ConsumerStalled => Severity::Critical,
+            AlertKind::NotStarted
+            | AlertKind::NoProgress
+            | AlertKind::BlockedTooLong
+            | AlertKind::StaleContext
+            | AlertKind::MalformedEvent => Severity::Warning,
+            AlertKind::UnknownTask => Severity::Info,
+        }
+    }
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Firing or resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// How urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A deterministic alert id: `<kind>.<task>.e<epoch>.<anchor>`.
+pub fn alert_id(kind: AlertKind, task: Option<&TaskId>, epoch: u64, anchor: &str) -> String {
+    let task = task.map_or(subjects::SYSTEM_TOKEN, TaskId::as_str);
+    format!("{}.{task}.e{epoch}.{anchor}", kind.as_str())
+}
+
+/// A fault report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Deterministic id shared by every notification of this fault.
+    pub id: String,
+    pub kind: AlertKind,
+    pub state: AlertState,
+    pub severity: Severity,
+    /// `None` for alerts about Baton itself.
+    pub task: Option<TaskId>,
+    pub workflow: Option<WorkflowId>,
+    pub stage: Option<StageName>,
+    /// The agents involved, most responsible first.
+    pub agents: Vec<AgentId>,
+    /// What should have happened.
+    pub expected: String,
+    pub due_at: Option<Time>,
+    pub observed_at: Time,
+    pub last_event: Option<EventRef>,
+    /// One sentence a person can act on.
+    pub summary: String,
+    /// On a resolution: the firing alert's id.
+    pub resolves: Option<String>,
+    pub epoch: u64,
+    pub late_by: Option<Duration>,
+    /// 0 = first notification; k = k-th re-notification.
+    pub notification: u32,
+    pub task_status: Option<TaskStatus>,
+    /// Decision-record versions the agent missed (stale context).
+    pub missed_versions: Vec<u64>,
+    /// The offending event, for protocol alerts.
+    pub event_id: Option<String>,
+    pub event_seq: u64,
+    /// Where more is to be found.
+    pub detail: String,
+}
+
+impl Alert {
+    /// A firing alert with the kind's default severity and empty details.
+    pub fn firing(kind: AlertKind, id: String, task: Option<TaskId>, observed_at: Time) -> Alert {
+        Alert {
+            id,
+            kind,
+            state: AlertState::Firing,
+            severity: kind.severity(),
+            task,
+            workflow: None,
+            stage: None,
+            agents: Vec::new(),
+            expected: String::new(),
+            due_at: None,
+            observed_at,
+            last_event: None,
+            summary: String::new(),
+            resolves: None,
+            epoch: 0,
+            late_by: None,
+            notification: 0,
+            task_status: None,
+            missed_versions: Vec::new(),
+            event_id: None,
+            event_seq: 0,
+            detail: String::new(),
+        }
+    }
+
+    /// The `Nats-Msg-Id` of this notification: the id for the first, `.n<k>`
+    /// for re-notification k, `.resolved` for the resolution.
+    pub fn msg_id(&self) -> String {
+        match (self.state, self.notification) {
+            (AlertState::Resolved, _) => format!("{}.resolved", self.id),
+            (AlertState::Firing, 0) => self.id.clone(),
+            (AlertState::Firing, k) => format!("{}.n{k}", self.id),
+        }
+    }
+
+    /// The subject this alert is published on.
+    pub fn subject(&self) -> String {
+        subjects::alert(self.kind, self.task.as_ref())
+    }
+
+    /// The resolution of this (firing) alert, observed at `now`.
+    pub fn resolved(&self, now: Time, summary: String) -> Alert {
+        Alert {
+            state: AlertState::Resolved,
+            resolves: Some(self.id.clone()),
+            observed_at: now,
+            summary,
+            late_by: None,
+            notification: 0,
+            ..self.clone()
+        }
+    }
+}

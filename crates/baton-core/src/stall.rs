@@ -1,0 +1,501 @@
+//! The stall detector's engine: deadlines, alert lifecycle, inhibition and
+//! silences, on time passed in.
+//!
+//! Shaped like a protocol state machine (quinn-proto's `handle_timeout(now)`
+//! / `poll_timeout()`): the service feeds it events and the current time and
+//! publishes the alerts it returns; the backtester feeds it recorded history
+//! on virtual time. Nothing here reads a clock or touches the network.
+//!
+//! Driving rule: before handing over an event stored at `t`, call
+//! `handle_timeout(t - 1ns)`, so an expectation that was due before the
+//! event arrived fires even when the event is processed late (backlog,
+//! backtest).
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
+
+use crate::{
+    alert::{Alert, AlertKind},
+    event::{Event, EventMeta},
+    expect::{
+        Expectation, ExpectationKind, agents_involved, expectations, resolution_summary,
+        stall_alert,
+    },
+    fold::{Disposition, Policy, apply, apply_known},
+    ids::{AgentId, TaskId},
+    rules::Rules,
+    task::Task,
+    time::Time,
+};
+
+/// How long an alert that is firing but not paged (silenced or inhibited)
+/// waits before it is looked at again when nothing else wakes it.
+const RECHECK: Duration = Duration::from_secs(60);
+
+/// Alerts matching every set field are not paged until `until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    pub id: String,
+    pub task: Option<TaskId>,
+    pub kind: Option<AlertKind>,
+    pub agent: Option<AgentId>,
+    pub until: Time,
+    pub created_by: String,
+    pub reason: String,
+    pub created_at: Time,
+}
+
+impl Silence {
+    /// Whether this silence mutes `alert` at `now`.
+    pub fn mutes(&self, alert: &Alert, now: Time) -> bool {
+        now < self.until
+            && self
+                .task
+                .as_ref()
+                .is_none_or(|t| alert.task.as_ref() == Some(t))
+            && self.kind.is_none_or(|k| k == alert.kind)
+            && self.agent.as_ref().is_none_or(|a| alert.agents.contains(a))
+    }
+}
+
+/// Identity of an expectation, as encoded in its alert id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    kind: ExpectationKind,
+    epoch: u64,
+    anchor: u64,
+}
+
+impl Key {
+    fn of(e: &Expectation) -> Key {
+        Key {
+            kind: e.kind,
+            epoch: e.epoch,
+            anchor: e.since.seq,
+        }
+    }
+}
+
+/// A missed expectation whose alert is firing.
+#[derive(Debug, Clone)]
+struct Firing {
+    key: Key,
+    due: Time,
+    agents: Vec<AgentId>,
+    /// Notifications sent; 0 = not paged yet (silenced or inhibited).
+    sent: u32,
+    last_sent: Option<Time>,
+    /// When it was last evaluated.
+    checked: Time,
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    task: Task,
+    firing: Vec<Firing>,
+    next_check: Option<Time>,
+}
+
+/// Counters a service exposes as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectorStats {
+    pub fired: u64,
+    pub renotified: u64,
+    pub resolved: u64,
+    pub silenced: u64,
+    pub inhibited: u64,
+}
+
+/// The stall detector's state: tracked tasks, their deadlines, firing alerts.
+#[derive(Debug)]
+pub struct Detector {
+    rules: Rules,
+    policy: Policy,
+    tasks: HashMap<TaskId, Tracked>,
+    schedule: BTreeSet<(Time, TaskId)>,
+    silences: Vec<Silence>,
+    stats: DetectorStats,
+}
+
+impl Detector {
+    pub fn new(rules: Rules, policy: Policy) -> Detector {
+        Detector {
+            rules,
+            policy,
+            tasks: HashMap::new(),
+            schedule: BTreeSet::new(),
+            silences: Vec::new(),
+            stats: DetectorStats::default(),
+        }
+    }
+
+    /// Tasks being tracked (not ended).
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Alerts currently firing (paged or not).
+    pub fn firing_count(&self) -> usize {
+        self.tasks.values().map(|t| t.firing.len()).sum()
+    }
+
+    pub fn stats(&self) -> DetectorStats {
+        self.stats
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// A tracked task's state.
+    pub fn task(&self, id: &TaskId) -> Option<&Task> {
+        self.tasks.get(id).map(|t| &t.task)
+    }
+
+    /// The ids of alerts firing for a task.
+    pub fn firing_ids(&self, id: &TaskId) -> Vec<String> {
+        self.tasks.get(id).map_or_else(Vec::new, |t| {
+            t.firing
+                .iter()
+                .map(|f| firing_id(&t.task.id, f.key))
+                .collect()
+        })
+    }
+
+    /// When `handle_timeout` next has work.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.schedule.first().map(|(t, _)| *t)
+    }
+
+    /// Replaces the silences. Alerts a lifted silence was muting are paged
+    /// at the next `handle_timeout`.
+    pub fn set_silences(&mut self, silences: Vec<Silence>, now: Time) {
+        self.silences = silences;
+        let muted: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.firing.iter().any(|f| f.sent == 0))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in muted {
+            self.reschedule(&id, Some(now));
+        }
+    }
+
+    /// Adds a task from a snapshot (restart).
+    pub fn restore(&mut self, task: Task) {
+        if task.status.is_terminal() {
+            return;
+        }
+        let id = task.id.clone();
+        self.tasks.insert(
+            id.clone(),
+            Tracked {
+                task,
+                firing: Vec::new(),
+                next_check: None,
+            },
+        );
+        let next = self.next_check(&id);
+        self.reschedule(&id, next);
+    }
+
+    /// Adopts an alert that was firing before a restart (the latest alert of
+    /// its kind for its task in `BATON_ALERTS`), so it is neither paged
+    /// again nor forgotten. Returns false if the alert is not a stall alert
+    /// of a tracked task.
+    pub fn restore_firing(&mut self, alert: &Alert) -> bool {
+        let (Some(task_id), Some(key)) = (alert.task.as_ref(), parse_key(alert)) else {
+            return false;
+        };
+        let Some(tracked) = self.tasks.get_mut(task_id) else {
+            return false;
+        };
+        if tracked.firing.iter().any(|f| f.key == key) {
+            return true;
+        }
+        tracked.firing.push(Firing {
+            key,
+            due: alert.due_at.unwrap_or(alert.observed_at),
+            agents: alert.agents.clone(),
+            sent: alert.notification + 1,
+            last_sent: Some(alert.observed_at),
+            checked: alert.observed_at,
+        });
+        // Same order as a run that never restarted (see `evaluate`).
+        tracked.firing.sort_by_key(|f| f.key);
+        let id = task_id.clone();
+        let next = self.next_check(&id);
+        self.reschedule(&id, next);
+        true
+    }
+
+    /// Folds an event; returns the resolutions it causes.
+    pub fn handle_event(&mut self, event: &Event, meta: EventMeta) -> Vec<Alert> {
+        let id = &event.task;
+        let duplicate = match self.tasks.get_mut(id) {
+            Some(tracked) => {
+                let outcome = apply_known(&mut tracked.task, event, meta, &self.policy);
+                outcome.disposition == Disposition::Duplicate
+            }
+            None => {
+                let mut slot = None;
+                apply(&mut slot, event, meta, &self.policy);
+                let Some(task) = slot else {
+                    return Vec::new();
+                };
+                self.tasks.insert(
+                    id.clone(),
+                    Tracked {
+                        task,
+                        firing: Vec::new(),
+                        next_check: None,
+                    },
+                );
+                false
+            }
+        };
+        let mut out = Vec::new();
+        if duplicate {
+            return out;
+        }
+        self.resolve_gone(id, meta.stored_at, &mut out);
+        if self
+            .tasks
+            .get(id)
+            .is_some_and(|t| t.task.status.is_terminal())
+        {
+            self.reschedule(id, None);
+            self.tasks.remove(id);
+            return out;
+        }
+        let next = self.next_check(id);
+        self.reschedule(id, next);
+        out
+    }
+
+    /// Fires expectations due at or before `now`, re-notifies and re-checks
+    /// muted ones; returns the alerts to publish.
+    pub fn handle_timeout(&mut self, now: Time) -> Vec<Alert> {
+        let mut out = Vec::new();
+        while let Some((due, id)) = self.schedule.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.schedule.remove(&(due, id.clone()));
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.next_check = None;
+            }
+            self.evaluate(&id, now, &mut out);
+            let next = self.next_check(&id);
+            self.reschedule(&id, next);
+        }
+        out
+    }
+
+    /// The tracked tasks (for snapshots).
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values().map(|t| &t.task)
+    }
+
+    fn evaluate(&mut self, id: &TaskId, now: Time, out: &mut Vec<Alert>) {
+        let Some(Tracked { task, firing, .. }) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let renotify = self
+            .rules
+            .resolve(&task.workflow, task.stage.as_ref())
+            .renotify;
+        // `expectations` lists an offer's Acceptance before its Start, so an
+        // inhibiting alert is always firing before the one it inhibits.
+        for e in expectations(task, &self.rules)
+            .iter()
+            .filter(|e| e.due() <= now)
+        {
+            let key = Key::of(e);
+            let index = match firing.iter().position(|f| f.key == key) {
+                Some(i) => {
+                    let f = &firing[i];
+                    let again = match (f.sent, f.last_sent, renotify) {
+                        (0, _, _) => true,
+                        (_, Some(last), Some(every)) => last.saturating_add(every) <= now,
+                        _ => false,
+                    };
+                    if !again {
+                        continue;
+                    }
+                    i
+                }
+                None => {
+                    firing.push(Firing {
+                        key,
+                        due: e.due(),
+                        agents: agents_involved(task, e.kind),
+                        sent: 0,
+                        last_sent: None,
+                        checked: now,
+                    });
+                    firing.len() - 1
+                }
+            };
+            let inhibited = e.kind == ExpectationKind::Start
+                && task
+                    .pending_handoff
+                    .as_deref()
+                    .is_some_and(|p| p.offered.seq == key.anchor)
+                && firing.iter().any(|f| {
+                    f.key.kind == ExpectationKind::Acceptance && f.key.anchor == key.anchor
+                });
+            let f = &mut firing[index];
+            f.checked = now;
+            let alert = stall_alert(task, e, now, f.sent);
+            if inhibited {
+                self.stats.inhibited += 1;
+            } else if self.silences.iter().any(|s| s.mutes(&alert, now)) {
+                self.stats.silenced += 1;
+            } else {
+                if f.sent == 0 {
+                    self.stats.fired += 1;
+                } else {
+                    self.stats.renotified += 1;
+                }
+                f.sent += 1;
+                f.last_sent = Some(now);
+                // A resolution names whom the latest notification named.
+                f.agents.clone_from(&alert.agents);
+                out.push(alert);
+            }
+        }
+        // Resolutions come out in a fixed order, however firing began.
+        firing.sort_by_key(|f| f.key);
+    }
+
+    /// Resolves firing alerts whose expectation no longer holds.
+    fn resolve_gone(&mut self, id: &TaskId, now: Time, out: &mut Vec<Alert>) {
+        let Some(tracked) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if tracked.firing.is_empty() {
+            return;
+        }
+        let current = expectations(&tracked.task, &self.rules);
+        let task = &tracked.task;
+        tracked.firing.retain(|f| {
+            if current.iter().any(|e| Key::of(e) == f.key) {
+                return true;
+            }
+            if f.sent > 0 {
+                let mut firing = Alert::firing(
+                    f.key.kind.alert_kind(),
+                    firing_id(&task.id, f.key),
+                    Some(task.id.clone()),
+                    now,
+                );
+                firing.workflow = Some(task.workflow.clone());
+                firing.stage = task.stage.clone();
+                firing.agents = f.agents.clone();
+                firing.due_at = Some(f.due);
+                firing.epoch = f.key.epoch;
+                firing.task_status = Some(task.status);
+                firing.last_event = Some(task.last_event.clone());
+                let summary = resolution_summary(&firing, Some(task));
+                out.push(firing.resolved(now, summary));
+                self.stats.resolved += 1;
+            }
+            false
+        });
+    }
+
+    /// The next time this task needs looking at.
+    fn next_check(&self, id: &TaskId) -> Option<Time> {
+        let tracked = self.tasks.get(id)?;
+        let task = &tracked.task;
+        let renotify = self
+            .rules
+            .resolve(&task.workflow, task.stage.as_ref())
+            .renotify;
+        let current = expectations(task, &self.rules);
+        let unfired = current
+            .iter()
+            .filter(|e| !tracked.firing.iter().any(|f| f.key == Key::of(e)))
+            .map(Expectation::due)
+            .min();
+        let refire = tracked
+            .firing
+            .iter()
+            .filter_map(|f| match (f.sent, f.last_sent) {
+                // Muted: look again when a silence may have ended, or after
+                // the re-check interval.
+                (0, _) => {
+                    let silence_ends = self
+                        .silences
+                        .iter()
+                        .map(|s| s.until)
+                        .filter(|until| *until > f.checked)
+                        .min();
+                    let recheck = f.checked.saturating_add(renotify.unwrap_or(RECHECK));
+                    Some(silence_ends.map_or(recheck, |s| s.min(recheck)))
+                }
+                (_, Some(last)) => renotify.map(|r| last.saturating_add(r)),
+                (_, None) => None,
+            })
+            .min();
+        match (unfired, refire) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn reschedule(&mut self, id: &TaskId, next: Option<Time>) {
+        let Some(tracked) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if tracked.next_check == next {
+            return;
+        }
+        if let Some(old) = tracked.next_check {
+            self.schedule.remove(&(old, id.clone()));
+        }
+        tracked.next_check = next;
+        if let Some(next) = next {
+            self.schedule.insert((next, id.clone()));
+        }
+    }
+}
+
+fn firing_id(task: &TaskId, key: Key) -> String {
+    crate::alert::alert_id(
+        key.kind.alert_kind(),
+        Some(task),
+        key.epoch,
+        &format!("s{}", key.anchor),
+    )
+}
+
+/// Recovers an expectation's identity from its alert id
+/// (`<kind>.<task>.e<epoch>.s<anchor>`).
+fn parse_key(alert: &Alert) -> Option<Key> {
+    let kind = match alert.kind {
+        AlertKind::HeartbeatMissed => ExpectationKind::Heartbeat,
+        AlertKind::HandoffNotAccepted => ExpectationKind::Acceptance,
+        AlertKind::NotStarted => ExpectationKind::Start,
+        AlertKind::DeadlineExceeded => ExpectationKind::Deadline,
+        AlertKind::NoProgress => ExpectationKind::Progress,
+        AlertKind::BlockedTooLong => ExpectationKind::Unblock,
+        _ => return None,
+    };
+    let mut parts = alert.id.rsplitn(3, '.');
+    let anchor = parts.next()?.strip_prefix('s')?.parse().ok()?;
+    let epoch = parts.next()?.strip_prefix('e')?.parse().ok()?;
+    Some(Key {
+        kind,
+        epoch,
+        anchor,
+    })
+}

@@ -1,0 +1,724 @@
+//! The stall detector's engine on virtual time: every stall alert kind,
+//! resolution, re-notification, inhibition, silences and restore.
+
+mod common;
+
+use std::time::Duration;
+
+use baton_core::{
+    Alert, AlertKind, AlertState, Event, EventBody, EventMeta, HandoffTarget, Policy, TaskCreated,
+    Time,
+    rules::Rules,
+    stall::{Detector, Silence},
+};
+use common::{agent, at, stage, task_id, workflow};
+
+const RULES: &str = r#"
+[defaults]
+heartbeat = "30s"
+accept = "60s"
+start = "120s"
+blocked = "300s"
+renotify = "100s"
+"#;
+
+/// Drives a detector with events for task t1 on virtual time.
+struct Rig {
+    det: Detector,
+    seq: u64,
+    published: Vec<Alert>,
+}
+
+impl Rig {
+    fn new(rules: &str) -> Rig {
+        Rig {
+            det: Detector::new(Rules::from_toml(rules).expect("rules"), Policy::default()),
+            seq: 0,
+            published: Vec::new(),
+        }
+    }
+
+    /// Delivers an event stored at `secs`, firing what was due before it.
+    fn send(&mut self, secs: u64, who: &str, epoch: u64, body: EventBody) -> Vec<Alert> {
+        self.seq += 1;
+        let stored_at = at(secs);
+        let mut out = self
+            .det
+            .handle_timeout(stored_at.saturating_sub(Duration::from_nanos(1)));
+        let event = Event::new(
+            format!("e{}", self.seq),
+            task_id("t1"),
+            workflow("w1"),
+            agent(who),
+            body,
+        )
+        .with_epoch(epoch);
+        out.extend(self.det.handle_event(
+            &event,
+            EventMeta {
+                seq: self.seq,
+                stored_at,
+            },
+        ));
+        self.published.extend(out.clone());
+        out
+    }
+
+    fn tick(&mut self, secs: u64) -> Vec<Alert> {
+        let out = self.det.handle_timeout(at(secs));
+        self.published.extend(out.clone());
+        out
+    }
+
+    fn create(&mut self, secs: u64, c: TaskCreated) {
+        self.send(secs, "maker", 0, EventBody::Created(c));
+    }
+
+    fn claim(&mut self, secs: u64, who: &str) {
+        self.send(
+            secs,
+            who,
+            0,
+            EventBody::Claimed {
+                heartbeat_within: None,
+            },
+        );
+    }
+}
+
+fn kinds(alerts: &[Alert]) -> Vec<(AlertKind, AlertState)> {
+    alerts.iter().map(|a| (a.kind, a.state)).collect()
+}
+
+fn hb(progress: bool) -> EventBody {
+    EventBody::Heartbeat {
+        note: String::new(),
+        progress,
+    }
+}
+
+#[test]
+fn heartbeat_missed_fires_at_the_lease_and_resolves_on_the_next_heartbeat() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(10, "a1");
+    assert_eq!(rig.det.poll_timeout(), Some(at(40)));
+    assert!(rig.tick(39).is_empty(), "not before the lease ends");
+    let fired = rig.tick(41);
+    assert_eq!(
+        kinds(&fired),
+        vec![(AlertKind::HeartbeatMissed, AlertState::Firing)]
+    );
+    let alert = &fired[0];
+    assert_eq!(alert.id, "heartbeat_missed.t1.e1.s2");
+    assert_eq!(alert.agents, vec![agent("a1")]);
+    assert_eq!(alert.due_at, Some(at(40)));
+    assert_eq!(alert.late_by, Some(Duration::from_secs(1)));
+    assert_eq!(alert.last_event.as_ref().map(|e| e.seq), Some(2));
+    assert!(
+        alert
+            .summary
+            .contains("owner a1 has sent no heartbeat for 31s"),
+        "{}",
+        alert.summary
+    );
+
+    let resolved = rig.send(50, "a1", 1, hb(false));
+    assert_eq!(
+        kinds(&resolved),
+        vec![(AlertKind::HeartbeatMissed, AlertState::Resolved)]
+    );
+    assert_eq!(
+        resolved[0].resolves.as_deref(),
+        Some("heartbeat_missed.t1.e1.s2")
+    );
+    assert_eq!(resolved[0].msg_id(), "heartbeat_missed.t1.e1.s2.resolved");
+    assert_eq!(resolved[0].observed_at, at(50));
+    // Re-armed from the heartbeat.
+    assert_eq!(rig.det.poll_timeout(), Some(at(80)));
+}
+
+#[test]
+fn a_late_event_in_a_backlog_still_fires_then_resolves() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(10, "a1");
+    // The next heartbeat was stored 20 s after the lease ended.
+    let out = rig.send(60, "a1", 1, hb(false));
+    assert_eq!(
+        kinds(&out),
+        vec![
+            (AlertKind::HeartbeatMissed, AlertState::Firing),
+            (AlertKind::HeartbeatMissed, AlertState::Resolved)
+        ]
+    );
+}
+
+#[test]
+fn firing_alerts_are_renotified_at_the_interval_until_resolved() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    assert_eq!(rig.tick(30).len(), 1);
+    assert!(rig.tick(129).is_empty());
+    let again = rig.tick(130);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].notification, 1);
+    assert_eq!(again[0].msg_id(), "heartbeat_missed.t1.e1.s2.n1");
+    assert_eq!(again[0].id, "heartbeat_missed.t1.e1.s2");
+    assert_eq!(rig.tick(230)[0].notification, 2);
+    rig.send(240, "a1", 1, hb(false));
+    assert!(
+        rig.tick(400)
+            .iter()
+            .all(|a| a.id != "heartbeat_missed.t1.e1.s2")
+    );
+}
+
+#[test]
+fn handoff_not_accepted_names_sender_and_recipient_and_resolves_on_accept() {
+    let mut rig = Rig::new(RULES);
+    rig.create(
+        0,
+        TaskCreated {
+            stage: Some(stage("draft")),
+            ..Default::default()
+        },
+    );
+    rig.claim(0, "editor");
+    rig.send(
+        5,
+        "editor",
+        1,
+        EventBody::HandoffOffered {
+            to: HandoffTarget::Agent(agent("reviewer")),
+            output_location: "s3://d/1.md".into(),
+            accept_within: None,
+        },
+    );
+    // No heartbeat is expected while the offer is pending.
+    let fired = rig.tick(65);
+    assert_eq!(
+        kinds(&fired),
+        vec![(AlertKind::HandoffNotAccepted, AlertState::Firing)]
+    );
+    let a = &fired[0];
+    assert_eq!(a.agents, vec![agent("reviewer"), agent("editor")]);
+    assert!(
+        a.summary
+            .contains("editor offered it to agent reviewer with output s3://d/1.md"),
+        "{}",
+        a.summary
+    );
+    assert!(
+        a.summary
+            .contains("stalled between editor and agent reviewer"),
+        "{}",
+        a.summary
+    );
+    assert_eq!(a.stage, Some(stage("draft")));
+
+    let resolved = rig.send(70, "reviewer", 0, EventBody::HandoffAccepted);
+    assert_eq!(
+        kinds(&resolved),
+        vec![(AlertKind::HandoffNotAccepted, AlertState::Resolved)]
+    );
+    assert!(
+        resolved[0]
+            .summary
+            .contains("handoff_accepted from reviewer"),
+        "{}",
+        resolved[0].summary
+    );
+}
+
+#[test]
+fn the_offer_states_its_own_acceptance_window() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    rig.send(
+        0,
+        "a1",
+        1,
+        EventBody::HandoffOffered {
+            to: HandoffTarget::Stage(stage("review")),
+            output_location: String::new(),
+            accept_within: Some(Duration::from_secs(5)),
+        },
+    );
+    assert_eq!(rig.det.poll_timeout(), Some(at(5)));
+    assert_eq!(
+        kinds(&rig.tick(5)),
+        vec![(AlertKind::HandoffNotAccepted, AlertState::Firing)]
+    );
+}
+
+#[test]
+fn downstream_not_started_is_inhibited_while_the_handoff_alert_fires() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    rig.send(
+        0,
+        "a1",
+        1,
+        EventBody::HandoffOffered {
+            to: HandoffTarget::Agent(agent("b2")),
+            output_location: String::new(),
+            accept_within: None,
+        },
+    );
+    assert_eq!(
+        kinds(&rig.tick(60)),
+        vec![(AlertKind::HandoffNotAccepted, AlertState::Firing)]
+    );
+    // Start was due at 120 s: same handoff, so no separate page.
+    assert!(rig.tick(125).is_empty());
+    assert_eq!(rig.det.stats().inhibited, 1);
+    let resolved = rig.send(130, "b2", 0, EventBody::HandoffAccepted);
+    assert_eq!(
+        kinds(&resolved),
+        vec![(AlertKind::HandoffNotAccepted, AlertState::Resolved)]
+    );
+}
+
+#[test]
+fn not_started_fires_for_an_unclaimed_task_and_resolves_on_claim() {
+    let mut rig = Rig::new(RULES);
+    rig.create(
+        0,
+        TaskCreated {
+            assignee: Some(agent("a1")),
+            ..Default::default()
+        },
+    );
+    let fired = rig.tick(120);
+    assert_eq!(
+        kinds(&fired),
+        vec![(AlertKind::NotStarted, AlertState::Firing)]
+    );
+    assert_eq!(fired[0].agents, vec![agent("a1")]);
+    assert!(
+        fired[0].summary.contains("assignee a1 to claim it"),
+        "{}",
+        fired[0].summary
+    );
+    rig.claim(130, "a1");
+    assert_eq!(
+        kinds(&rig.published[1..]),
+        vec![(AlertKind::NotStarted, AlertState::Resolved)]
+    );
+}
+
+#[test]
+fn a_release_arms_not_started_again() {
+    let mut rig = Rig::new(RULES);
+    rig.create(
+        0,
+        TaskCreated {
+            windows: baton_core::TaskWindows {
+                start_within: Some(Duration::from_secs(10)),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    rig.claim(5, "a1");
+    rig.send(
+        6,
+        "a1",
+        1,
+        EventBody::Released {
+            reason: "dropped".into(),
+        },
+    );
+    assert_eq!(rig.det.poll_timeout(), Some(at(16)));
+    assert_eq!(rig.tick(16)[0].id, "not_started.t1.e2.s3");
+}
+
+#[test]
+fn deadline_exceeded_fires_and_resolves_when_the_task_ends() {
+    let mut rig = Rig::new(RULES);
+    rig.create(
+        0,
+        TaskCreated {
+            windows: baton_core::TaskWindows {
+                deadline_within: Some(Duration::from_secs(50)),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    rig.claim(0, "a1");
+    for t in [20, 40] {
+        rig.send(t, "a1", 1, hb(true));
+    }
+    let fired = rig.tick(51);
+    assert_eq!(
+        kinds(&fired),
+        vec![(AlertKind::DeadlineExceeded, AlertState::Firing)]
+    );
+    assert_eq!(fired[0].id, "deadline_exceeded.t1.e0.s1");
+    let out = rig.send(
+        55,
+        "a1",
+        1,
+        EventBody::Completed {
+            output_location: String::new(),
+            summary: String::new(),
+        },
+    );
+    assert_eq!(
+        kinds(&out),
+        vec![(AlertKind::DeadlineExceeded, AlertState::Resolved)]
+    );
+    assert!(
+        out[0].summary.contains("the task is completed"),
+        "{}",
+        out[0].summary
+    );
+    assert!(rig.det.is_empty(), "ended tasks are no longer tracked");
+    assert_eq!(rig.det.poll_timeout(), None);
+}
+
+#[test]
+fn no_progress_is_a_separate_limit_from_liveness() {
+    let mut rig = Rig::new(&format!("{RULES}progress = \"60s\"\n"));
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    for t in (20..=80).step_by(20) {
+        rig.send(t, "a1", 1, hb(false));
+    }
+    assert_eq!(
+        kinds(&rig.published),
+        vec![(AlertKind::NoProgress, AlertState::Firing)]
+    );
+    assert!(
+        rig.published[0]
+            .summary
+            .contains("alive but reported no progress")
+    );
+    let out = rig.send(90, "a1", 1, hb(true));
+    assert_eq!(
+        kinds(&out),
+        vec![(AlertKind::NoProgress, AlertState::Resolved)]
+    );
+}
+
+#[test]
+fn blocked_too_long_replaces_the_heartbeat_expectation() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    rig.send(
+        10,
+        "a1",
+        1,
+        EventBody::Blocked {
+            reason: "need the brief".into(),
+        },
+    );
+    assert!(
+        rig.tick(300).is_empty(),
+        "no heartbeat is expected while blocked"
+    );
+    let fired = rig.tick(310);
+    assert_eq!(
+        kinds(&fired),
+        vec![(AlertKind::BlockedTooLong, AlertState::Firing)]
+    );
+    assert!(fired[0].summary.contains("need the brief"));
+    let out = rig.send(320, "a1", 1, hb(false));
+    assert_eq!(
+        kinds(&out),
+        vec![(AlertKind::BlockedTooLong, AlertState::Resolved)]
+    );
+}
+
+#[test]
+fn silences_mute_until_they_end() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    let silence = Silence {
+        id: "s1".into(),
+        task: None,
+        kind: Some(AlertKind::HeartbeatMissed),
+        agent: Some(agent("a1")),
+        until: at(200),
+        created_by: "ops".into(),
+        reason: "maintenance".into(),
+        created_at: at(0),
+    };
+    rig.det.set_silences(vec![silence.clone()], at(0));
+    assert!(rig.tick(150).is_empty());
+    assert_eq!(
+        rig.det.firing_count(),
+        1,
+        "tracked as firing, just not paged"
+    );
+    let paged = rig.tick(200);
+    assert_eq!(
+        kinds(&paged),
+        vec![(AlertKind::HeartbeatMissed, AlertState::Firing)]
+    );
+    assert_eq!(paged[0].notification, 0, "the first page after the silence");
+
+    // A silence for another agent does not mute.
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    rig.det.set_silences(
+        vec![Silence {
+            agent: Some(agent("zz")),
+            ..silence.clone()
+        }],
+        at(0),
+    );
+    assert_eq!(rig.tick(30).len(), 1);
+
+    // Lifting a silence pages at once.
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    rig.det.set_silences(vec![silence], at(0));
+    assert!(rig.tick(50).is_empty());
+    rig.det.set_silences(Vec::new(), at(60));
+    assert_eq!(rig.tick(60).len(), 1);
+}
+
+#[test]
+fn a_resolution_of_a_muted_alert_is_not_paged() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    rig.det.set_silences(
+        vec![Silence {
+            id: "s".into(),
+            task: Some(task_id("t1")),
+            kind: None,
+            agent: None,
+            until: at(1000),
+            created_by: String::new(),
+            reason: String::new(),
+            created_at: at(0),
+        }],
+        at(0),
+    );
+    rig.tick(40);
+    assert!(rig.send(50, "a1", 1, hb(false)).is_empty());
+}
+
+#[test]
+fn restored_state_neither_repages_nor_forgets() {
+    // Run once without interruption.
+    let mut whole = Rig::new(RULES);
+    whole.create(0, TaskCreated::default());
+    whole.claim(0, "a1");
+    whole.tick(30);
+    whole.tick(130);
+
+    // Run again, "crash" after the first page, restore from snapshot + alerts.
+    let mut first = Rig::new(RULES);
+    first.create(0, TaskCreated::default());
+    first.claim(0, "a1");
+    let paged = first.tick(30);
+    let snapshot: Vec<_> = first.det.tasks().cloned().collect();
+
+    let mut second = Rig::new(RULES);
+    second.seq = first.seq;
+    for task in snapshot {
+        second.det.restore(task);
+    }
+    assert!(second.det.restore_firing(&paged[0]));
+    assert!(
+        second.tick(31).is_empty(),
+        "no duplicate page after restart"
+    );
+    let again = second.tick(130);
+    assert_eq!(
+        again,
+        whole.published[1..].to_vec(),
+        "re-notification continues where it was"
+    );
+}
+
+#[test]
+fn alerts_that_became_due_while_down_fire_on_recovery() {
+    let mut first = Rig::new(RULES);
+    first.create(0, TaskCreated::default());
+    first.claim(0, "a1");
+    let snapshot: Vec<_> = first.det.tasks().cloned().collect();
+    let mut second = Rig::new(RULES);
+    for task in snapshot {
+        second.det.restore(task);
+    }
+    // Down from 10 s to 500 s.
+    let out = second.tick(500);
+    assert_eq!(
+        kinds(&out),
+        vec![(AlertKind::HeartbeatMissed, AlertState::Firing)]
+    );
+    assert_eq!(out[0].late_by, Some(Duration::from_secs(470)));
+}
+
+#[test]
+fn many_tasks_fire_in_due_order() {
+    let mut det = Detector::new(Rules::from_toml(RULES).expect("rules"), Policy::default());
+    let mut seq = 0;
+    for i in (0..50u64).rev() {
+        let id = task_id(&format!("t{i}"));
+        for body in [
+            EventBody::Created(TaskCreated::default()),
+            EventBody::Claimed {
+                heartbeat_within: Some(Duration::from_secs(10 + i)),
+            },
+        ] {
+            seq += 1;
+            let e = Event::new(
+                format!("e{seq}"),
+                id.clone(),
+                workflow("w"),
+                agent("a"),
+                body,
+            );
+            det.handle_event(
+                &e,
+                EventMeta {
+                    seq,
+                    stored_at: Time::from_unix_nanos(common::T0.unix_nanos()),
+                },
+            );
+        }
+    }
+    let mut fired = Vec::new();
+    let mut now = common::T0;
+    while let Some(next) = det.poll_timeout() {
+        if next > at(100) {
+            break;
+        }
+        now = now.max(next);
+        fired.extend(
+            det.handle_timeout(now)
+                .into_iter()
+                .map(|a| (a.due_at, a.task)),
+        );
+    }
+    assert_eq!(fired.len(), 50);
+    assert!(
+        fired.windows(2).all(|w| w[0].0 <= w[1].0),
+        "fired in due order"
+    );
+    assert!(fired.iter().all(|(due, _)| *due <= Some(now)));
+}
+
+mod restart_property {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Event {
+            who: &'static str,
+            epoch: u64,
+            body: EventBody,
+            after: u64,
+        },
+        Tick {
+            after: u64,
+        },
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        let who = prop::sample::select(vec!["a1", "a2"]);
+        let body = prop_oneof![
+            3 => Just(EventBody::Claimed { heartbeat_within: None }),
+            6 => any::<bool>().prop_map(|progress| EventBody::Heartbeat { note: String::new(), progress }),
+            1 => Just(EventBody::Blocked { reason: "input".into() }),
+            2 => prop::sample::select(vec!["a1", "a2"]).prop_map(|to| EventBody::HandoffOffered {
+                to: HandoffTarget::Agent(agent(to)),
+                output_location: String::new(),
+                accept_within: None,
+            }),
+            2 => Just(EventBody::HandoffAccepted),
+            1 => Just(EventBody::Released { reason: String::new() }),
+            1 => Just(EventBody::Completed { output_location: String::new(), summary: String::new() }),
+        ];
+        prop_oneof![
+            (who, 0u64..4, body, 0u64..200).prop_map(|(who, epoch, body, after)| Step::Event {
+                who,
+                epoch,
+                body,
+                after
+            }),
+            (0u64..300).prop_map(|after| Step::Tick { after }),
+        ]
+    }
+
+    fn run(rig: &mut Rig, steps: &[Step], clock: &mut u64) -> Vec<Alert> {
+        let start = rig.published.len();
+        for step in steps {
+            match step {
+                Step::Event {
+                    who,
+                    epoch,
+                    body,
+                    after,
+                } => {
+                    *clock += after;
+                    rig.send(*clock, who, *epoch, body.clone());
+                }
+                Step::Tick { after } => {
+                    *clock += after;
+                    rig.tick(*clock);
+                }
+            }
+        }
+        rig.published[start..].to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// A detector restored from its task snapshot and the latest alert
+        /// per (kind, task) publishes exactly what an uninterrupted one does.
+        #[test]
+        fn restart_publishes_what_an_uninterrupted_run_publishes(
+            steps in prop::collection::vec(arb_step(), 1..40),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let rules = format!("{RULES}progress = \"90s\"\ndeadline = \"900s\"\n");
+            let cut = cut.index(steps.len() + 1);
+            let mut whole = Rig::new(&rules);
+            whole.create(0, TaskCreated::default());
+            let mut clock = 0;
+            run(&mut whole, &steps[..cut], &mut clock);
+            let after_cut_clock = clock;
+            let expected = run(&mut whole, &steps[cut..], &mut clock);
+
+            let mut first = Rig::new(&rules);
+            first.create(0, TaskCreated::default());
+            let mut clock = 0;
+            run(&mut first, &steps[..cut], &mut clock);
+            let mut latest: HashMap<(AlertKind, Option<baton_core::TaskId>), Alert> = HashMap::new();
+            for a in &first.published {
+                latest.insert((a.kind, a.task.clone()), a.clone());
+            }
+            let mut second = Rig::new(&rules);
+            second.seq = first.seq;
+            for task in first.det.tasks().cloned() {
+                second.det.restore(task);
+            }
+            for a in latest.values().filter(|a| a.state == AlertState::Firing) {
+                second.det.restore_firing(a);
+            }
+            let mut clock = after_cut_clock;
+            let got = run(&mut second, &steps[cut..], &mut clock);
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

@@ -22,7 +22,7 @@ mod server;
 
 pub use binary::{MIN_VERSION, PINNED_VERSION, find_nats_server, nats_server_version};
 pub use cluster::NatsCluster;
-pub use server::{NatsServer, ServerOptions};
+pub use server::{ClusterSettings, NatsServer, ServerOptions};
 
 /// Why a server could not be started or used.
 #[derive(Debug, thiserror::Error)]

@@ -32,14 +32,19 @@ pub struct ServerOptions {
     pub extra_config: String,
     /// Do not enable JetStream.
     pub no_jetstream: bool,
-    pub(crate) cluster: Option<ClusterSettings>,
+    /// Cluster membership (set by [`NatsCluster`](crate::NatsCluster)).
+    pub cluster: Option<ClusterSettings>,
 }
 
+/// A node's place in a cluster.
 #[derive(Debug, Clone)]
-pub(crate) struct ClusterSettings {
-    pub(crate) name: String,
-    pub(crate) port: u16,
-    pub(crate) routes: Vec<u16>,
+pub struct ClusterSettings {
+    /// The cluster's name (same on every node).
+    pub name: String,
+    /// This node's route port.
+    pub port: u16,
+    /// The other nodes' route ports.
+    pub routes: Vec<u16>,
 }
 
 /// A running (or killed) `nats-server` with its own directory.

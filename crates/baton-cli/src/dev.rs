@@ -1,0 +1,114 @@
+//! `baton dev`: everything needed to try Baton on one machine, in one
+//! process tree: a local nats-server with JetStream (or an existing server
+//! via `--nats`), the streams and buckets, and the services. Stops
+//! everything it started on ctrl-c.
+
+use std::{net::TcpListener, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use baton_service::shutdown;
+use baton_testkit::{NatsServer, ServerOptions};
+use clap::Args;
+
+use crate::{args::NatsArgs, services::TopologyArgs};
+
+/// `baton dev` flags.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Keep the server's JetStream data in DIR [default: a temporary directory, removed on exit]
+    #[arg(long, env = "BATON_DEV_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Client port for the local server (a free one is used if it is taken)
+    #[arg(long, env = "BATON_DEV_PORT", default_value_t = 4222)]
+    pub port: u16,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Runs until ctrl-c.
+pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
+    let mut server = None;
+    let url = match &nats.url {
+        Some(url) => url.clone(),
+        None => {
+            if let Some(dir) = &args.data {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create --data {}", dir.display()))?;
+            }
+            let port = port_is_free(args.port).then_some(args.port);
+            if port.is_none() {
+                eprintln!("Port {} is taken; using a free port instead.", args.port);
+            }
+            let s = NatsServer::start_with(ServerOptions {
+                name: Some("baton-dev".into()),
+                store_dir: args.data.clone(),
+                port,
+                monitoring: true,
+                ..ServerOptions::default()
+            })
+            .await
+            .context("cannot start nats-server")?;
+            let url = s.url();
+            server = Some(s);
+            url
+        }
+    };
+    let options = nats.options_for(&url, "baton-dev");
+    let client = options.connect().await?;
+    let js = jetstream::new(client.clone());
+    let topology = args.topology.topology();
+    baton_jetstream::ensure(&js, &topology).await?;
+
+    let (trigger, shutdown) = shutdown::channel();
+    let mut orch_config = baton_orchestrator::Config::new(options.clone());
+    orch_config.topology = topology.clone();
+    orch_config.http_addr = Some(([127, 0, 0, 1], 0).into());
+    orch_config.instance = "dev".into();
+    let orchestrator = baton_orchestrator::start(orch_config, shutdown.clone())
+        .await
+        .context("orchestrator failed to start")?;
+
+    let data = match (&server, &args.data) {
+        (None, _) => "an existing server".to_string(),
+        (Some(_), Some(dir)) => format!("data kept in {}", dir.display()),
+        (Some(s), None) => format!("data in {} (removed on exit)", s.store_dir().display()),
+    };
+    let http = |a: Option<std::net::SocketAddr>| {
+        a.map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"))
+    };
+    eprintln!(
+        "\nBaton dev is running.\n\
+         \n  NATS           {url}   ({data})\
+         \n  orchestrator   {}\
+         \n\nConnect agents and the CLI with --nats {url} (or BATON_NATS_URL={url}).\
+         \nTry, in another terminal:\
+         \n  baton --nats {url} status\
+         \n  baton --nats {url} tasks\
+         \n  baton --nats {url} alerts --follow\
+         \n\nCtrl-C stops everything.\n",
+        http(orchestrator.http_addr),
+    );
+
+    let mut wait = Box::pin(orchestrator.wait());
+    tokio::select! {
+        _ = shutdown::signal() => {
+            eprintln!("\nStopping ...");
+            trigger.trigger();
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut wait).await;
+        }
+        result = &mut wait => {
+            result.context("orchestrator stopped")?;
+        }
+    }
+    drop(client);
+    if let Some(mut s) = server {
+        s.stop();
+    }
+    eprintln!("Stopped.");
+    Ok(())
+}

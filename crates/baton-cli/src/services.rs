@@ -1,0 +1,139 @@
+//! `baton orchestrator`: the services as subcommands, configured by flags
+//! and environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context as _, bail};
+use baton_core::{
+    AgentId, Policy, UnknownTaskPolicy, context::MissingVersion, rules::parse_duration,
+};
+use baton_jetstream::Topology;
+use baton_service::shutdown;
+use clap::{Args, ValueEnum};
+
+use crate::args::NatsArgs;
+
+/// Stream layout flags shared by the services.
+#[derive(Debug, Clone, Args)]
+pub struct TopologyArgs {
+    /// Stream and bucket replicas: 1 on a single node, 3 on a cluster
+    #[arg(long, env = "BATON_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
+    /// How long event ids are remembered for de-duplication
+    #[arg(long, env = "BATON_DUPLICATE_WINDOW", default_value = "10m", value_parser = duration)]
+    pub duplicate_window: Duration,
+}
+
+impl TopologyArgs {
+    pub fn topology(&self) -> Topology {
+        Topology {
+            replicas: usize::from(self.replicas),
+            duplicate_window: self.duplicate_window,
+            ..Topology::default()
+        }
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h`.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UnknownTask {
+    /// Ignore the event and raise UNKNOWN_TASK
+    Alert,
+    /// Create the task from the event and raise UNKNOWN_TASK
+    Create,
+}
+
+/// `baton orchestrator` flags.
+#[derive(Debug, Clone, Args)]
+pub struct OrchestratorArgs {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Serve /metrics and /healthz here (e.g. 127.0.0.1:9464); off when unset
+    #[arg(long = "http", env = "BATON_ORCHESTRATOR_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// What to do with events for tasks never created
+    #[arg(long, env = "BATON_UNKNOWN_TASK", value_enum, default_value = "alert")]
+    pub unknown_task: UnknownTask,
+    /// Agent ids allowed to revoke and cancel (comma-separated); anyone when empty
+    #[arg(long, env = "BATON_OPERATORS", value_delimiter = ',')]
+    pub operators: Vec<String>,
+    /// Do not treat an event without a context version as stale
+    #[arg(long, env = "BATON_ALLOW_MISSING_CONTEXT_VERSION")]
+    pub allow_missing_context_version: bool,
+    /// Under load, KV state lags the stream by at most this
+    #[arg(long, env = "BATON_MAX_LAG", default_value = "250ms", value_parser = duration)]
+    pub max_lag: Duration,
+    /// Most events taken in one batch
+    #[arg(long, env = "BATON_MAX_BATCH", default_value_t = 10_000)]
+    pub max_batch: usize,
+    /// Instance name in the liveness record [default: <host>-<pid>]
+    #[arg(long, env = "BATON_INSTANCE")]
+    pub instance: Option<String>,
+    /// How often to write the liveness record
+    #[arg(long, env = "BATON_LIVENESS_INTERVAL", default_value = "2s", value_parser = duration)]
+    pub liveness_interval: Duration,
+}
+
+impl OrchestratorArgs {
+    pub fn config(&self, nats: &NatsArgs) -> anyhow::Result<baton_orchestrator::Config> {
+        let mut c = baton_orchestrator::Config::new(nats.options("baton-orchestrator"));
+        c.topology = self.topology.topology();
+        c.http_addr = self.http;
+        c.policy = Policy {
+            operators: self
+                .operators
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(|o| AgentId::new(o).with_context(|| "--operators"))
+                .collect::<anyhow::Result<_>>()?,
+            unknown_task: match self.unknown_task {
+                UnknownTask::Alert => UnknownTaskPolicy::Alert,
+                UnknownTask::Create => UnknownTaskPolicy::AutoCreate,
+            },
+        };
+        c.missing_context_version = if self.allow_missing_context_version {
+            MissingVersion::Allow
+        } else {
+            MissingVersion::Stale
+        };
+        if self.max_batch == 0 {
+            bail!("--max-batch must be at least 1");
+        }
+        c.max_batch = self.max_batch;
+        c.max_lag = self.max_lag;
+        if let Some(i) = &self.instance {
+            c.instance = i.clone();
+        }
+        c.liveness_interval = self.liveness_interval;
+        Ok(c)
+    }
+}
+
+/// Runs the orchestrator until SIGTERM / ctrl-c.
+pub async fn orchestrator(nats: &NatsArgs, args: &OrchestratorArgs) -> anyhow::Result<()> {
+    let config = args.config(nats)?;
+    let (trigger, shutdown) = shutdown::channel();
+    let running = baton_orchestrator::start(config, shutdown)
+        .await
+        .context("orchestrator failed to start")?;
+    tracing::info!(
+        http = ?running.http_addr,
+        restored_tasks = running.restored_tasks,
+        startup_ms = running.startup.as_millis() as u64,
+        "orchestrator ready"
+    );
+    let mut wait = Box::pin(running.wait());
+    tokio::select! {
+        _ = shutdown::signal() => {
+            tracing::info!("shutting down");
+            trigger.trigger();
+            wait.await?;
+        }
+        result = &mut wait => result?,
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Baton's broker layout and the plumbing every Baton process shares.
+//!
+//! - [`topology`]: the streams and KV buckets, created or updated
+//!   idempotently at start.
+//! - [`connect`]: connection options (credentials, nkey, TLS, inbox prefix)
+//!   and connection errors that say what to do.
+//! - [`publish`]: durable publishing with idempotent retries and
+//!   compare-and-set.
+//! - [`read`]: reading a stream's history for one subject.
+
+pub mod connect;
+pub mod publish;
+pub mod read;
+pub mod topology;
+
+pub use connect::{ConnectError, NatsOptions};
+pub use publish::{Cas, PublishError, Retry, publish_durable};
+pub use topology::{Topology, TopologyError, ensure};

@@ -1,0 +1,151 @@
+//! Publishing to a stream until the broker acknowledges, with the same
+//! `Nats-Msg-Id` on every attempt so a retry is stored once.
+
+use std::time::Duration;
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, context::PublishErrorKind, message::PublishMessage, publish::PublishAck},
+};
+use bytes::Bytes;
+
+/// The header that scopes `Nats-Expected-Last-Subject-Sequence` to a
+/// wildcard subject (server 2.11+); async-nats has no builder method for it.
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str =
+    "Nats-Expected-Last-Subject-Sequence-Subject";
+
+/// Compare-and-set: store only if the last message on `scope` has sequence
+/// `expected` (0 = there is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cas {
+    pub expected: u64,
+    pub scope: String,
+}
+
+/// How long to keep trying.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Give up after this long in total (leader elections take seconds).
+    pub budget: Duration,
+    /// Wait this long for one acknowledgement.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            budget: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a publish did not get stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The compare-and-set precondition failed. `after_retry` means an
+    /// earlier attempt of this very message may have been stored (its ack
+    /// was lost), so the caller should look before concluding it lost.
+    #[error("compare-and-set failed: {detail}")]
+    WrongLastSequence { detail: String, after_retry: bool },
+    /// The broker did not acknowledge within the budget.
+    #[error("no acknowledgement for {subject} after {attempts} attempts in {budget:?}: {last}")]
+    Unavailable {
+        subject: String,
+        attempts: u32,
+        budget: Duration,
+        last: String,
+    },
+    /// The broker refused the message for good (e.g. no stream for the
+    /// subject, message too large).
+    #[error("the broker refused the message on {subject}: {reason}")]
+    Refused { subject: String, reason: String },
+}
+
+/// Publishes `payload` to `subject` with `Nats-Msg-Id: msg_id` (and an
+/// optional compare-and-set) and waits for the acknowledgement, retrying
+/// transient failures with the same id.
+pub async fn publish_durable(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: Bytes,
+    msg_id: &str,
+    cas: Option<&Cas>,
+    retry: Retry,
+) -> Result<PublishAck, PublishError> {
+    let started = tokio::time::Instant::now();
+    let mut attempts = 0;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        attempts += 1;
+        let mut headers = HeaderMap::new();
+        if let Some(cas) = cas {
+            headers.insert(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, cas.scope.as_str());
+        }
+        // `headers` first: the builder's `headers()` replaces what the other
+        // methods set.
+        let mut msg = PublishMessage::build()
+            .headers(headers)
+            .payload(payload.clone())
+            .message_id(msg_id);
+        if let Some(cas) = cas {
+            msg = msg.expected_last_subject_sequence(cas.expected);
+        }
+        let outcome = tokio::time::timeout(retry.attempt_timeout, async {
+            js.send_publish(subject.to_string(), msg).await?.await
+        })
+        .await;
+        let err = match outcome {
+            Ok(Ok(ack)) => return Ok(ack),
+            Ok(Err(e)) => e,
+            Err(_) => jetstream::context::PublishError::new(PublishErrorKind::TimedOut),
+        };
+        match err.kind() {
+            PublishErrorKind::WrongLastSequence => {
+                return Err(PublishError::WrongLastSequence {
+                    detail: err.to_string(),
+                    after_retry: attempts > 1,
+                });
+            }
+            PublishErrorKind::StreamNotFound if no_stream_for(js, subject).await => {
+                return Err(PublishError::Refused {
+                    subject: subject.to_string(),
+                    reason: "no stream stores this subject: start the Baton services (or \
+                             `baton dev`), which create the streams"
+                        .into(),
+                });
+            }
+            PublishErrorKind::TimedOut
+            | PublishErrorKind::StreamNotFound
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::MaxAckPending => {
+                if started.elapsed() + backoff >= retry.budget {
+                    return Err(PublishError::Unavailable {
+                        subject: subject.to_string(),
+                        attempts,
+                        budget: retry.budget,
+                        last: err.to_string(),
+                    });
+                }
+                tracing::debug!(subject, attempts, error = %err, "publish not acknowledged; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            _ => {
+                return Err(PublishError::Refused {
+                    subject: subject.to_string(),
+                    reason: err.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Whether JetStream answers that no stream stores `subject` (as opposed to
+/// not answering at all, as during a leader election).
+async fn no_stream_for(js: &jetstream::Context, subject: &str) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), js.stream_by_subject(subject)).await,
+        Ok(Err(e)) if e.to_string().contains("not found") || e.to_string().contains("no stream")
+    )
+}

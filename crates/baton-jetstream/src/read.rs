@@ -1,0 +1,195 @@
+//! Reading what a stream holds for a subject: a task's events, a workflow's
+//! decision record, the latest alert of a kind.
+
+use std::time::Duration;
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self,
+        consumer::{DeliverPolicy, pull::OrderedConfig},
+    },
+};
+use baton_core::Time;
+use bytes::Bytes;
+use futures::StreamExt;
+
+/// A message as stored, with the broker's facts about it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: u64,
+    pub stored_at: Time,
+    pub subject: String,
+    pub payload: Bytes,
+    pub headers: Option<HeaderMap>,
+}
+
+impl Stored {
+    /// Whether this is a KV delete or purge marker rather than a value.
+    pub fn is_kv_tombstone(&self) -> bool {
+        self.headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some_and(|v| v.as_str() == "DEL" || v.as_str() == "PURGE")
+    }
+
+    /// The `Nats-Msg-Id` it was published with.
+    pub fn msg_id(&self) -> Option<&str> {
+        self.headers
+            .as_ref()?
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|v| v.as_str())
+    }
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {stream} ({filter}): {message}")]
+pub struct ReadError {
+    pub stream: String,
+    pub filter: String,
+    pub message: String,
+}
+
+/// Converts a JetStream timestamp to domain time.
+pub fn time_of(t: time::OffsetDateTime) -> Time {
+    Time::from_unix_nanos(u64::try_from(t.unix_timestamp_nanos()).unwrap_or(0))
+}
+
+/// Reads every message on `filter` in `stream` from sequence `from`
+/// (inclusive; 0 or 1 = the beginning), up to `limit` messages, in order.
+pub async fn read_subject(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    from: u64,
+    limit: Option<usize>,
+) -> Result<Vec<Stored>, ReadError> {
+    let err = |message: String| ReadError {
+        stream: stream.to_string(),
+        filter: filter.to_string(),
+        message,
+    };
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let consumer = s
+        .create_consumer(OrderedConfig {
+            filter_subject: filter.to_string(),
+            deliver_policy: if from > 1 {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                }
+            } else {
+                DeliverPolicy::All
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let mut pending = consumer.cached_info().num_pending;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+    while pending > 0 && limit.is_none_or(|l| out.len() < l) {
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| err("timed out reading history".into()))?;
+        let Some(next) = next else { break };
+        let msg = next.map_err(|e| err(e.to_string()))?;
+        let info = msg.info().map_err(|e| err(e.to_string()))?;
+        pending = info.pending;
+        out.push(Stored {
+            seq: info.stream_sequence,
+            stored_at: time_of(info.published),
+            subject: msg.subject.to_string(),
+            payload: msg.payload.clone(),
+            headers: msg.headers.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Calls `each` for the latest message of every subject matching `filter`
+/// (a KV bucket's current values, the latest alert per kind and task), in
+/// stream order, without holding them all in memory. Returns the count.
+pub async fn for_each_last_per_subject(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    mut each: impl FnMut(Stored),
+) -> Result<u64, ReadError> {
+    let err = |message: String| ReadError {
+        stream: stream.to_string(),
+        filter: filter.to_string(),
+        message,
+    };
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let consumer = s
+        .create_consumer(OrderedConfig {
+            filter_subject: filter.to_string(),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let mut pending = consumer.cached_info().num_pending;
+    let mut count = 0;
+    if pending == 0 {
+        return Ok(0);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+    while pending > 0 {
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| err("timed out reading".into()))?;
+        let Some(next) = next else { break };
+        let msg = next.map_err(|e| err(e.to_string()))?;
+        let info = msg.info().map_err(|e| err(e.to_string()))?;
+        pending = info.pending;
+        count += 1;
+        let stored = Stored {
+            seq: info.stream_sequence,
+            stored_at: time_of(info.published),
+            subject: msg.subject.to_string(),
+            payload: msg.payload.clone(),
+            headers: msg.headers.clone(),
+        };
+        each(stored);
+    }
+    Ok(count)
+}
+
+/// The last message on `subject` (wildcards allowed), if any.
+pub async fn last_on_subject(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Result<Option<Stored>, ReadError> {
+    let err = |message: String| ReadError {
+        stream: stream.to_string(),
+        filter: subject.to_string(),
+        message,
+    };
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    match s.direct_get_last_for_subject(subject).await {
+        Ok(m) => Ok(Some(Stored {
+            seq: m.sequence,
+            stored_at: time_of(m.time),
+            subject: m.subject.to_string(),
+            payload: m.payload,
+            headers: Some(m.headers),
+        })),
+        Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err(e.to_string())),
+    }
+}

@@ -1,0 +1,74 @@
+//! The dead-letter record of an event that could not be used: original bytes
+//! and headers, plus why, where it came from, and when.
+
+use async_nats::{HeaderMap, HeaderValue};
+use baton_core::subjects;
+use bytes::Bytes;
+
+use crate::outbox::Outgoing;
+
+/// Why it could not be used, in words.
+pub const REASON_HEADER: &str = "Baton-Dlq-Reason";
+/// The subject it was published on.
+pub const SUBJECT_HEADER: &str = "Baton-Dlq-Subject";
+/// Its stream and sequence (`BATON_EVENTS:42`).
+pub const SOURCE_HEADER: &str = "Baton-Dlq-Source";
+/// Set when the payload had to be cut to fit the broker's max payload; the
+/// value is the original length.
+pub const TRUNCATED_HEADER: &str = "Baton-Dlq-Truncated";
+
+/// Builds the dead letter for message `seq` of `stream`. `reason_token` is
+/// the subject token (`undecodable`, `invalid`, `subject_mismatch`),
+/// `reason` the explanation; the payload is cut if it would exceed
+/// `max_payload` with the headers.
+pub fn dead_letter(
+    stream: &str,
+    seq: u64,
+    subject: &str,
+    payload: &Bytes,
+    original_headers: Option<&HeaderMap>,
+    reason_token: &str,
+    reason: &str,
+    max_payload: usize,
+) -> Outgoing {
+    let mut headers = original_headers.cloned().unwrap_or_default();
+    // The original Nats-Msg-Id would make the DLQ stream drop this as a
+    // duplicate of nothing in particular; keep it under another name.
+    if let Some(id) = headers.get(async_nats::header::NATS_MESSAGE_ID).cloned() {
+        headers.insert("Baton-Dlq-Msg-Id", id);
+    }
+    let mut cleaned = HeaderMap::new();
+    for (name, values) in headers.iter() {
+        let name_str: &str = name.as_ref();
+        if name_str.eq_ignore_ascii_case(async_nats::header::NATS_MESSAGE_ID.as_ref()) {
+            continue;
+        }
+        for v in values {
+            cleaned.append(name.clone(), v.clone());
+        }
+    }
+    let reason_value: String = reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(1024)
+        .collect();
+    cleaned.insert(REASON_HEADER, HeaderValue::from(reason_value.as_str()));
+    cleaned.insert(SUBJECT_HEADER, HeaderValue::from(subject));
+    cleaned.insert(
+        SOURCE_HEADER,
+        HeaderValue::from(format!("{stream}:{seq}").as_str()),
+    );
+    let room = max_payload.saturating_sub(8 * 1024);
+    let body = if payload.len() > room {
+        cleaned.insert(
+            TRUNCATED_HEADER,
+            HeaderValue::from(payload.len().to_string().as_str()),
+        );
+        payload.slice(..room)
+    } else {
+        payload.clone()
+    };
+    Outgoing::new(subjects::dlq(reason_token), body)
+        .with_headers(cleaned)
+        .with_msg_id(format!("dlq.{stream}.{seq}"))
+}

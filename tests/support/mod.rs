@@ -1,0 +1,360 @@
+//! Shared helpers for the end-to-end scenarios: real servers, the `baton`
+//! binary as a child process, publishing events as any client could, and
+//! waiting for outcomes by watching the broker (never by sleeping).
+#![allow(dead_code)]
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, consumer::pull::OrderedConfig, kv},
+};
+use baton_core::{
+    AgentId, Alert, AlertKind, AlertState, Event, EventBody, Task, TaskCreated, TaskId, WorkflowId,
+    subjects,
+};
+use baton_proto::prost::Message;
+use futures::StreamExt;
+
+/// How long any awaited outcome may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn baton_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_baton")
+}
+
+/// A `baton` child process, killed on drop.
+pub struct BatonProcess {
+    pub child: Child,
+    pub name: String,
+}
+
+impl BatonProcess {
+    /// Starts `baton --nats <url> <args...>`, logging to `log`.
+    pub fn spawn(url: &str, args: &[&str], log: &std::path::Path) -> BatonProcess {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = Command::new(baton_bin())
+            .arg("--nats")
+            .arg(url)
+            .args(args)
+            .env("BATON_LOG", "info,baton=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn baton");
+        BatonProcess {
+            child,
+            name: args.first().copied().unwrap_or("baton").to_string(),
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        false
+    }
+}
+
+impl Drop for BatonProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn task(s: &str) -> TaskId {
+    TaskId::new(s).expect("task id")
+}
+pub fn agent(s: &str) -> AgentId {
+    AgentId::new(s).expect("agent id")
+}
+pub fn workflow(s: &str) -> WorkflowId {
+    WorkflowId::new(s).expect("workflow id")
+}
+
+/// Builds events for one workflow with unique ids.
+pub struct Events {
+    pub workflow: WorkflowId,
+    n: u64,
+    prefix: String,
+}
+
+impl Events {
+    pub fn new(workflow_id: &str) -> Events {
+        Events {
+            workflow: workflow(workflow_id),
+            n: 0,
+            prefix: format!("{}-{}", workflow_id, std::process::id()),
+        }
+    }
+
+    pub fn make(&mut self, task_id: &str, agent_id: &str, epoch: u64, body: EventBody) -> Event {
+        self.n += 1;
+        Event::new(
+            format!("{}-{}", self.prefix, self.n),
+            task(task_id),
+            self.workflow.clone(),
+            agent(agent_id),
+            body,
+        )
+        .with_epoch(epoch)
+    }
+
+    pub fn created(&mut self, task_id: &str, agent_id: &str) -> Event {
+        self.make(
+            task_id,
+            agent_id,
+            0,
+            EventBody::Created(TaskCreated::default()),
+        )
+    }
+
+    pub fn claimed(&mut self, task_id: &str, agent_id: &str) -> Event {
+        self.make(
+            task_id,
+            agent_id,
+            0,
+            EventBody::Claimed {
+                heartbeat_within: None,
+            },
+        )
+    }
+
+    pub fn heartbeat(&mut self, task_id: &str, agent_id: &str, epoch: u64) -> Event {
+        self.make(
+            task_id,
+            agent_id,
+            epoch,
+            EventBody::Heartbeat {
+                note: String::new(),
+                progress: true,
+            },
+        )
+    }
+}
+
+/// Publishes an event on its own subject with `Nats-Msg-Id` = event id and
+/// waits for the broker to store it; returns the stream sequence.
+pub async fn publish(js: &jetstream::Context, event: &Event) -> u64 {
+    publish_raw(
+        js,
+        &subjects::event(&event.task, &event.agent),
+        event.encode_to_vec(),
+        Some(&event.event_id),
+    )
+    .await
+}
+
+/// Publishes arbitrary bytes on a subject (for bad input).
+pub async fn publish_raw(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: Vec<u8>,
+    msg_id: Option<&str>,
+) -> u64 {
+    let mut headers = HeaderMap::new();
+    if let Some(id) = msg_id {
+        headers.insert("Nats-Msg-Id", id);
+    }
+    js.publish_with_headers(subject.to_string(), headers, payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence
+}
+
+/// Waits until KV `bucket` holds a value for `key` that satisfies `ok`,
+/// watching the bucket (no polling).
+pub async fn wait_kv<T>(
+    js: &jetstream::Context,
+    bucket: &str,
+    key: &str,
+    mut ok: impl FnMut(&[u8]) -> Option<T>,
+) -> T {
+    let store = wait_bucket(js, bucket).await;
+    let mut watch = store.watch_with_history(key).await.expect("watch");
+    let found = tokio::time::timeout(PATIENCE, async {
+        while let Some(entry) = watch.next().await {
+            let entry = entry.expect("watch entry");
+            if entry.operation == kv::Operation::Put
+                && let Some(t) = ok(&entry.value)
+            {
+                return Some(t);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(t)) => t,
+        _ => panic!("KV {bucket}/{key} never reached the expected value"),
+    }
+}
+
+/// The bucket, once a service has created it. There is no notification for
+/// bucket creation, so this polls the JetStream API briefly.
+pub async fn wait_bucket(js: &jetstream::Context, bucket: &str) -> kv::Store {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match js.get_key_value(bucket).await {
+            Ok(store) => return store,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                panic!("bucket {bucket} never appeared: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Waits for the task's stored state to satisfy `ok`.
+pub async fn wait_task(
+    js: &jetstream::Context,
+    task_id: &str,
+    mut ok: impl FnMut(&Task) -> bool,
+) -> Task {
+    wait_kv(js, subjects::TASKS_BUCKET, task_id, |bytes| {
+        let t = Task::decode(bytes).expect("task state decodes");
+        ok(&t).then_some(t)
+    })
+    .await
+}
+
+/// The task's stored state now, if any.
+pub async fn stored_task(js: &jetstream::Context, task_id: &str) -> Option<Task> {
+    let store = js
+        .get_key_value(subjects::TASKS_BUCKET)
+        .await
+        .expect("bucket");
+    store
+        .get(task_id)
+        .await
+        .expect("kv get")
+        .map(|b| Task::decode(&b).expect("task state decodes"))
+}
+
+/// Reads `BATON_ALERTS` from the start until an alert satisfies `ok`.
+pub async fn wait_alert(
+    js: &jetstream::Context,
+    mut ok: impl FnMut(&Alert) -> bool,
+) -> (Alert, HeaderMap) {
+    let stream = js
+        .get_stream(subjects::ALERTS_STREAM)
+        .await
+        .expect("alerts stream");
+    let consumer = stream
+        .create_consumer(OrderedConfig::default())
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let found = tokio::time::timeout(PATIENCE, async {
+        while let Some(m) = messages.next().await {
+            let m = m.expect("message");
+            let alert = Alert::decode(&m.payload).expect("alert decodes");
+            if ok(&alert) {
+                return Some((alert, m.headers.clone().unwrap_or_default()));
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(found)) => found,
+        _ => panic!("no matching alert arrived"),
+    }
+}
+
+/// Every alert stored so far.
+pub async fn all_alerts(js: &jetstream::Context) -> Vec<Alert> {
+    read_all(js, subjects::ALERTS_STREAM, subjects::ALERTS_ALL)
+        .await
+        .into_iter()
+        .map(|m| Alert::decode(&m.payload).expect("alert decodes"))
+        .collect()
+}
+
+/// Every message of `stream` on `filter`, in order.
+pub async fn read_all(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Vec<baton_jetstream::read::Stored> {
+    baton_jetstream::read::read_subject(js, stream, filter, 0, None)
+        .await
+        .expect("read stream")
+}
+
+pub fn is_alert(kind: AlertKind, task_id: &str) -> impl FnMut(&Alert) -> bool + '_ {
+    move |a| {
+        a.kind == kind
+            && a.task.as_ref().is_some_and(|t| t.as_str() == task_id)
+            && a.state == AlertState::Firing
+    }
+}
+
+/// Sends a protobuf request to the query API and decodes the reply.
+pub async fn request<Req: Message, Resp: Message + Default>(
+    client: &async_nats::Client,
+    endpoint: &str,
+    req: &Req,
+) -> Resp {
+    let reply = tokio::time::timeout(
+        PATIENCE,
+        client.request(
+            format!("{}.{endpoint}", subjects::API_PREFIX),
+            req.encode_to_vec().into(),
+        ),
+    )
+    .await
+    .expect("reply in time")
+    .expect("request");
+    Resp::decode(reply.payload).expect("reply decodes")
+}
+
+/// Waits until `url` answers HTTP GET `path` with a body containing `needle`.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect http");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf).await.expect("read");
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+/// Waits for a service's liveness record and returns it.
+pub async fn wait_liveness(js: &jetstream::Context, key: &str) -> baton_proto::v1::ServiceStatus {
+    wait_kv(js, subjects::SERVICES_BUCKET, key, |b| {
+        baton_proto::v1::ServiceStatus::decode(b).ok()
+    })
+    .await
+}

@@ -738,7 +738,58 @@ async fn kill_9_and_restart_loses_nothing_and_applies_nothing_twice() {
         rig.orchestrator.as_mut().expect("running").kill9();
         rig.start_orchestrator(&flags).await;
     }
-    let sent = publisher.await.expect("publisher");
+    let mut sent = publisher.await.expect("publisher");
+    assert_eq!(rig.last_seq().await, sent as u64);
+    rig.wait_caught_up().await;
+
+    // Now a backlog: more events while the orchestrator is down, then
+    // crashes while it replays them (state is flushed rarely then).
+    rig.orchestrator.as_mut().expect("running").kill9();
+    let mut ev = Events::new("w2");
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for round in 0..40 {
+        for t in 0..tasks {
+            let id = format!("t{t}");
+            let e = if round % 2 == 0 {
+                ev.heartbeat(&id, "a0", 3)
+            } else {
+                ev.heartbeat(&id, "a1", 2)
+            };
+            let msg = jetstream::message::PublishMessage::build()
+                .payload(e.encode_to_vec().into())
+                .message_id(e.event_id.as_str());
+            let ack = rig
+                .js
+                .send_publish(subjects::event(&e.task, &e.agent), msg)
+                .await
+                .expect("send");
+            acks.push(ack.into_future());
+            sent += 1;
+            if acks.len() > 256 {
+                acks.next().await.expect("ack").expect("stored");
+            }
+        }
+    }
+    while let Some(a) = acks.next().await {
+        a.expect("stored");
+    }
+    let backlog_flags = ["--max-batch", "64", "--catch-up-lag", "50ms"];
+    rig.start_orchestrator(&backlog_flags).await;
+    for _ in 0..3 {
+        let from = seen;
+        seen = wait_kv(
+            &rig.js,
+            subjects::SERVICES_BUCKET,
+            &format!("orchestrator.o{}", rig.starts),
+            |b| {
+                let s = pb::ServiceStatus::decode(b).ok()?;
+                (s.applied_seq > from).then_some(s.applied_seq)
+            },
+        )
+        .await;
+        rig.orchestrator.as_mut().expect("running").kill9();
+        rig.start_orchestrator(&backlog_flags).await;
+    }
     assert_eq!(rig.last_seq().await, sent as u64);
     rig.wait_caught_up().await;
 

@@ -67,6 +67,9 @@ pub struct OrchestratorArgs {
     /// Under load, KV state lags the stream by at most this
     #[arg(long, env = "BATON_MAX_LAG", default_value = "250ms", value_parser = duration)]
     pub max_lag: Duration,
+    /// While replaying a backlog, write KV state this often
+    #[arg(long, env = "BATON_CATCH_UP_LAG", default_value = "5s", value_parser = duration)]
+    pub catch_up_lag: Duration,
     /// Most events taken in one batch
     #[arg(long, env = "BATON_MAX_BATCH", default_value_t = 10_000)]
     pub max_batch: usize,
@@ -105,6 +108,7 @@ impl OrchestratorArgs {
         }
         c.max_batch = self.max_batch;
         c.max_lag = self.max_lag;
+        c.catch_up_lag = self.catch_up_lag;
         if let Some(i) = &self.instance {
             c.instance = i.clone();
         }

@@ -66,18 +66,22 @@ pub enum Disposition {
     UnknownTask,
 }
 
+/// The effects of one event; at most a few, kept inline (no allocation on
+/// the hot path).
+pub type Effects = smallvec::SmallVec<[Effect; 2]>;
+
 /// The result of folding one event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub disposition: Disposition,
-    pub effects: Vec<Effect>,
+    pub effects: Effects,
 }
 
 impl Outcome {
     fn nothing(disposition: Disposition) -> Outcome {
         Outcome {
             disposition,
-            effects: Vec::new(),
+            effects: Effects::new(),
         }
     }
 
@@ -182,14 +186,14 @@ pub fn apply(slot: &mut Option<Task>, event: &Event, meta: EventMeta, policy: &P
         *slot = Some(created(event, meta));
         return Outcome {
             disposition: Disposition::Applied,
-            effects: vec![Effect::Persist],
+            effects: smallvec::smallvec![Effect::Persist],
         };
     }
     let alert = unknown_task_alert(event, meta, policy.unknown_task);
     match policy.unknown_task {
         UnknownTaskPolicy::Alert => Outcome {
             disposition: Disposition::UnknownTask,
-            effects: vec![Effect::Raise(Box::new(alert))],
+            effects: smallvec::smallvec![Effect::Raise(Box::new(alert))],
         },
         UnknownTaskPolicy::AutoCreate => {
             let mut task = implicit(event, meta);
@@ -219,7 +223,7 @@ pub fn apply_known(task: &mut Task, event: &Event, meta: EventMeta, policy: &Pol
         at: meta.stored_at,
         seq: meta.seq,
     };
-    let mut effects = vec![Effect::Persist];
+    let mut effects: Effects = smallvec::smallvec![Effect::Persist];
     let disposition = match result {
         Ok(()) => {
             task.updated_at = meta.stored_at;

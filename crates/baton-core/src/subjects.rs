@@ -21,6 +21,9 @@ pub const SERVICES_BUCKET: &str = "baton-services";
 pub const SILENCES_BUCKET: &str = "baton-silences";
 /// The stall detector's own snapshot of task state, key = task id.
 pub const DETECTOR_BUCKET: &str = "baton-detector";
+/// How far each service's snapshot is complete: key = consumer name, value
+/// = the `BATON_EVENTS` sequence up to which every state change is stored.
+pub const CHECKPOINTS_BUCKET: &str = "baton-checkpoints";
 
 /// Every status event.
 pub const EVENTS_ALL: &str = "baton.evt.>";

@@ -146,6 +146,13 @@ impl Topology {
         )
     }
 
+    pub fn checkpoints_bucket(&self) -> kv::Config {
+        self.bucket(
+            subjects::CHECKPOINTS_BUCKET,
+            "Baton snapshot checkpoints: key = consumer, value = BATON_EVENTS sequence",
+        )
+    }
+
     pub fn detector_bucket(&self) -> kv::Config {
         self.bucket(
             subjects::DETECTOR_BUCKET,
@@ -170,6 +177,7 @@ pub async fn ensure(js: &jetstream::Context, topology: &Topology) -> Result<(), 
         topology.services_bucket(),
         topology.silences_bucket(),
         topology.detector_bucket(),
+        topology.checkpoints_bucket(),
     ] {
         ensure_bucket(js, config).await?;
     }

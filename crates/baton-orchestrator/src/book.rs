@@ -6,7 +6,7 @@
 //! message that could not be used, and (at `finish`) the new state of every
 //! task the batch touched, one KV write per task however many events it had.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_nats::HeaderMap;
 use baton_core::{
@@ -29,9 +29,12 @@ pub struct Raw<'a> {
     pub meta: EventMeta,
 }
 
-/// What a batch produced.
+/// What folding produced: the effects to publish before acknowledging
+/// (alerts, dead letters), counts, and the tasks whose state must be
+/// written at the next state flush.
 #[derive(Debug, Default)]
 pub struct BatchOut {
+    /// Alerts and dead letters, to be durable before the events are acked.
     pub outgoing: Vec<Outgoing>,
     pub applied: u64,
     pub refused: u64,
@@ -39,9 +42,8 @@ pub struct BatchOut {
     pub unknown_task: u64,
     pub dead_lettered: u64,
     pub alerts: Vec<AlertKind>,
-    pub kv_writes: u64,
+    /// Tasks whose state must be written, each once.
     dirty: Vec<TaskId>,
-    dirty_set: HashSet<TaskId>,
 }
 
 impl BatchOut {
@@ -50,9 +52,17 @@ impl BatchOut {
         self.dirty.len()
     }
 
-    fn touch(&mut self, task: &TaskId) {
-        if self.dirty_set.insert(task.clone()) {
-            self.dirty.push(task.clone());
+    /// Clears the per-batch effects and counts, keeping the dirty tasks.
+    pub fn take_effects(&mut self) -> BatchOut {
+        BatchOut {
+            outgoing: std::mem::take(&mut self.outgoing),
+            applied: std::mem::take(&mut self.applied),
+            refused: std::mem::take(&mut self.refused),
+            duplicates: std::mem::take(&mut self.duplicates),
+            unknown_task: std::mem::take(&mut self.unknown_task),
+            dead_lettered: std::mem::take(&mut self.dead_lettered),
+            alerts: std::mem::take(&mut self.alerts),
+            dirty: Vec::new(),
         }
     }
 
@@ -67,10 +77,20 @@ pub fn alert_message(alert: &Alert) -> Outgoing {
     Outgoing::new(alert.subject(), alert.encode_to_vec()).with_msg_id(alert.msg_id())
 }
 
+/// A task and the flush generation in which it was last marked dirty.
+#[derive(Debug)]
+struct Slot {
+    task: Task,
+    dirty_in: u64,
+}
+
 /// Every task's state, and the decision records, as far as applied.
 #[derive(Debug)]
 pub struct Book {
-    tasks: HashMap<TaskId, Task>,
+    tasks: HashMap<TaskId, Slot, foldhash::fast::RandomState>,
+    /// Current flush generation: a task is in the unflushed set if its
+    /// `dirty_in` equals this (one lookup instead of a second set).
+    generation: u64,
     decisions: DecisionLog,
     policy: Policy,
     missing_version: MissingVersion,
@@ -81,7 +101,8 @@ pub struct Book {
 impl Book {
     pub fn new(policy: Policy, missing_version: MissingVersion, max_payload: usize) -> Book {
         Book {
-            tasks: HashMap::new(),
+            tasks: HashMap::default(),
+            generation: 1,
             decisions: DecisionLog::default(),
             policy,
             missing_version,
@@ -92,7 +113,8 @@ impl Book {
 
     /// Adds a task from the KV snapshot.
     pub fn restore(&mut self, task: Task) {
-        self.tasks.insert(task.id.clone(), task);
+        self.tasks
+            .insert(task.id.clone(), Slot { task, dirty_in: 0 });
     }
 
     /// Records a decision-record entry.
@@ -111,11 +133,11 @@ impl Book {
     }
 
     pub fn task(&self, id: &str) -> Option<&Task> {
-        self.tasks.get(id)
+        self.tasks.get(id).map(|s| &s.task)
     }
 
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.values()
+        self.tasks.values().map(|s| &s.task)
     }
 
     pub fn len(&self) -> usize {
@@ -130,24 +152,54 @@ impl Book {
         &self.policy
     }
 
+    /// Decodes and validates a message (no state needed: done before
+    /// taking the lock).
+    pub fn decode(raw: Raw<'_>) -> Result<Event, WireError> {
+        decode_event(raw.payload).and_then(|e| check_subject(&e, raw.subject).map(|()| e))
+    }
+
     /// Validates and folds one message.
     pub fn ingest(&mut self, raw: Raw<'_>, out: &mut BatchOut) {
-        let event = match decode_event(raw.payload)
-            .and_then(|e| check_subject(&e, raw.subject).map(|()| e))
-        {
+        let decoded = Self::decode(raw);
+        self.ingest_decoded(raw, decoded, out);
+    }
+
+    /// Folds a message decoded with [`Book::decode`].
+    pub fn ingest_decoded(
+        &mut self,
+        raw: Raw<'_>,
+        decoded: Result<Event, WireError>,
+        out: &mut BatchOut,
+    ) {
+        let event = match decoded {
             Ok(e) => e,
             Err(err) => return self.dead_letter(raw, &err, out),
         };
         let meta = raw.meta;
-        let outcome = match self.tasks.get_mut(&event.task) {
-            Some(task) => apply_known(task, &event, meta, &self.policy),
-            None => {
-                let mut slot = None;
-                let outcome = baton_core::apply(&mut slot, &event, meta, &self.policy);
-                if let Some(task) = slot {
-                    self.tasks.insert(task.id.clone(), task);
+        let generation = self.generation;
+        let (outcome, fresh_dirty) = match self.tasks.get_mut(&event.task) {
+            Some(slot) => {
+                let outcome = apply_known(&mut slot.task, &event, meta, &self.policy);
+                let fresh = outcome.must_persist() && slot.dirty_in != generation;
+                if outcome.must_persist() {
+                    slot.dirty_in = generation;
                 }
-                outcome
+                (outcome, fresh)
+            }
+            None => {
+                let mut created = None;
+                let outcome = baton_core::apply(&mut created, &event, meta, &self.policy);
+                let fresh = created.is_some();
+                if let Some(task) = created {
+                    self.tasks.insert(
+                        task.id.clone(),
+                        Slot {
+                            task,
+                            dirty_in: generation,
+                        },
+                    );
+                }
+                (outcome, fresh)
             }
         };
         match &outcome.disposition {
@@ -159,8 +211,8 @@ impl Book {
             }
             Disposition::UnknownTask => out.unknown_task += 1,
         }
-        if outcome.must_persist() {
-            out.touch(&event.task);
+        if fresh_dirty {
+            out.dirty.push(event.task.clone());
         }
         for alert in outcome.alerts() {
             out.raise(alert);
@@ -172,7 +224,7 @@ impl Book {
     fn check_context(&self, event: &Event, meta: EventMeta, out: &mut BatchOut) {
         let missed = self.decisions.missed(event, meta, self.missing_version);
         if !missed.is_empty() {
-            let alert = stale_context_alert(event, meta, self.tasks.get(&event.task), &missed);
+            let alert = stale_context_alert(event, meta, self.task(event.task.as_str()), &missed);
             out.raise(&alert);
         }
     }
@@ -231,18 +283,21 @@ impl Book {
         out.raise(&alert);
     }
 
-    /// Adds the KV writes for every task the batch touched.
-    pub fn finish(&self, out: &mut BatchOut) {
-        for id in std::mem::take(&mut out.dirty) {
-            if let Some(task) = self.tasks.get(&id) {
-                out.kv_writes += 1;
-                out.outgoing.push(Outgoing::new(
+    /// The KV writes for every task touched since the last state flush
+    /// (one per task), and a new flush generation.
+    pub fn state_writes(&mut self, out: &mut BatchOut) -> Vec<Outgoing> {
+        let writes = std::mem::take(&mut out.dirty)
+            .into_iter()
+            .filter_map(|id| {
+                let slot = self.tasks.get(&id)?;
+                Some(Outgoing::new(
                     format!("{}{}", self.kv_prefix, id),
-                    task.encode_to_vec(),
-                ));
-            }
-        }
-        out.dirty_set.clear();
+                    slot.task.encode_to_vec(),
+                ))
+            })
+            .collect();
+        self.generation += 1;
+        writes
     }
 }
 
@@ -327,12 +382,12 @@ mod tests {
                 &mut out,
             );
         }
-        book.finish(&mut out);
+        let writes = book.state_writes(&mut out);
         assert_eq!(out.applied, 9);
-        assert_eq!(out.kv_writes, 1);
-        assert_eq!(out.outgoing.len(), 1);
-        assert_eq!(out.outgoing[0].subject, "$KV.baton-tasks.t1");
-        let stored = Task::decode(&out.outgoing[0].payload).expect("state");
+        assert!(out.outgoing.is_empty(), "no alerts");
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].subject, "$KV.baton-tasks.t1");
+        let stored = Task::decode(&writes[0].payload).expect("state");
         assert_eq!(stored.last_seq(), 9);
         assert_eq!(stored.owner.as_ref().map(AgentId::as_str), Some("a"));
     }

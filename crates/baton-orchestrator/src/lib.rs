@@ -34,7 +34,6 @@ use baton_core::{
     Policy, Task, Time,
     context::{ContextEntry, MissingVersion},
     subjects,
-    wire::decode_event,
 };
 use baton_jetstream::{NatsOptions, Topology, read};
 use baton_service::{
@@ -43,6 +42,7 @@ use baton_service::{
     liveness::{self, Progress, wall_now},
     outbox::Outbox,
     shutdown::Shutdown,
+    snapshot::Checkpoint,
 };
 use book::{BatchOut, Book, Raw};
 use metrics::{KindLabel, Metrics};
@@ -63,10 +63,11 @@ pub struct Config {
     pub instance: String,
     /// Most events taken in one batch.
     pub max_batch: usize,
-    /// Under load, flush at least this often: KV state is never older.
+    /// While live, KV state trails the fold by at most this.
     pub max_lag: Duration,
-    /// Flush once this many tasks wait to be written.
-    pub max_unflushed: usize,
+    /// While replaying a backlog, KV state is flushed this often (fewer,
+    /// larger flushes: one KV write per task per flush).
+    pub catch_up_lag: Duration,
     pub liveness_interval: Duration,
     pub ack_wait: Duration,
 }
@@ -83,7 +84,7 @@ impl Config {
             instance: default_instance(),
             max_batch: 10_000,
             max_lag: Duration::from_millis(250),
-            max_unflushed: 100_000,
+            catch_up_lag: Duration::from_secs(5),
             liveness_interval: Duration::from_secs(2),
             ack_wait: Duration::from_secs(30),
         }
@@ -134,6 +135,10 @@ pub struct Running {
     pub restored_tasks: usize,
     /// How long start-up took.
     pub startup: Duration,
+    /// Last event sequence made durable, and consumer pending.
+    pub progress: Progress,
+    /// The live metrics (counters are shared with the service).
+    pub metrics: Metrics,
     task: tokio::task::JoinHandle<Result<(), OrchestratorError>>,
 }
 
@@ -169,12 +174,20 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
         stream: subjects::EVENTS_STREAM.into(),
         durable: subjects::ORCHESTRATOR_CONSUMER.into(),
         filter: subjects::EVENTS_ALL.into(),
-        max_ack_pending: i64::try_from(config.max_unflushed.max(config.max_batch) * 2)
-            .unwrap_or(i64::MAX),
+        // Acknowledged per batch once its alerts are stored.
+        max_ack_pending: i64::try_from(config.max_batch * 4).unwrap_or(i64::MAX),
         ack_wait: config.ack_wait,
         max_batch: config.max_batch,
     };
-    let consumer = baton_service::consumer::resume(&js, &spec).await?;
+    // Resume after the checkpoint: every state change up to it is in KV.
+    let checkpoint = Checkpoint::open(&js, subjects::ORCHESTRATOR_CONSUMER)
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
+    let resume_after = checkpoint
+        .load()
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
+    let consumer = baton_service::consumer::restart_from(&js, &spec, resume_after + 1).await?;
 
     let metrics = Metrics::new();
     metrics
@@ -206,8 +219,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
         .await
         .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
     let progress = Progress::default();
-    let info = consumer.cached_info();
-    progress.set(info.ack_floor.stream_sequence, info.num_pending);
+    progress.set(resume_after, consumer.cached_info().num_pending);
     liveness::spawn(
         kv,
         "orchestrator",
@@ -219,9 +231,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
     );
 
     let batches = Batches::new(&consumer, config.max_batch).await?;
+    let running_progress = progress.clone();
+    let running_metrics = metrics.clone();
     let ingest = Ingest {
         js: js.clone(),
         outbox: Outbox::new(js),
+        checkpoint,
         book,
         metrics,
         health,
@@ -236,6 +251,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
         http_addr,
         restored_tasks: restored,
         startup: started.elapsed(),
+        progress: running_progress,
+        metrics: running_metrics,
         task,
     })
 }
@@ -317,6 +334,7 @@ fn record_decisions(book: &mut Book, entries: Vec<read::Stored>) {
 struct Ingest {
     js: jetstream::Context,
     outbox: Outbox,
+    checkpoint: Checkpoint,
     book: Arc<Mutex<Book>>,
     metrics: Metrics,
     health: Health,
@@ -327,21 +345,22 @@ struct Ingest {
     shutdown: Shutdown,
 }
 
-/// Folded but not yet durable.
-#[derive(Default)]
-struct Unflushed {
-    out: BatchOut,
-    last: Option<jetstream::Message>,
-    last_seq: u64,
-    pending: u64,
-    since: Option<tokio::time::Instant>,
-    stored: Vec<Time>,
-    events: u64,
+/// A state flush in the background: KV writes, then the checkpoint.
+struct StateFlush {
+    upto: u64,
+    task: tokio::task::JoinHandle<bool>,
 }
 
 impl Ingest {
     async fn run(mut self) -> Result<(), OrchestratorError> {
-        let mut unflushed = Unflushed::default();
+        let mut folded = BatchOut::default();
+        let mut folded_seq = self.progress.applied_seq();
+        let mut pending = 0u64;
+        // When the oldest event not yet covered by the checkpoint was folded.
+        let mut unflushed_since: Option<tokio::time::Instant> = None;
+        // At most one state flush in flight: the next batches fold while
+        // the broker stores the previous flush.
+        let mut in_flight: Option<StateFlush> = None;
         let mut expected_consumer_seq: Option<u64> = None;
         let mut decisions_watermark = Time::EPOCH;
         let idle = self.config.max_lag.min(Duration::from_millis(500));
@@ -350,30 +369,11 @@ impl Ingest {
             let Some(batch) = self.batches.next(idle, &mut shutdown).await else {
                 break;
             };
-            let full = batch.len() >= self.config.max_batch;
             let mut gap = false;
             if !batch.is_empty() {
-                // Decode once to see whether the decision record must be
-                // caught up to these events' stored time first.
+                // Decode outside the lock, once.
+                let mut decoded = Vec::with_capacity(batch.len());
                 let mut newest_checked = Time::EPOCH;
-                for msg in &batch {
-                    if let (Ok(e), Some(d)) = (
-                        decode_event(&msg.payload),
-                        baton_service::consumer::delivery_of(msg),
-                    ) && Book::needs_decisions(e.kind())
-                    {
-                        newest_checked = newest_checked.max(d.meta.stored_at);
-                    }
-                }
-                if newest_checked > decisions_watermark {
-                    // Every entry stored before these events is in the
-                    // stream by now: catch up, then they can be judged.
-                    let known = self.book_lock().decisions_seq();
-                    let entries = fetch_decisions(&self.js, known).await?;
-                    record_decisions(&mut self.book_lock(), entries);
-                    decisions_watermark = newest_checked;
-                }
-                let mut book = self.book_lock();
                 for msg in &batch {
                     let Some(d) = baton_service::consumer::delivery_of(msg) else {
                         tracing::warn!(subject = %msg.subject, "message without JetStream metadata skipped");
@@ -385,52 +385,124 @@ impl Ingest {
                         tracing::warn!(
                             expected,
                             got = d.consumer_seq,
-                            "gap in deliveries; re-reading from the last durable event"
+                            "gap in deliveries; re-reading after the last folded event"
                         );
                         gap = true;
                         break;
                     }
                     expected_consumer_seq = Some(d.consumer_seq + 1);
-                    book.ingest(
-                        Raw {
+                    let raw = Raw {
+                        subject: msg.subject.as_str(),
+                        payload: &msg.payload,
+                        headers: msg.headers.as_ref(),
+                        meta: d.meta,
+                    };
+                    let event = Book::decode(raw);
+                    if let Ok(e) = &event
+                        && Book::needs_decisions(e.kind())
+                    {
+                        newest_checked = newest_checked.max(d.meta.stored_at);
+                    }
+                    decoded.push((msg, d, Some(event)));
+                }
+                if newest_checked > decisions_watermark {
+                    // Every decision stored before these events is in the
+                    // stream by now: catch up, then they can be judged.
+                    let known = self.book_lock().decisions_seq();
+                    let entries = fetch_decisions(&self.js, known).await?;
+                    record_decisions(&mut self.book_lock(), entries);
+                    decisions_watermark = newest_checked;
+                }
+                {
+                    let mut book = self.book_lock();
+                    for (msg, d, event) in &mut decoded {
+                        let raw = Raw {
                             subject: msg.subject.as_str(),
                             payload: &msg.payload,
                             headers: msg.headers.as_ref(),
                             meta: d.meta,
-                        },
-                        &mut unflushed.out,
-                    );
-                    unflushed.events += 1;
-                    unflushed.last_seq = d.meta.seq;
-                    unflushed.pending = d.pending;
-                    unflushed.stored.push(d.meta.stored_at);
-                    unflushed.last = Some(msg.clone());
-                    unflushed
-                        .since
-                        .get_or_insert_with(tokio::time::Instant::now);
+                        };
+                        if let Some(event) = event.take() {
+                            book.ingest_decoded(raw, event, &mut folded);
+                        }
+                        folded_seq = d.meta.seq;
+                        pending = d.pending;
+                    }
+                    self.metrics
+                        .tasks
+                        .set(i64::try_from(book.len()).unwrap_or(i64::MAX));
                 }
-                self.metrics
-                    .tasks
-                    .set(i64::try_from(book.len()).unwrap_or(i64::MAX));
+                if !decoded.is_empty() {
+                    unflushed_since.get_or_insert_with(tokio::time::Instant::now);
+                }
+                // Effects first, then the acknowledgement.
+                let effects = folded.take_effects();
+                if !self.publish_effects(&effects).await {
+                    break;
+                }
+                self.count(
+                    &effects,
+                    &decoded
+                        .iter()
+                        .map(|(_, d, _)| d.meta.stored_at)
+                        .collect::<Vec<_>>(),
+                );
+                if let Some((msg, _, _)) = decoded.last() {
+                    if let Err(e) = msg.ack().await {
+                        tracing::warn!(error = %e, "ack failed; the events will be redelivered and skipped");
+                    }
+                    self.metrics
+                        .consumer_pending
+                        .set(i64::try_from(pending).unwrap_or(i64::MAX));
+                    self.progress.set(self.progress.applied_seq(), pending);
+                }
             }
-            let due = unflushed
-                .since
-                .is_some_and(|s| s.elapsed() >= self.config.max_lag)
-                || unflushed.out.dirty_len() >= self.config.max_unflushed;
-            if unflushed.last.is_some() && (!full || due || gap) {
-                unflushed = self.flush(unflushed).await?;
+            // State flush: at once when live and caught up; every max_lag
+            // while live; every catch_up_lag while replaying a backlog.
+            if in_flight.as_ref().is_some_and(|f| f.task.is_finished())
+                && let Some(f) = in_flight.take()
+                && !self.finished(f).await
+            {
+                break;
+            }
+            let backlog = pending > self.config.max_batch as u64;
+            let lag = if backlog {
+                self.config.catch_up_lag
+            } else {
+                self.config.max_lag
+            };
+            let dirty = folded.dirty_len();
+            let behind = dirty > 0 || folded_seq > self.progress.applied_seq();
+            let due =
+                behind && (pending == 0 || unflushed_since.is_some_and(|s| s.elapsed() >= lag));
+            if (due && in_flight.is_none()) || (gap && dirty > 0) {
+                if let Some(f) = in_flight.take()
+                    && !self.finished(f).await
+                {
+                    break;
+                }
+                in_flight = Some(self.flush_state(&mut folded, folded_seq));
+                unflushed_since = None;
             }
             if gap {
-                let from = self.progress.applied_seq() + 1;
+                // Memory holds everything folded so far: read on after it.
                 let consumer =
-                    baton_service::consumer::restart_from(&self.js, &self.spec, from).await?;
+                    baton_service::consumer::restart_from(&self.js, &self.spec, folded_seq + 1)
+                        .await?;
                 self.batches = Batches::new(&consumer, self.config.max_batch).await?;
                 expected_consumer_seq = None;
             }
         }
-        if unflushed.last.is_some() {
-            // Shutting down: make what was applied durable and acknowledge.
-            let _ = self.flush(unflushed).await;
+        // Shutting down: store what was folded, then the checkpoint.
+        if let Some(f) = in_flight.take() {
+            self.finished(f).await;
+        }
+        if folded.dirty_len() > 0 {
+            let f = self.flush_state(&mut folded, folded_seq);
+            self.finished(f).await;
+        } else if folded_seq > self.progress.applied_seq() {
+            // Nothing to write, but the checkpoint can move on.
+            let _ = self.checkpoint.store(folded_seq).await;
         }
         tracing::info!("orchestrator stopped");
         Ok(())
@@ -442,59 +514,94 @@ impl Ingest {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Publishes the folded batches' effects, then acknowledges.
-    async fn flush(&mut self, mut u: Unflushed) -> Result<Unflushed, OrchestratorError> {
-        self.book_lock().finish(&mut u.out);
-        match self.outbox.deliver(&u.out.outgoing, &self.shutdown).await {
-            Ok(delivered) => {
-                self.metrics.outbox_retries.inc_by(delivered.retries as u64);
+    /// Publishes alerts and dead letters and waits until all are stored;
+    /// false on shutdown (nothing acknowledged then).
+    async fn publish_effects(&self, effects: &BatchOut) -> bool {
+        if effects.outgoing.is_empty() {
+            return true;
+        }
+        match self.outbox.deliver(&effects.outgoing, &self.shutdown).await {
+            Ok(d) => {
+                self.metrics.outbox_retries.inc_by(d.retries as u64);
                 self.health.set_problem(None);
+                true
             }
             Err(e) => {
-                // Not acknowledged: redelivered after restart.
-                tracing::warn!(error = %e, "stopping with a batch not made durable");
+                tracing::warn!(error = %e, "stopping before these events' effects were stored; they will be re-read");
                 self.health.set_problem(Some(e.to_string()));
-                return Ok(Unflushed::default());
+                false
             }
         }
-        if let Some(last) = &u.last
-            && let Err(e) = last.ack().await
-        {
-            tracing::warn!(error = %e, "ack failed; the batch will be redelivered and skipped as duplicates");
-        }
-        let now = wall_now();
-        for t in &u.stored {
-            self.metrics
-                .apply_latency
-                .observe(now.since(*t).as_secs_f64());
-        }
+    }
+
+    fn count(&self, out: &BatchOut, stored: &[Time]) {
         let m = &self.metrics;
-        m.events_applied.inc_by(u.out.applied);
-        m.violations.inc_by(u.out.refused);
-        m.duplicates.inc_by(u.out.duplicates);
-        m.unknown_task.inc_by(u.out.unknown_task);
-        m.dead_lettered.inc_by(u.out.dead_lettered);
-        m.kv_writes.inc_by(u.out.kv_writes);
-        for kind in &u.out.alerts {
+        m.events_applied.inc_by(out.applied);
+        m.violations.inc_by(out.refused);
+        m.duplicates.inc_by(out.duplicates);
+        m.unknown_task.inc_by(out.unknown_task);
+        m.dead_lettered.inc_by(out.dead_lettered);
+        for kind in &out.alerts {
             m.alerts
                 .get_or_create(&KindLabel {
                     kind: kind.as_str().to_string(),
                 })
                 .inc();
         }
-        m.flushes.inc();
-        m.batch_size.observe(u.events as f64);
-        m.consumer_pending
-            .set(i64::try_from(u.pending).unwrap_or(i64::MAX));
-        m.applied_seq
-            .set(i64::try_from(u.last_seq).unwrap_or(i64::MAX));
-        self.progress.set(u.last_seq, u.pending);
-        tracing::debug!(
-            events = u.events,
-            kv_writes = u.out.kv_writes,
-            seq = u.last_seq,
-            "batch durable"
-        );
-        Ok(Unflushed::default())
+        let now = wall_now();
+        for t in stored {
+            m.apply_latency.observe(now.since(*t).as_secs_f64());
+        }
+        m.batch_size.observe(stored.len() as f64);
+    }
+
+    /// Waits for a state flush; false if it could not be stored (shutdown).
+    async fn finished(&self, flush: StateFlush) -> bool {
+        match flush.task.await {
+            Ok(true) => {
+                self.progress.set(flush.upto, self.progress.pending());
+                self.metrics
+                    .applied_seq
+                    .set(i64::try_from(flush.upto).unwrap_or(i64::MAX));
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "state flush failed");
+                false
+            }
+        }
+    }
+
+    /// Encodes every task touched since the last flush and, in the
+    /// background, writes them to KV and then moves the checkpoint to `upto`.
+    fn flush_state(&self, folded: &mut BatchOut, upto: u64) -> StateFlush {
+        let writes = self.book_lock().state_writes(folded);
+        let outbox = self.outbox.clone();
+        let shutdown = self.shutdown.clone();
+        let metrics = self.metrics.clone();
+        let health = self.health.clone();
+        let checkpoint = self.checkpoint.clone();
+        let task = tokio::spawn(async move {
+            match outbox.deliver(&writes, &shutdown).await {
+                Ok(d) => {
+                    metrics.outbox_retries.inc_by(d.retries as u64);
+                    metrics.kv_writes.inc_by(writes.len() as u64);
+                    metrics.flushes.inc();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stopping with task states not stored; they will be rebuilt from events");
+                    health.set_problem(Some(e.to_string()));
+                    return false;
+                }
+            }
+            if let Err(e) = checkpoint.store(upto).await {
+                // The next flush moves it; a restart re-reads a little more.
+                tracing::warn!(error = %e, "could not store the checkpoint");
+            }
+            tracing::debug!(kv_writes = writes.len(), upto, "state durable");
+            true
+        });
+        StateFlush { upto, task }
     }
 }

@@ -10,6 +10,7 @@
 //!   used.
 //! - [`liveness`]: the service's record in KV `baton-services`.
 //! - [`http`]: `/metrics` (Prometheus) and `/healthz`.
+//! - [`snapshot`]: the checkpoint a restarted service resumes from.
 //! - [`shutdown`]: SIGTERM / ctrl-c.
 
 pub mod consumer;
@@ -18,3 +19,4 @@ pub mod http;
 pub mod liveness;
 pub mod outbox;
 pub mod shutdown;
+pub mod snapshot;

@@ -17,6 +17,8 @@ use baton_core::{
     subjects,
 };
 use baton_proto::prost::Message;
+use baton_proto::v1 as pb;
+use baton_testkit::NatsServer;
 use futures::StreamExt;
 
 /// How long any awaited outcome may take before the test fails.
@@ -86,6 +88,9 @@ pub fn task(s: &str) -> TaskId {
 }
 pub fn agent(s: &str) -> AgentId {
     AgentId::new(s).expect("agent id")
+}
+pub fn agent_id(s: &str) -> AgentId {
+    agent(s)
 }
 pub fn workflow(s: &str) -> WorkflowId {
     WorkflowId::new(s).expect("workflow id")
@@ -357,4 +362,84 @@ pub async fn wait_liveness(js: &jetstream::Context, key: &str) -> baton_proto::v
         baton_proto::v1::ServiceStatus::decode(b).ok()
     })
     .await
+}
+
+/// A server plus the `baton` services as child processes.
+pub struct Rig {
+    pub server: NatsServer,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub dir: tempfile::TempDir,
+    pub orchestrator: Option<BatonProcess>,
+    pub starts: usize,
+}
+
+impl Rig {
+    pub async fn new() -> Rig {
+        let server = NatsServer::start().await.expect("server");
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let js = jetstream::new(client.clone());
+        Rig {
+            server,
+            client,
+            js,
+            dir: tempfile::tempdir().expect("tmp"),
+            orchestrator: None,
+            starts: 0,
+        }
+    }
+
+    /// Starts the orchestrator as a child process and waits until it has
+    /// written a fresh liveness record.
+    pub async fn start_orchestrator(&mut self, extra: &[&str]) -> pb::ServiceStatus {
+        self.starts += 1;
+        let instance = format!("o{}", self.starts);
+        let log = self.dir.path().join(format!("orchestrator-{instance}.log"));
+        let mut args = vec![
+            "orchestrator",
+            "--http",
+            "127.0.0.1:0",
+            "--instance",
+            &instance,
+            "--liveness-interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        self.orchestrator = Some(BatonProcess::spawn(&self.server.url(), &args, &log));
+        wait_liveness(&self.js, &format!("orchestrator.{instance}")).await
+    }
+
+    pub fn log(&self, instance: usize) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("orchestrator-o{instance}.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Waits until the orchestrator reports (in its liveness record) that
+    /// everything in the stream is durable and acknowledged.
+    pub async fn wait_caught_up(&self) {
+        let last = self.last_seq().await;
+        wait_kv(
+            &self.js,
+            subjects::SERVICES_BUCKET,
+            &format!("orchestrator.o{}", self.starts),
+            |b| {
+                let s = pb::ServiceStatus::decode(b).ok()?;
+                (s.applied_seq >= last).then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub async fn last_seq(&self) -> u64 {
+        let mut s = self
+            .js
+            .get_stream(subjects::EVENTS_STREAM)
+            .await
+            .expect("stream");
+        s.info().await.expect("info").state.last_sequence
+    }
 }

@@ -1,0 +1,557 @@
+//! The agent: a connection with an identity, and the acts that do not need
+//! ownership (create, claim, accept or reject a handoff).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::jetstream::{self, kv, publish::PublishAck};
+use baton_core::{
+    AgentId, Event, EventBody, EventMeta, HandoffTarget, Policy, StageName, Task, TaskCreated,
+    TaskId, TaskStatus, TaskWindows, WorkflowId, apply, subjects, wire::decode_event,
+};
+use baton_jetstream::{Cas, NatsOptions, PublishError, Retry, publish_durable, read};
+
+use crate::{
+    context::ContextRecord,
+    error::{AgentError, BrokerError, ClaimError, HandoffError},
+    ownership::Ownership,
+    pipeline::Pipeline,
+};
+
+/// How an agent connects and behaves.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The agent's id: `[A-Za-z0-9_-]{1,128}`.
+    pub agent_id: String,
+    /// How to reach NATS (URL, credentials, nkey, TLS, inbox prefix).
+    pub nats: NatsOptions,
+    /// The lease this agent commits to when claiming; heartbeats are sent
+    /// automatically at a third of it.
+    pub lease: Duration,
+    /// How long to retry a publish the broker did not acknowledge.
+    pub retry: Retry,
+}
+
+impl AgentOptions {
+    /// Options for `agent_id` on `nats_url`, with a 30 s lease.
+    pub fn new(agent_id: impl Into<String>, nats_url: impl Into<String>) -> AgentOptions {
+        let agent_id = agent_id.into();
+        let mut nats = NatsOptions::new(nats_url);
+        nats.name = Some(format!("baton-agent-{agent_id}"));
+        AgentOptions {
+            agent_id,
+            nats,
+            lease: Duration::from_secs(30),
+            retry: Retry::default(),
+        }
+    }
+
+    /// Replies go to `_INBOX_<agent>` instead of `_INBOX`: needed when the
+    /// server's permissions only let this agent subscribe there.
+    pub fn with_agent_inbox(mut self) -> AgentOptions {
+        self.nats.inbox_prefix = Some(format!("_INBOX_{}", self.agent_id));
+        self
+    }
+}
+
+/// A task to create.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub task: TaskId,
+    pub workflow: WorkflowId,
+    pub stage: Option<StageName>,
+    pub title: String,
+    /// Only this agent may claim it.
+    pub assignee: Option<AgentId>,
+    pub windows: TaskWindows,
+}
+
+impl NewTask {
+    /// A task with an id and a workflow (validated).
+    pub fn new(task: &str, workflow: &str) -> Result<NewTask, baton_core::IdError> {
+        Ok(NewTask {
+            task: TaskId::new(task)?,
+            workflow: WorkflowId::new(workflow)?,
+            stage: None,
+            title: String::new(),
+            assignee: None,
+            windows: TaskWindows::default(),
+        })
+    }
+
+    pub fn stage(mut self, stage: &str) -> Result<NewTask, baton_core::IdError> {
+        self.stage = Some(StageName::new(stage)?);
+        Ok(self)
+    }
+
+    pub fn title(mut self, title: impl Into<String>) -> NewTask {
+        self.title = title.into();
+        self
+    }
+
+    pub fn assignee(mut self, agent: &str) -> Result<NewTask, baton_core::IdError> {
+        self.assignee = Some(AgentId::new(agent)?);
+        Ok(self)
+    }
+
+    pub fn windows(mut self, windows: TaskWindows) -> NewTask {
+        self.windows = windows;
+        self
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: AgentId,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    tasks: kv::Store,
+    pub(crate) lease: Duration,
+    pub(crate) retry: Retry,
+    /// Decision-record version read per workflow; every event carries it.
+    read_versions: Mutex<HashMap<WorkflowId, u64>>,
+    /// Releases sent by dropped handles, awaited by `close`.
+    pub(crate) background: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("id", &self.id).finish()
+    }
+}
+
+/// A connected agent. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Agent {
+    /// Connects as `options.agent_id`. The Baton streams must exist (the
+    /// services create them).
+    pub async fn connect(options: AgentOptions) -> Result<Agent, AgentError> {
+        let id = AgentId::new(&options.agent_id)?;
+        let client = options.nats.connect().await.map_err(BrokerError::from)?;
+        let js = jetstream::new(client.clone());
+        let tasks = js
+            .get_key_value(subjects::TASKS_BUCKET)
+            .await
+            .map_err(|e| {
+                BrokerError::Other(format!(
+                    "KV bucket {} not found ({e}): start the Baton services (or `baton dev`) first",
+                    subjects::TASKS_BUCKET
+                ))
+            })?;
+        Ok(Agent {
+            inner: Arc::new(Inner {
+                id,
+                client,
+                js,
+                tasks,
+                lease: options.lease,
+                retry: options.retry,
+                read_versions: Mutex::new(HashMap::new()),
+                background: Mutex::new(tokio::task::JoinSet::new()),
+            }),
+        })
+    }
+
+    /// This agent's id.
+    pub fn id(&self) -> &AgentId {
+        &self.inner.id
+    }
+
+    /// The underlying NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    /// Waits for background work (releases of dropped handles) and flushes
+    /// the connection. Call before the process exits.
+    pub async fn close(&self) {
+        loop {
+            let next = {
+                let mut set = self
+                    .inner
+                    .background
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                std::mem::take(&mut *set)
+            };
+            if next.is_empty() {
+                break;
+            }
+            next.join_all().await;
+        }
+        let _ = self.inner.client.flush().await;
+    }
+
+    /// Creates a task (stored once even if retried).
+    pub async fn create_task(&self, new: NewTask) -> Result<u64, AgentError> {
+        let event = self.event(
+            &new.task,
+            &new.workflow,
+            0,
+            EventBody::Created(TaskCreated {
+                stage: new.stage,
+                title: new.title,
+                assignee: new.assignee,
+                windows: new.windows,
+            }),
+        );
+        let ack = self
+            .publish(&event, None)
+            .await
+            .map_err(BrokerError::from)?;
+        Ok(ack.sequence)
+    }
+
+    /// Takes an unowned task. Of several agents claiming at once exactly
+    /// one succeeds; the others get [`ClaimError::Lost`] naming the owner.
+    pub async fn claim(&self, task: &TaskId) -> Result<Ownership, ClaimError> {
+        self.claim_with_lease(task, self.inner.lease).await
+    }
+
+    /// [`claim`](Self::claim) with a specific lease.
+    pub async fn claim_with_lease(
+        &self,
+        task: &TaskId,
+        lease: Duration,
+    ) -> Result<Ownership, ClaimError> {
+        for _ in 0..8 {
+            let (state, last_seq) = self.current(task).await?;
+            let Some(state) = state else {
+                return Err(ClaimError::UnknownTask { task: task.clone() });
+            };
+            if state.status.is_terminal() {
+                return Err(ClaimError::Ended {
+                    task: task.clone(),
+                    status: state.status,
+                });
+            }
+            if let Some(owner) = &state.owner {
+                return Err(if *owner == self.inner.id {
+                    ClaimError::AlreadyYours {
+                        task: task.clone(),
+                        epoch: state.epoch,
+                    }
+                } else {
+                    ClaimError::Lost {
+                        task: task.clone(),
+                        owner: owner.clone(),
+                        epoch: state.epoch,
+                    }
+                });
+            }
+            if let Some(assignee) = state.assignee.as_ref().filter(|a| **a != self.inner.id) {
+                return Err(ClaimError::NotAssignee {
+                    task: task.clone(),
+                    assignee: assignee.clone(),
+                });
+            }
+            let event = self.event(
+                task,
+                &state.workflow,
+                0,
+                EventBody::Claimed {
+                    heartbeat_within: Some(lease),
+                },
+            );
+            match self.publish_cas(&event, last_seq).await? {
+                Some(seq) => {
+                    return Ok(Ownership::start(
+                        self.clone(),
+                        task.clone(),
+                        state.workflow,
+                        state.epoch + 1,
+                        seq,
+                        lease,
+                    ));
+                }
+                // Someone else's event came first: look again.
+                None => continue,
+            }
+        }
+        Err(ClaimError::Broker(BrokerError::Other(format!(
+            "task {task} kept changing while claiming; giving up after 8 attempts"
+        ))))
+    }
+
+    /// Takes over ownership this agent already holds (e.g. after its
+    /// process restarted). Heartbeats resume from now.
+    pub async fn resume(&self, task: &TaskId) -> Result<Ownership, ClaimError> {
+        let (state, last_seq) = self.current(task).await?;
+        let Some(state) = state else {
+            return Err(ClaimError::UnknownTask { task: task.clone() });
+        };
+        match &state.owner {
+            Some(owner) if *owner == self.inner.id && !state.status.is_terminal() => {
+                Ok(Ownership::start(
+                    self.clone(),
+                    task.clone(),
+                    state.workflow.clone(),
+                    state.epoch,
+                    last_seq,
+                    state.lease.unwrap_or(self.inner.lease),
+                ))
+            }
+            Some(owner) if !state.status.is_terminal() => Err(ClaimError::Lost {
+                task: task.clone(),
+                owner: owner.clone(),
+                epoch: state.epoch,
+            }),
+            _ if state.status.is_terminal() => Err(ClaimError::Ended {
+                task: task.clone(),
+                status: state.status,
+            }),
+            _ => Err(ClaimError::UnknownTask { task: task.clone() }),
+        }
+    }
+
+    /// Accepts the handoff offered to this agent (or to a stage): the agent
+    /// becomes the owner at the next epoch.
+    pub async fn accept_handoff(&self, task: &TaskId) -> Result<Ownership, HandoffError> {
+        for _ in 0..8 {
+            let (state, last_seq) = self.current(task).await?;
+            let state = self.check_offer(task, state)?;
+            let event = self.event(task, &state.workflow, 0, EventBody::HandoffAccepted);
+            if let Some(seq) = self.publish_cas(&event, last_seq).await? {
+                let lease = state.windows.heartbeat_within.unwrap_or(self.inner.lease);
+                return Ok(Ownership::start(
+                    self.clone(),
+                    task.clone(),
+                    state.workflow,
+                    state.epoch + 1,
+                    seq,
+                    lease,
+                ));
+            }
+        }
+        Err(HandoffError::Broker(BrokerError::Other(format!(
+            "task {task} kept changing while accepting; giving up after 8 attempts"
+        ))))
+    }
+
+    /// Declines the handoff offered to this agent; the sender keeps the task.
+    pub async fn reject_handoff(&self, task: &TaskId, reason: &str) -> Result<(), HandoffError> {
+        for _ in 0..8 {
+            let (state, last_seq) = self.current(task).await?;
+            let state = self.check_offer(task, state)?;
+            let event = self.event(
+                task,
+                &state.workflow,
+                0,
+                EventBody::HandoffRejected {
+                    reason: reason.to_string(),
+                },
+            );
+            if self.publish_cas(&event, last_seq).await?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(HandoffError::Broker(BrokerError::Other(format!(
+            "task {task} kept changing while rejecting; giving up after 8 attempts"
+        ))))
+    }
+
+    fn check_offer(&self, task: &TaskId, state: Option<Task>) -> Result<Task, HandoffError> {
+        let Some(state) = state else {
+            return Err(HandoffError::UnknownTask { task: task.clone() });
+        };
+        if state.status.is_terminal() {
+            return Err(HandoffError::Ended {
+                task: task.clone(),
+                status: state.status,
+            });
+        }
+        let Some(pending) = state.pending_handoff.as_deref() else {
+            // Accepted by someone else already?
+            return Err(match (&state.owner, state.status) {
+                (Some(owner), TaskStatus::Working) if *owner != self.inner.id => {
+                    HandoffError::Taken {
+                        task: task.clone(),
+                        owner: owner.clone(),
+                    }
+                }
+                _ => HandoffError::NoOffer { task: task.clone() },
+            });
+        };
+        if let HandoffTarget::Agent(to) = &pending.to
+            && *to != self.inner.id
+        {
+            return Err(HandoffError::NotForYou {
+                task: task.clone(),
+                recipient: to.clone(),
+            });
+        }
+        Ok(state)
+    }
+
+    /// The task's current state, exactly: the stored snapshot plus any
+    /// events after it, folded here. `None` if the task does not exist.
+    pub async fn task(&self, task: &TaskId) -> Result<Option<Task>, BrokerError> {
+        Ok(self.current(task).await?.0)
+    }
+
+    /// The decision record of `workflow`.
+    pub fn context(&self, workflow: &WorkflowId) -> ContextRecord {
+        ContextRecord::new(self.clone(), workflow.clone())
+    }
+
+    /// A pipelined publisher for bulk use (many acknowledgements in flight).
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new(self.clone(), 4096)
+    }
+
+    /// The decision-record version this agent has read for `workflow`.
+    pub fn context_version(&self, workflow: &WorkflowId) -> u64 {
+        self.inner
+            .read_versions
+            .lock()
+            .map(|m| m.get(workflow).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn set_context_version(&self, workflow: &WorkflowId, version: u64) {
+        if let Ok(mut m) = self.inner.read_versions.lock() {
+            let v = m.entry(workflow.clone()).or_insert(0);
+            *v = (*v).max(version);
+        }
+    }
+
+    /// An event from this agent, carrying the decision-record version read.
+    pub fn event(
+        &self,
+        task: &TaskId,
+        workflow: &WorkflowId,
+        epoch: u64,
+        body: EventBody,
+    ) -> Event {
+        let mut e = Event::new(
+            nuid::next().to_string(),
+            task.clone(),
+            workflow.clone(),
+            self.inner.id.clone(),
+            body,
+        )
+        .with_epoch(epoch)
+        .with_context_version(self.context_version(workflow));
+        e.occurred_at = Some(baton_core::Time::from_unix_nanos(
+            u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            )
+            .unwrap_or(0),
+        ));
+        e
+    }
+
+    /// Publishes on the event's subject, `Nats-Msg-Id` = event id.
+    pub(crate) async fn publish(
+        &self,
+        event: &Event,
+        cas: Option<u64>,
+    ) -> Result<PublishAck, PublishError> {
+        let cas = cas.map(|expected| Cas {
+            expected,
+            scope: subjects::task_events(&event.task),
+        });
+        publish_durable(
+            &self.inner.js,
+            &subjects::event(&event.task, &event.agent),
+            event.encode_to_vec().into(),
+            &event.event_id,
+            cas.as_ref(),
+            self.inner.retry,
+        )
+        .await
+    }
+
+    /// Publishes with compare-and-set against `expected` (the task's last
+    /// sequence). `Ok(None)` when another event came first.
+    pub(crate) async fn publish_cas(
+        &self,
+        event: &Event,
+        expected: u64,
+    ) -> Result<Option<u64>, BrokerError> {
+        match self.publish(event, Some(expected)).await {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(PublishError::WrongLastSequence { after_retry, .. }) => {
+                // An attempt whose ack was lost may have been stored.
+                if after_retry {
+                    return self
+                        .find_stored(&event.task, expected, &event.event_id)
+                        .await;
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The sequence of event `event_id` of `task`, if stored after `after`.
+    async fn find_stored(
+        &self,
+        task: &TaskId,
+        after: u64,
+        event_id: &str,
+    ) -> Result<Option<u64>, BrokerError> {
+        let stored = read::read_subject(
+            &self.inner.js,
+            subjects::EVENTS_STREAM,
+            &subjects::task_events(task),
+            after + 1,
+            None,
+        )
+        .await?;
+        Ok(stored
+            .iter()
+            .find(|s| s.msg_id() == Some(event_id))
+            .map(|s| s.seq))
+    }
+
+    /// The task's exact current state and the sequence of its last event.
+    pub(crate) async fn current(&self, task: &TaskId) -> Result<(Option<Task>, u64), BrokerError> {
+        let scope = subjects::task_events(task);
+        let (snapshot, last) = tokio::join!(
+            self.inner.tasks.get(task.as_str()),
+            read::last_on_subject(&self.inner.js, subjects::EVENTS_STREAM, &scope),
+        );
+        let last_seq = last?.map_or(0, |s| s.seq);
+        let mut slot = match snapshot {
+            Ok(Some(bytes)) => Task::decode(&bytes).ok(),
+            Ok(None) => None,
+            Err(e) => return Err(BrokerError::Other(format!("reading task {task}: {e}"))),
+        };
+        let known = slot.as_ref().map_or(0, Task::last_seq);
+        if last_seq > known {
+            let tail = read::read_subject(
+                &self.inner.js,
+                subjects::EVENTS_STREAM,
+                &subjects::task_events(task),
+                known + 1,
+                None,
+            )
+            .await?;
+            let policy = Policy::default();
+            for stored in tail {
+                if let Ok(event) = decode_event(&stored.payload) {
+                    apply(
+                        &mut slot,
+                        &event,
+                        EventMeta {
+                            seq: stored.seq,
+                            stored_at: stored.stored_at,
+                        },
+                        &policy,
+                    );
+                }
+            }
+        }
+        Ok((slot, last_seq))
+    }
+}

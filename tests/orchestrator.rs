@@ -12,7 +12,6 @@ use baton_core::{
     subjects, wire::decode_event,
 };
 use baton_proto::{prost::Message, v1 as pb};
-use baton_testkit::NatsServer;
 use futures::StreamExt;
 use support::*;
 

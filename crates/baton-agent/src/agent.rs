@@ -282,32 +282,99 @@ impl Agent {
     /// Takes over ownership this agent already holds (e.g. after its
     /// process restarted). Heartbeats resume from now.
     pub async fn resume(&self, task: &TaskId) -> Result<Ownership, ClaimError> {
+        let (state, last_seq) = self.held(task).await?;
+        let lease = state.lease.unwrap_or(self.inner.lease);
+        Ok(Ownership::start(
+            self.clone(),
+            task.clone(),
+            state.workflow,
+            state.epoch,
+            last_seq,
+            lease,
+        ))
+    }
+
+    /// Like [`resume`](Self::resume), but the handle sends no heartbeats and
+    /// does not release the task when dropped: for a process that performs
+    /// one act and exits while ownership continues (a shell-script agent).
+    pub async fn resume_detached(&self, task: &TaskId) -> Result<Ownership, ClaimError> {
+        let (state, last_seq) = self.held(task).await?;
+        let lease = state.lease.unwrap_or(self.inner.lease);
+        Ok(Ownership::detached(
+            self.clone(),
+            task.clone(),
+            state.workflow,
+            state.epoch,
+            last_seq,
+            lease,
+        ))
+    }
+
+    /// The task's state, if this agent owns it.
+    async fn held(&self, task: &TaskId) -> Result<(Task, u64), ClaimError> {
         let (state, last_seq) = self.current(task).await?;
         let Some(state) = state else {
             return Err(ClaimError::UnknownTask { task: task.clone() });
         };
+        if state.status.is_terminal() {
+            return Err(ClaimError::Ended {
+                task: task.clone(),
+                status: state.status,
+            });
+        }
         match &state.owner {
-            Some(owner) if *owner == self.inner.id && !state.status.is_terminal() => {
-                Ok(Ownership::start(
-                    self.clone(),
-                    task.clone(),
-                    state.workflow.clone(),
-                    state.epoch,
-                    last_seq,
-                    state.lease.unwrap_or(self.inner.lease),
-                ))
-            }
-            Some(owner) if !state.status.is_terminal() => Err(ClaimError::Lost {
+            Some(owner) if *owner == self.inner.id => Ok((state, last_seq)),
+            Some(owner) => Err(ClaimError::Lost {
                 task: task.clone(),
                 owner: owner.clone(),
                 epoch: state.epoch,
             }),
-            _ if state.status.is_terminal() => Err(ClaimError::Ended {
-                task: task.clone(),
-                status: state.status,
-            }),
-            _ => Err(ClaimError::UnknownTask { task: task.clone() }),
+            None => Err(ClaimError::NotOwned { task: task.clone() }),
         }
+    }
+
+    /// An operator takes ownership away; the task is unowned again.
+    pub async fn revoke(&self, task: &TaskId, reason: &str) -> Result<u64, ClaimError> {
+        self.operator_act(
+            task,
+            EventBody::Revoked {
+                reason: reason.to_string(),
+            },
+        )
+        .await
+    }
+
+    /// An operator cancels the task (terminal).
+    pub async fn cancel(&self, task: &TaskId, reason: &str) -> Result<u64, ClaimError> {
+        self.operator_act(
+            task,
+            EventBody::Cancelled {
+                reason: reason.to_string(),
+            },
+        )
+        .await
+    }
+
+    async fn operator_act(&self, task: &TaskId, body: EventBody) -> Result<u64, ClaimError> {
+        for _ in 0..8 {
+            let (state, last_seq) = self.current(task).await?;
+            let Some(state) = state else {
+                return Err(ClaimError::UnknownTask { task: task.clone() });
+            };
+            if state.status.is_terminal() {
+                return Err(ClaimError::Ended {
+                    task: task.clone(),
+                    status: state.status,
+                });
+            }
+            let event = self.event(task, &state.workflow, 0, body.clone());
+            if let Some(seq) = self.publish_cas(&event, last_seq).await? {
+                return Ok(seq);
+            }
+        }
+        Err(ClaimError::Broker(BrokerError::Other(format!(
+            "task {task} kept changing; giving up after 8 attempts"
+        ))))
     }
 
     /// Accepts the handoff offered to this agent (or to a stage): the agent
@@ -412,6 +479,14 @@ impl Agent {
             .lock()
             .map(|m| m.get(workflow).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// Declares that this agent has read `workflow`'s decision record up to
+    /// `version` (e.g. in an earlier process, as `baton emit
+    /// --context-version` does). Events carry the highest version declared
+    /// or read.
+    pub fn assume_context_version(&self, workflow: &WorkflowId, version: u64) {
+        self.set_context_version(workflow, version);
     }
 
     pub(crate) fn set_context_version(&self, workflow: &WorkflowId, version: u64) {

@@ -40,6 +40,9 @@ pub enum ClaimError {
     AlreadyYours { task: TaskId, epoch: u64 },
     #[error("task {task} does not exist: create it first")]
     UnknownTask { task: TaskId },
+    /// Nobody owns the task (resume needs this agent to own it).
+    #[error("task {task} is not owned by anyone; claim it")]
+    NotOwned { task: TaskId },
     #[error("task {task} is {status} and can no longer be claimed")]
     Ended { task: TaskId, status: TaskStatus },
     #[error("task {task} is assigned to {assignee}")]

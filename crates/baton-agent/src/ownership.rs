@@ -166,6 +166,31 @@ impl Ownership {
         last_seq: u64,
         lease: Duration,
     ) -> Ownership {
+        Self::new(agent, task, workflow, epoch, last_seq, lease, false)
+    }
+
+    /// A handle without automatic heartbeats that does not release on drop,
+    /// for a process that performs one act and exits (a shell script step).
+    pub(crate) fn detached(
+        agent: Agent,
+        task: TaskId,
+        workflow: WorkflowId,
+        epoch: u64,
+        last_seq: u64,
+        lease: Duration,
+    ) -> Ownership {
+        Self::new(agent, task, workflow, epoch, last_seq, lease, true)
+    }
+
+    fn new(
+        agent: Agent,
+        task: TaskId,
+        workflow: WorkflowId,
+        epoch: u64,
+        last_seq: u64,
+        lease: Duration,
+        detached: bool,
+    ) -> Ownership {
         let (lost_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             agent,
@@ -180,11 +205,11 @@ impl Ownership {
             }),
             lost_tx,
         });
-        let heartbeats = tokio::spawn(heartbeat_loop(shared.clone()));
+        let heartbeats = (!detached).then(|| tokio::spawn(heartbeat_loop(shared.clone())));
         Ownership {
             shared,
-            heartbeats: Some(heartbeats),
-            done: false,
+            heartbeats,
+            done: detached,
         }
     }
 
@@ -215,6 +240,14 @@ impl Ownership {
     pub async fn lost(&self) {
         let mut rx = self.shared.lost_tx.subscribe();
         let _ = rx.wait_for(|lost| *lost).await;
+    }
+
+    /// Keeps ownership but stops automatic heartbeats and the release on
+    /// drop: for handing ownership over to another process (a later
+    /// `Agent::resume`), e.g. a shell-script agent that acts in steps.
+    pub fn detach(mut self) {
+        self.stop_heartbeats();
+        self.done = true;
     }
 
     /// Reports liveness; `progress` = output advanced since the last one.

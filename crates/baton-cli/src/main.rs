@@ -7,8 +7,8 @@
 //!   `silence`, `status`, `rules`.
 
 mod args;
-mod dev;
-mod services;
+mod cmd;
+mod output;
 
 use std::process::ExitCode;
 
@@ -40,9 +40,27 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a local NATS server with the Baton services until ctrl-c
-    Dev(dev::DevArgs),
+    Dev(cmd::dev::DevArgs),
     /// Run the orchestrator: derive task state and ownership from events
-    Orchestrator(services::OrchestratorArgs),
+    Orchestrator(cmd::services::OrchestratorArgs),
+    /// Run the stall detector: alert on expected events that never arrive
+    StallDetector(cmd::services::DetectorArgs),
+    /// List tasks
+    Tasks(cmd::tasks::TasksArgs),
+    /// Show one task: state, timeline, firing alerts
+    Task(cmd::tasks::TaskArgs),
+    /// Show alerts, firing and resolved (--follow for live)
+    Alerts(cmd::alerts::AlertsArgs),
+    /// Show or append to a workflow's decision record
+    Context(cmd::context::ContextArgs),
+    /// Publish an event by hand (a shell script as an agent)
+    Emit(cmd::emit::EmitArgs),
+    /// Mute alerts for a while
+    Silence(cmd::silence::SilenceArgs),
+    /// Services, streams, consumers, task counts, firing alerts
+    Status(cmd::status::StatusArgs),
+    /// Check stall rules, or backtest them on recorded history
+    Rules(cmd::rules::RulesArgs),
 }
 
 fn init_logging(cli: &Cli, default: &str) {
@@ -64,7 +82,8 @@ fn init_logging(cli: &Cli, default: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Dev(_) | Command::Orchestrator(_) => "info",
+        Command::Dev(_) | Command::Orchestrator(_) | Command::StallDetector(_) => "info",
+        _ => "warn",
     };
     init_logging(&cli, default_log);
     // On two cores the broker needs the other one: a single-threaded
@@ -80,13 +99,24 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match &cli.command {
-            Command::Dev(args) => dev::run(&cli.nats, args).await,
-            Command::Orchestrator(args) => services::orchestrator(&cli.nats, args).await,
-        }
+        let nats = &cli.nats;
+        let done = match &cli.command {
+            Command::Dev(args) => cmd::dev::run(nats, args).await,
+            Command::Orchestrator(args) => cmd::services::orchestrator(nats, args).await,
+            Command::StallDetector(args) => cmd::services::detector(nats, args).await,
+            Command::Tasks(args) => cmd::tasks::tasks(nats, args).await,
+            Command::Task(args) => cmd::tasks::task(nats, args).await,
+            Command::Alerts(args) => cmd::alerts::alerts(nats, args).await,
+            Command::Context(args) => cmd::context::context(nats, args).await,
+            Command::Emit(args) => return cmd::emit::emit(nats, args).await,
+            Command::Silence(args) => cmd::silence::silence(nats, args).await,
+            Command::Status(args) => cmd::status::status(nats, args).await,
+            Command::Rules(args) => cmd::rules::rules(nats, args).await,
+        };
+        done.map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

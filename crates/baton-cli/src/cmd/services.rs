@@ -141,3 +141,105 @@ pub async fn orchestrator(nats: &NatsArgs, args: &OrchestratorArgs) -> anyhow::R
     }
     Ok(())
 }
+
+/// Reads and validates a rules file, or explains exactly what is wrong.
+pub fn load_rules(path: Option<&std::path::Path>) -> anyhow::Result<baton_core::rules::Rules> {
+    let Some(path) = path else {
+        return Ok(baton_core::rules::Rules::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read rules file {}", path.display()))?;
+    baton_core::rules::Rules::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// `baton stall-detector` flags.
+#[derive(Debug, Clone, Args)]
+pub struct DetectorArgs {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Stall rules (TOML; see `baton rules check`)
+    #[arg(long, env = "BATON_RULES", value_name = "FILE")]
+    pub rules: Option<std::path::PathBuf>,
+    /// Serve /metrics and /healthz here (e.g. 127.0.0.1:9465); off when unset
+    #[arg(long = "http", env = "BATON_DETECTOR_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Judge an expectation this long after it is due (events in flight)
+    #[arg(long, env = "BATON_GRACE", default_value = "100ms", value_parser = duration)]
+    pub grace: Duration,
+    /// Agent ids allowed to revoke and cancel (must match the orchestrator's)
+    #[arg(long, env = "BATON_OPERATORS", value_delimiter = ',')]
+    pub operators: Vec<String>,
+    /// What to do with events for tasks never created (must match the orchestrator's)
+    #[arg(long, env = "BATON_UNKNOWN_TASK", value_enum, default_value = "alert")]
+    pub unknown_task: UnknownTask,
+    /// A consumer with pending events and no progress for this long is stalled
+    #[arg(long, env = "BATON_CONSUMER_STALL_AFTER", default_value = "60s", value_parser = duration)]
+    pub consumer_stall_after: Duration,
+    /// How often to check consumers
+    #[arg(long, env = "BATON_CONSUMER_CHECK_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub consumer_check_interval: Duration,
+    /// Instance name in the liveness record [default: <host>-<pid>]
+    #[arg(long, env = "BATON_INSTANCE")]
+    pub instance: Option<String>,
+    /// How often to write the liveness record
+    #[arg(long, env = "BATON_LIVENESS_INTERVAL", default_value = "2s", value_parser = duration)]
+    pub liveness_interval: Duration,
+}
+
+impl DetectorArgs {
+    pub fn config(&self, nats: &NatsArgs) -> anyhow::Result<baton_stall::Config> {
+        let mut c = baton_stall::Config::new(nats.options("baton-stall-detector"));
+        c.topology = self.topology.topology();
+        c.rules = load_rules(self.rules.as_deref())?;
+        c.http_addr = self.http;
+        c.grace = self.grace;
+        c.policy = Policy {
+            operators: self
+                .operators
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(|o| AgentId::new(o).with_context(|| "--operators"))
+                .collect::<anyhow::Result<_>>()?,
+            unknown_task: match self.unknown_task {
+                UnknownTask::Alert => UnknownTaskPolicy::Alert,
+                UnknownTask::Create => UnknownTaskPolicy::AutoCreate,
+            },
+        };
+        c.watch.stall_after = self.consumer_stall_after;
+        c.watch.renotify = c.rules.defaults.renotify;
+        c.consumer_check_interval = self.consumer_check_interval;
+        c.instance = self
+            .instance
+            .clone()
+            .unwrap_or_else(baton_orchestrator::default_instance);
+        c.liveness_interval = self.liveness_interval;
+        Ok(c)
+    }
+}
+
+/// Runs the stall detector until SIGTERM / ctrl-c.
+pub async fn detector(nats: &NatsArgs, args: &DetectorArgs) -> anyhow::Result<()> {
+    let config = args.config(nats)?;
+    let (trigger, shutdown) = shutdown::channel();
+    let running = baton_stall::start(config, shutdown)
+        .await
+        .context("stall detector failed to start")?;
+    tracing::info!(
+        http = ?running.http_addr,
+        restored_tasks = running.restored_tasks,
+        restored_alerts = running.restored_alerts,
+        startup_ms = running.startup.as_millis() as u64,
+        "stall detector ready"
+    );
+    let mut wait = Box::pin(running.wait());
+    tokio::select! {
+        _ = shutdown::signal() => {
+            tracing::info!("shutting down");
+            trigger.trigger();
+            wait.await?;
+        }
+        result = &mut wait => result?,
+    }
+    Ok(())
+}

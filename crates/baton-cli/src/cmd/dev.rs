@@ -11,7 +11,7 @@ use baton_service::shutdown;
 use baton_testkit::{NatsServer, ServerOptions};
 use clap::Args;
 
-use crate::{args::NatsArgs, services::TopologyArgs};
+use crate::{args::NatsArgs, cmd::services::TopologyArgs};
 
 /// `baton dev` flags.
 #[derive(Debug, Clone, Args)]
@@ -24,6 +24,9 @@ pub struct DevArgs {
     pub port: u16,
     #[command(flatten)]
     pub topology: TopologyArgs,
+    /// Stall rules for the detector (TOML; see `baton rules check`)
+    #[arg(long, env = "BATON_RULES", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
 }
 
 fn port_is_free(port: u16) -> bool {
@@ -72,6 +75,15 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
     let orchestrator = baton_orchestrator::start(orch_config, shutdown.clone())
         .await
         .context("orchestrator failed to start")?;
+    let mut det_config = baton_stall::Config::new(options.clone());
+    det_config.topology = topology.clone();
+    det_config.rules = crate::cmd::services::load_rules(args.rules.as_deref())?;
+    det_config.watch.renotify = det_config.rules.defaults.renotify;
+    det_config.http_addr = Some(([127, 0, 0, 1], 0).into());
+    det_config.instance = "dev".into();
+    let detector = baton_stall::start(det_config, shutdown.clone())
+        .await
+        .context("stall detector failed to start")?;
 
     let data = match (&server, &args.data) {
         (None, _) => "an existing server".to_string(),
@@ -85,6 +97,7 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
         "\nBaton dev is running.\n\
          \n  NATS           {url}   ({data})\
          \n  orchestrator   {}\
+         \n  detector       {}\
          \n\nConnect agents and the CLI with --nats {url} (or BATON_NATS_URL={url}).\
          \nTry, in another terminal:\
          \n  baton --nats {url} status\
@@ -92,23 +105,30 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
          \n  baton --nats {url} alerts --follow\
          \n\nCtrl-C stops everything.\n",
         http(orchestrator.http_addr),
+        http(detector.http_addr),
     );
 
-    let mut wait = Box::pin(orchestrator.wait());
-    tokio::select! {
-        _ = shutdown::signal() => {
-            eprintln!("\nStopping ...");
-            trigger.trigger();
-            let _ = tokio::time::timeout(Duration::from_secs(10), &mut wait).await;
-        }
-        result = &mut wait => {
-            result.context("orchestrator stopped")?;
-        }
-    }
+    let mut orchestrator = Box::pin(orchestrator.wait());
+    let mut detector = Box::pin(detector.wait());
+    let failed = tokio::select! {
+        _ = shutdown::signal() => None,
+        result = &mut orchestrator => Some(result.map_err(anyhow::Error::from).context("orchestrator stopped")),
+        result = &mut detector => Some(result.map_err(anyhow::Error::from).context("stall detector stopped")),
+    };
+    eprintln!("\nStopping ...");
+    trigger.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = (&mut orchestrator).await;
+        let _ = (&mut detector).await;
+    })
+    .await;
     drop(client);
     if let Some(mut s) = server {
         s.stop();
     }
     eprintln!("Stopped.");
-    Ok(())
+    match failed {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
 }

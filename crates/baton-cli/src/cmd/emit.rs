@@ -1,0 +1,346 @@
+//! `baton emit <kind>`: publish an event by hand, so a shell script can act
+//! as an agent. Ownership events go through the SDK (compare-and-set,
+//! typed refusals); `--raw` publishes exactly what is asked, to show what
+//! the orchestrator catches.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, bail};
+use baton_agent::{Agent, AgentOptions, ClaimError, NewTask};
+use baton_core::{
+    AgentId, Event, EventBody, EventKind, HandoffTarget, StageName, TaskCreated, TaskId,
+    TaskWindows, WorkflowId, subjects,
+};
+use baton_jetstream::{Retry, publish_durable};
+use clap::Args;
+use serde::Serialize;
+
+use crate::{args::NatsArgs, cmd::services::duration, output::print_json};
+
+#[derive(Debug, Clone, Args)]
+pub struct EmitArgs {
+    /// Event kind: created, claimed, heartbeat, blocked, handoff_offered, handoff_accepted, handoff_rejected, completed, failed, released, revoked, cancelled
+    pub kind: String,
+    #[arg(long)]
+    pub task: String,
+    /// The sending agent (or operator)
+    #[arg(long)]
+    pub agent: String,
+    /// The workflow (required for `created`; otherwise read from the task)
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Publish as given, without the SDK's checks (demonstrates what the orchestrator catches)
+    #[arg(long)]
+    pub raw: bool,
+    /// With --raw: the epoch the sender claims to hold
+    #[arg(long, default_value_t = 0)]
+    pub epoch: u64,
+    /// The decision-record version the sender read (see `baton context`)
+    #[arg(long, default_value_t = 0)]
+    pub context_version: u64,
+    /// created: stage
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// created: title
+    #[arg(long, default_value = "")]
+    pub title: String,
+    /// created: only this agent may claim
+    #[arg(long)]
+    pub assignee: Option<String>,
+    /// created: must be claimed within
+    #[arg(long, value_parser = duration)]
+    pub start_within: Option<Duration>,
+    /// created: must end within
+    #[arg(long, value_parser = duration)]
+    pub deadline_within: Option<Duration>,
+    /// created: owner heartbeat lease
+    #[arg(long, value_parser = duration)]
+    pub heartbeat_within: Option<Duration>,
+    /// created: progress must advance within
+    #[arg(long, value_parser = duration)]
+    pub progress_within: Option<Duration>,
+    /// claimed: the lease committed to
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    pub lease: Duration,
+    /// heartbeat: a note
+    #[arg(long, default_value = "")]
+    pub note: String,
+    /// heartbeat: output advanced
+    #[arg(long)]
+    pub progress: bool,
+    /// handoff_offered: recipient agent
+    #[arg(long, conflicts_with = "to_stage")]
+    pub to_agent: Option<String>,
+    /// handoff_offered: recipient stage
+    #[arg(long)]
+    pub to_stage: Option<String>,
+    /// handoff_offered / completed: where the output is
+    #[arg(long, default_value = "")]
+    pub output: String,
+    /// handoff_offered: must be accepted within
+    #[arg(long, value_parser = duration)]
+    pub accept_within: Option<Duration>,
+    /// completed: summary
+    #[arg(long, default_value = "")]
+    pub summary: String,
+    /// blocked / handoff_rejected / failed / released / revoked / cancelled: why
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// failed: the task may be claimed again
+    #[arg(long)]
+    pub retryable: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Emitted {
+    task: String,
+    kind: String,
+    agent: String,
+    seq: u64,
+    epoch: Option<u64>,
+}
+
+impl EmitArgs {
+    fn body(&self, kind: EventKind) -> anyhow::Result<EventBody> {
+        Ok(match kind {
+            EventKind::Created => EventBody::Created(TaskCreated {
+                stage: self.stage.as_deref().map(StageName::new).transpose()?,
+                title: self.title.clone(),
+                assignee: self.assignee.as_deref().map(AgentId::new).transpose()?,
+                windows: self.windows(),
+            }),
+            EventKind::Claimed => EventBody::Claimed {
+                heartbeat_within: Some(self.lease),
+            },
+            EventKind::Heartbeat => EventBody::Heartbeat {
+                note: self.note.clone(),
+                progress: self.progress,
+            },
+            EventKind::Blocked => EventBody::Blocked {
+                reason: self.reason.clone(),
+            },
+            EventKind::HandoffOffered => EventBody::HandoffOffered {
+                to: match (&self.to_agent, &self.to_stage) {
+                    (Some(a), _) => HandoffTarget::Agent(AgentId::new(a)?),
+                    (None, Some(s)) => HandoffTarget::Stage(StageName::new(s)?),
+                    (None, None) => bail!("handoff_offered needs --to-agent or --to-stage"),
+                },
+                output_location: self.output.clone(),
+                accept_within: self.accept_within,
+            },
+            EventKind::HandoffAccepted => EventBody::HandoffAccepted,
+            EventKind::HandoffRejected => EventBody::HandoffRejected {
+                reason: self.reason.clone(),
+            },
+            EventKind::Completed => EventBody::Completed {
+                output_location: self.output.clone(),
+                summary: self.summary.clone(),
+            },
+            EventKind::Failed => EventBody::Failed {
+                reason: self.reason.clone(),
+                retryable: self.retryable,
+            },
+            EventKind::Released => EventBody::Released {
+                reason: self.reason.clone(),
+            },
+            EventKind::Revoked => EventBody::Revoked {
+                reason: self.reason.clone(),
+            },
+            EventKind::Cancelled => EventBody::Cancelled {
+                reason: self.reason.clone(),
+            },
+        })
+    }
+
+    fn windows(&self) -> TaskWindows {
+        TaskWindows {
+            start_within: self.start_within,
+            deadline_within: self.deadline_within,
+            heartbeat_within: self.heartbeat_within,
+            progress_within: self.progress_within,
+        }
+    }
+}
+
+/// Exit code 2 = refused by the protocol (claim lost, not the owner, ...).
+pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> {
+    let kind = EventKind::parse(&args.kind).with_context(|| {
+        format!(
+            "unknown event kind {:?}: use one of {}",
+            args.kind,
+            EventKind::ALL.map(EventKind::as_str).join(", ")
+        )
+    })?;
+    let task = TaskId::new(&args.task)?;
+    let body = args.body(kind)?;
+    let mut opts = AgentOptions::new(args.agent.clone(), nats.url());
+    opts.nats = nats.options(&format!("baton-emit-{}", args.agent));
+    opts.lease = args.lease;
+    let agent = Agent::connect(opts).await?;
+    let workflow = match (&args.workflow, kind) {
+        (Some(w), _) => WorkflowId::new(w)?,
+        (None, EventKind::Created) => bail!("created needs --workflow"),
+        (None, _) => agent
+            .task(&task)
+            .await?
+            .map(|t| t.workflow)
+            .with_context(|| {
+                format!("unknown task {task}: create it first (or pass --workflow with --raw)")
+            })?,
+    };
+    if args.context_version > 0 {
+        agent.assume_context_version(&workflow, args.context_version);
+    }
+    let report = |seq: u64, epoch: Option<u64>| {
+        let e = Emitted {
+            task: task.to_string(),
+            kind: kind.as_str().into(),
+            agent: args.agent.clone(),
+            seq,
+            epoch,
+        };
+        if args.json {
+            print_json(&e);
+        } else {
+            let epoch = epoch.map(|e| format!(", epoch {e}")).unwrap_or_default();
+            println!(
+                "Stored {} for task {} from {} at seq {}{epoch}.",
+                e.kind, e.task, e.agent, e.seq
+            );
+        }
+    };
+    if args.raw {
+        let event = Event::new(
+            nuid::next().to_string(),
+            task.clone(),
+            workflow,
+            AgentId::new(&args.agent)?,
+            body,
+        )
+        .with_epoch(args.epoch)
+        .with_context_version(args.context_version);
+        let js = async_nats::jetstream::new(agent.client().clone());
+        let ack = publish_durable(
+            &js,
+            &subjects::event(&event.task, &event.agent),
+            event.encode_to_vec().into(),
+            &event.event_id,
+            None,
+            Retry::default(),
+        )
+        .await?;
+        report(ack.sequence, Some(args.epoch));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let refused = |e: &dyn std::fmt::Display| {
+        eprintln!("refused: {e}");
+        Ok(ExitCode::from(2))
+    };
+    let seq_epoch = match body {
+        EventBody::Created(c) => {
+            let new = NewTask {
+                task: task.clone(),
+                workflow,
+                stage: c.stage,
+                title: c.title,
+                assignee: c.assignee,
+                windows: c.windows,
+            };
+            (agent.create_task(new).await?, None)
+        }
+        EventBody::Claimed { .. } => match agent.claim_with_lease(&task, args.lease).await {
+            Ok(owned) => {
+                let epoch = owned.epoch();
+                owned.detach();
+                (0, Some(epoch))
+            }
+            Err(
+                e @ (ClaimError::Lost { .. }
+                | ClaimError::AlreadyYours { .. }
+                | ClaimError::NotAssignee { .. }
+                | ClaimError::Ended { .. }
+                | ClaimError::UnknownTask { .. }),
+            ) => return refused(&e),
+            Err(e) => return Err(e.into()),
+        },
+        EventBody::HandoffAccepted => match agent.accept_handoff(&task).await {
+            Ok(owned) => {
+                let epoch = owned.epoch();
+                owned.detach();
+                (0, Some(epoch))
+            }
+            Err(e @ baton_agent::HandoffError::Broker(_)) => return Err(e.into()),
+            Err(e) => return refused(&e),
+        },
+        EventBody::HandoffRejected { reason } => match agent.reject_handoff(&task, &reason).await {
+            Ok(()) => (0, None),
+            Err(e @ baton_agent::HandoffError::Broker(_)) => return Err(e.into()),
+            Err(e) => return refused(&e),
+        },
+        EventBody::Revoked { reason } => match agent.revoke(&task, &reason).await {
+            Ok(seq) => (seq, None),
+            Err(e @ ClaimError::Broker(_)) => return Err(e.into()),
+            Err(e) => return refused(&e),
+        },
+        EventBody::Cancelled { reason } => match agent.cancel(&task, &reason).await {
+            Ok(seq) => (seq, None),
+            Err(e @ ClaimError::Broker(_)) => return Err(e.into()),
+            Err(e) => return refused(&e),
+        },
+        body => {
+            let owned = match agent.resume_detached(&task).await {
+                Ok(o) => o,
+                Err(e @ ClaimError::Broker(_)) => return Err(e.into()),
+                Err(e) => {
+                    return refused(&format!(
+                        "{e} (only the owner may send {kind}; use --raw to send it anyway)"
+                    ));
+                }
+            };
+            let epoch = Some(owned.epoch());
+            let result = match body {
+                EventBody::Heartbeat { note, progress } => {
+                    owned.heartbeat(&note, progress).await.map(|()| 0)
+                }
+                EventBody::Blocked { reason } => owned.block(&reason).await.map(|()| 0),
+                EventBody::HandoffOffered {
+                    to,
+                    output_location,
+                    accept_within,
+                } => owned
+                    .offer(to, &output_location, accept_within)
+                    .await
+                    .map(|o| o.seq)
+                    .map_err(|e| e.error),
+                EventBody::Completed {
+                    output_location,
+                    summary,
+                } => owned
+                    .complete(&output_location, &summary)
+                    .await
+                    .map_err(|e| e.error),
+                EventBody::Failed { reason, retryable } => {
+                    owned.fail(&reason, retryable).await.map_err(|e| e.error)
+                }
+                EventBody::Released { reason } => owned.release(&reason).await.map_err(|e| e.error),
+                _ => unreachable!("handled above"),
+            };
+            match result {
+                Ok(seq) => (seq, epoch),
+                Err(e @ baton_agent::OwnershipError::Broker(_)) => return Err(e.into()),
+                Err(e) => return refused(&e),
+            }
+        }
+    };
+    // Acts whose SDK call does not return the sequence: look it up.
+    let seq = match seq_epoch.0 {
+        0 => agent.task(&task).await?.map_or(0, |t| t.last_seq()),
+        s => s,
+    };
+    report(seq, seq_epoch.1);
+    agent.close().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,12 @@
+//! One module per subcommand.
+
+pub mod alerts;
+pub mod common;
+pub mod context;
+pub mod dev;
+pub mod emit;
+pub mod rules;
+pub mod services;
+pub mod silence;
+pub mod status;
+pub mod tasks;

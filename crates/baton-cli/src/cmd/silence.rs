@@ -1,0 +1,196 @@
+//! `baton silence`: mute alerts by task, kind and/or agent for a while.
+//! Silences live in KV `baton-silences`; the stall detector honours them.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use baton_core::{AgentId, AlertKind, TaskId, stall::Silence, subjects, wire::time_to_wire};
+use baton_proto::{prost::Message, v1 as pb};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::{
+    args::NatsArgs,
+    cmd::{
+        common::{connect, now},
+        services::duration,
+    },
+    output::{Table, ago, print_json},
+};
+
+#[derive(Debug, Clone, Args)]
+pub struct SilenceArgs {
+    #[command(subcommand)]
+    pub action: SilenceAction,
+    /// Print JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SilenceAction {
+    /// Mute alerts matching every given field
+    Add {
+        #[arg(long)]
+        task: Option<String>,
+        /// Alert kind, e.g. heartbeat_missed
+        #[arg(long)]
+        kind: Option<String>,
+        /// Mutes alerts naming this agent
+        #[arg(long)]
+        agent: Option<String>,
+        /// How long
+        #[arg(long = "for", value_parser = duration, default_value = "1h")]
+        duration: Duration,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Who silenced
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// List silences (active ones; --all includes ended ones)
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now
+    Expire { id: String },
+}
+
+#[derive(Serialize)]
+struct SilenceJson {
+    id: String,
+    task: Option<String>,
+    kind: Option<String>,
+    agent: Option<String>,
+    until: String,
+    active: bool,
+    created_by: String,
+    reason: String,
+}
+
+pub async fn silence(nats: &NatsArgs, args: &SilenceArgs) -> anyhow::Result<()> {
+    let conn = connect(nats).await?;
+    conn.require_baton().await?;
+    let kv = conn.js.get_key_value(subjects::SILENCES_BUCKET).await?;
+    let now = now();
+    match &args.action {
+        SilenceAction::Add {
+            task,
+            kind,
+            agent,
+            duration,
+            reason,
+            by,
+        } => {
+            if task.is_none() && kind.is_none() && agent.is_none() {
+                bail!(
+                    "a silence needs at least one of --task, --kind, --agent (muting everything is not allowed)"
+                );
+            }
+            let kind = match kind {
+                Some(k) => Some(AlertKind::parse(k).with_context(|| {
+                    format!(
+                        "unknown alert kind {k:?}: use one of {}",
+                        AlertKind::ALL.map(AlertKind::as_str).join(", ")
+                    )
+                })?),
+                None => None,
+            };
+            let s = Silence {
+                id: format!("s{}", nuid::next()),
+                task: task.as_deref().map(TaskId::new).transpose()?,
+                kind,
+                agent: agent.as_deref().map(AgentId::new).transpose()?,
+                until: now.saturating_add(*duration),
+                created_by: by.clone(),
+                reason: reason.clone(),
+                created_at: now,
+            };
+            kv.put(&s.id, pb::Silence::from(&s).encode_to_vec().into())
+                .await?;
+            if args.json {
+                print_json(&to_json(&s, now));
+            } else {
+                println!("Silence {} active until {}.", s.id, s.until);
+            }
+        }
+        SilenceAction::List { all } => {
+            let mut list = Vec::new();
+            baton_jetstream::read::for_each_last_per_subject(
+                &conn.js,
+                &format!("KV_{}", subjects::SILENCES_BUCKET),
+                &format!("$KV.{}.>", subjects::SILENCES_BUCKET),
+                |stored| {
+                    if stored.is_kv_tombstone() {
+                        return;
+                    }
+                    if let Ok(s) = pb::Silence::decode(stored.payload.clone())
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| Silence::try_from(s).map_err(|e| e.to_string()))
+                    {
+                        list.push(s);
+                    }
+                },
+            )
+            .await?;
+            list.retain(|s| *all || s.until > now);
+            list.sort_by_key(|s| s.until);
+            if args.json {
+                print_json(&list.iter().map(|s| to_json(s, now)).collect::<Vec<_>>());
+            } else if list.is_empty() {
+                println!("No active silences.");
+            } else {
+                let mut table =
+                    Table::new(&["ID", "TASK", "KIND", "AGENT", "UNTIL", "BY", "REASON"]);
+                for s in &list {
+                    table.row(vec![
+                        s.id.clone(),
+                        s.task.as_ref().map_or("*".into(), ToString::to_string),
+                        s.kind.map_or("*".into(), |k| k.to_string()),
+                        s.agent.as_ref().map_or("*".into(), ToString::to_string),
+                        if s.until > now {
+                            format!(
+                                "{} (in {})",
+                                s.until,
+                                baton_core::time::human_duration(s.until.since(now))
+                            )
+                        } else {
+                            format!("ended {}", ago(s.until, now))
+                        },
+                        s.created_by.clone(),
+                        s.reason.clone(),
+                    ]);
+                }
+                table.print();
+            }
+        }
+        SilenceAction::Expire { id } => {
+            let Some(bytes) = kv.get(id).await? else {
+                bail!("no silence {id:?} (see `baton silence list --all`)");
+            };
+            let mut s = pb::Silence::decode(bytes)?;
+            s.until = Some(time_to_wire(now));
+            kv.put(id, s.encode_to_vec().into()).await?;
+            if args.json {
+                print_json(&serde_json::json!({ "id": id, "expired": true }));
+            } else {
+                println!("Silence {id} ended.");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn to_json(s: &Silence, now: baton_core::Time) -> SilenceJson {
+    SilenceJson {
+        id: s.id.clone(),
+        task: s.task.as_ref().map(ToString::to_string),
+        kind: s.kind.map(|k| k.to_string()),
+        agent: s.agent.as_ref().map(ToString::to_string),
+        until: s.until.to_rfc3339(),
+        active: s.until > now,
+        created_by: s.created_by.clone(),
+        reason: s.reason.clone(),
+    }
+}

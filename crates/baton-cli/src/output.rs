@@ -1,0 +1,284 @@
+//! Output for people (aligned tables, colour only on a terminal) and for
+//! scripts (`--json`: one JSON document, or one JSON object per line when
+//! following).
+
+use std::io::{IsTerminal, Write};
+
+use baton_core::{Alert, AlertState, Severity, Task, Time, time::human_duration};
+use serde::Serialize;
+
+/// Whether stdout is a terminal (colour, progress bars).
+pub fn is_tty() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+/// Terminal colours.
+#[derive(Debug, Clone, Copy)]
+pub enum Color {
+    Red,
+    Yellow,
+    Green,
+    Dim,
+    Bold,
+}
+
+/// `s` in colour when stdout is a terminal (and NO_COLOR is unset).
+pub fn paint(s: &str, color: Color) -> String {
+    if !is_tty() || std::env::var_os("NO_COLOR").is_some() {
+        return s.to_string();
+    }
+    let code = match color {
+        Color::Red => "31",
+        Color::Yellow => "33",
+        Color::Green => "32",
+        Color::Dim => "2",
+        Color::Bold => "1",
+    };
+    format!("\x1b[{code}m{s}\x1b[0m")
+}
+
+/// A table printed with aligned columns.
+#[derive(Debug)]
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<(String, Option<Color>)>>,
+}
+
+impl Table {
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows
+            .push(cells.into_iter().map(|c| (c, None)).collect());
+    }
+
+    pub fn row_colored(&mut self, cells: Vec<(String, Option<Color>)>) {
+        self.rows.push(cells);
+    }
+
+    pub fn print(&self) {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, (cell, _)) in row.iter().enumerate() {
+                if i < widths.len() {
+                    widths[i] = widths[i].max(cell.chars().count());
+                }
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        let header: Vec<String> = self
+            .headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("{h:<w$}", w = widths[i]))
+            .collect();
+        let _ = writeln!(out, "{}", paint(header.join("  ").trim_end(), Color::Bold));
+        for row in &self.rows {
+            let line: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, (cell, color))| {
+                    let padded = if i + 1 == row.len() {
+                        cell.clone()
+                    } else {
+                        format!("{cell:<w$}", w = widths.get(i).copied().unwrap_or(0))
+                    };
+                    match color {
+                        Some(c) => paint(&padded, *c),
+                        None => padded,
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        }
+    }
+}
+
+/// Prints a value as pretty JSON.
+pub fn print_json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}
+
+/// Prints a value as one JSON line (for streams).
+pub fn print_json_line<T: Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(s) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{s}");
+            let _ = out.flush();
+        }
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}
+
+/// "3m05s ago" relative to `now`.
+pub fn ago(t: Time, now: Time) -> String {
+    format!("{} ago", human_duration(now.since(t)))
+}
+
+fn opt_time(t: Option<Time>) -> Option<String> {
+    t.map(|t| t.to_rfc3339())
+}
+
+/// A task for `--json`.
+#[derive(Debug, Serialize)]
+pub struct TaskJson {
+    pub task_id: String,
+    pub workflow_id: String,
+    pub stage: Option<String>,
+    pub title: String,
+    pub status: String,
+    pub owner: Option<String>,
+    pub epoch: u64,
+    pub assignee: Option<String>,
+    pub pending_handoff: Option<HandoffJson>,
+    pub output_location: String,
+    pub context_version: u64,
+    pub last_event: EventRefJson,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_heartbeat_at: Option<String>,
+    pub last_progress_at: Option<String>,
+    pub violations: u64,
+    pub outcome: String,
+    /// Ids of stall alerts firing for the task.
+    pub firing_alerts: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HandoffJson {
+    pub from: String,
+    pub to_agent: Option<String>,
+    pub to_stage: Option<String>,
+    pub output_location: String,
+    pub offered_at: String,
+    pub accept_by: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventRefJson {
+    pub kind: String,
+    pub agent_id: String,
+    pub at: String,
+    pub seq: u64,
+}
+
+impl TaskJson {
+    pub fn from_task(t: &Task, firing_alerts: Vec<String>) -> TaskJson {
+        TaskJson {
+            task_id: t.id.to_string(),
+            workflow_id: t.workflow.to_string(),
+            stage: t.stage.as_ref().map(ToString::to_string),
+            title: t.title.clone(),
+            status: t.status.as_str().to_string(),
+            owner: t.owner.as_ref().map(ToString::to_string),
+            epoch: t.epoch,
+            assignee: t.assignee.as_ref().map(ToString::to_string),
+            pending_handoff: t.pending_handoff.as_deref().map(|p| HandoffJson {
+                from: p.from.to_string(),
+                to_agent: match &p.to {
+                    baton_core::HandoffTarget::Agent(a) => Some(a.to_string()),
+                    baton_core::HandoffTarget::Stage(_) => None,
+                },
+                to_stage: match &p.to {
+                    baton_core::HandoffTarget::Stage(s) => Some(s.to_string()),
+                    baton_core::HandoffTarget::Agent(_) => None,
+                },
+                output_location: p.output_location.clone(),
+                offered_at: p.offered.at.to_rfc3339(),
+                accept_by: opt_time(p.accept_by()),
+            }),
+            output_location: t.output_location.clone(),
+            context_version: t.context_version,
+            last_event: EventRefJson {
+                kind: t.last_event.kind.as_str().to_string(),
+                agent_id: t.last_event.agent.to_string(),
+                at: t.last_event.at.to_rfc3339(),
+                seq: t.last_event.seq,
+            },
+            created_at: t.created.at.to_rfc3339(),
+            updated_at: t.updated_at.to_rfc3339(),
+            last_heartbeat_at: opt_time(t.last_heartbeat_at),
+            last_progress_at: opt_time(t.last_progress_at),
+            violations: t.violations,
+            outcome: t.outcome.clone(),
+            firing_alerts,
+        }
+    }
+}
+
+/// An alert for `--json`.
+#[derive(Debug, Serialize)]
+pub struct AlertJson {
+    pub alert_id: String,
+    pub kind: String,
+    pub state: String,
+    pub severity: String,
+    pub task_id: Option<String>,
+    pub workflow_id: Option<String>,
+    pub stage: Option<String>,
+    pub agents: Vec<String>,
+    pub expected: String,
+    pub due_at: Option<String>,
+    pub observed_at: String,
+    pub late_by_ms: Option<u128>,
+    pub notification: u32,
+    pub summary: String,
+    pub resolves: Option<String>,
+    pub last_event: Option<EventRefJson>,
+    pub missed_versions: Vec<u64>,
+    pub event_seq: u64,
+    pub detail: String,
+    /// Stream sequence in BATON_ALERTS.
+    pub seq: u64,
+}
+
+impl AlertJson {
+    pub fn from_alert(a: &Alert, seq: u64) -> AlertJson {
+        AlertJson {
+            alert_id: a.id.clone(),
+            kind: a.kind.as_str().to_string(),
+            state: a.state.as_str().to_string(),
+            severity: a.severity.as_str().to_string(),
+            task_id: a.task.as_ref().map(ToString::to_string),
+            workflow_id: a.workflow.as_ref().map(ToString::to_string),
+            stage: a.stage.as_ref().map(ToString::to_string),
+            agents: a.agents.iter().map(ToString::to_string).collect(),
+            expected: a.expected.clone(),
+            due_at: opt_time(a.due_at),
+            observed_at: a.observed_at.to_rfc3339(),
+            late_by_ms: a.late_by.map(|d| d.as_millis()),
+            notification: a.notification,
+            summary: a.summary.clone(),
+            resolves: a.resolves.clone(),
+            last_event: a.last_event.as_ref().map(|e| EventRefJson {
+                kind: e.kind.as_str().to_string(),
+                agent_id: e.agent.to_string(),
+                at: e.at.to_rfc3339(),
+                seq: e.seq,
+            }),
+            missed_versions: a.missed_versions.clone(),
+            event_seq: a.event_seq,
+            detail: a.detail.clone(),
+            seq,
+        }
+    }
+}
+
+/// The colour of an alert line.
+pub fn alert_color(a: &Alert) -> Option<Color> {
+    match (a.state, a.severity) {
+        (AlertState::Resolved, _) => Some(Color::Green),
+        (_, Severity::Critical) => Some(Color::Red),
+        (_, Severity::Warning) => Some(Color::Yellow),
+        _ => None,
+    }
+}

@@ -1,0 +1,567 @@
+//! The stall detector: turns "an expected signal did not come" into a
+//! specific fault report, and resolves it when the signal finally comes.
+//!
+//! It folds `BATON_EVENTS` with its own durable consumer and the same
+//! `baton-core` fold as the orchestrator; [`baton_core::stall::Detector`]
+//! arms a deadline for every expectation and decides what to publish. This
+//! crate is the executor around it:
+//!
+//! - **Time.** Deadlines come from the broker's stored time of events. While
+//!   replaying a backlog, time is the stored time of the event being
+//!   processed (so a late event never hides a deadline it missed); once
+//!   caught up, time is the [`Clock`] (monotonic, anchored to the wall clock
+//!   at start) minus a small grace for events still in flight.
+//! - **Restart.** Task states are snapshotted to KV `baton-detector` with a
+//!   checkpoint; firing alerts are recovered from `BATON_ALERTS` (the latest
+//!   notification per kind and task), so a restarted detector neither pages
+//!   twice nor forgets, and alerts that became due while it was down fire at
+//!   once.
+//! - **Silences** from KV `baton-silences` are honoured; **watching the
+//!   watchers** ([`system`]) raises `ORCHESTRATOR_DOWN` and
+//!   `CONSUMER_STALLED`.
+//! - [`backtest`] replays recorded history on virtual time with other rules.
+
+pub mod backtest;
+pub mod clock;
+pub mod metrics;
+pub mod system;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, kv},
+};
+use baton_core::{
+    Alert, AlertState, Policy, Task, TaskId, Time,
+    rules::Rules,
+    stall::{Detector, Silence},
+    subjects,
+    wire::decode_event,
+};
+use baton_jetstream::{NatsOptions, Topology, read};
+use baton_proto::{prost::Message, v1 as pb};
+use baton_service::{
+    consumer::{self, Batches, ConsumerSpec},
+    http::{self, Health},
+    liveness::{self, Progress},
+    outbox::{Outbox, Outgoing},
+    shutdown::Shutdown,
+    snapshot::Checkpoint,
+};
+pub use clock::{Clock, ManualClock};
+use futures::StreamExt;
+use metrics::{AlertLabel, Metrics};
+use prometheus_client::registry::Registry;
+use system::{ConsumerObservation, SystemWatch, WatchLimits};
+
+/// How the detector runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nats: NatsOptions,
+    pub topology: Topology,
+    pub rules: Rules,
+    pub policy: Policy,
+    pub http_addr: Option<SocketAddr>,
+    pub instance: String,
+    /// Once caught up, an expectation is judged this long after it is due
+    /// (an event stored just in time may still be on its way).
+    pub grace: Duration,
+    pub liveness_interval: Duration,
+    pub max_batch: usize,
+    /// While live, the snapshot trails the fold by at most this.
+    pub max_lag: Duration,
+    /// While replaying a backlog, the snapshot is written this often.
+    pub catch_up_lag: Duration,
+    pub watch: WatchLimits,
+    /// How often consumers are checked for stalls.
+    pub consumer_check_interval: Duration,
+    pub clock: Clock,
+}
+
+impl Config {
+    pub fn new(nats: NatsOptions) -> Config {
+        Config {
+            nats,
+            topology: Topology::default(),
+            rules: Rules::default(),
+            policy: Policy::default(),
+            http_addr: None,
+            instance: format!("local-{}", std::process::id()),
+            grace: Duration::from_millis(100),
+            liveness_interval: Duration::from_secs(2),
+            max_batch: 10_000,
+            max_lag: Duration::from_millis(250),
+            catch_up_lag: Duration::from_secs(5),
+            watch: WatchLimits::default(),
+            consumer_check_interval: Duration::from_secs(5),
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Why the detector stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    #[error(transparent)]
+    Connect(#[from] baton_jetstream::ConnectError),
+    #[error(transparent)]
+    Topology(#[from] baton_jetstream::TopologyError),
+    #[error(transparent)]
+    Read(#[from] read::ReadError),
+    #[error(transparent)]
+    Consumer(#[from] consumer::ConsumerError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup(e: impl std::fmt::Display) -> DetectorError {
+    DetectorError::Setup(e.to_string())
+}
+
+/// A started detector.
+#[derive(Debug)]
+pub struct Running {
+    pub http_addr: Option<SocketAddr>,
+    /// Tasks restored from the snapshot, and firing alerts adopted.
+    pub restored_tasks: usize,
+    pub restored_alerts: usize,
+    pub startup: Duration,
+    pub progress: Progress,
+    pub metrics: Metrics,
+    task: tokio::task::JoinHandle<Result<(), DetectorError>>,
+}
+
+impl Running {
+    pub async fn wait(self) -> Result<(), DetectorError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(DetectorError::Setup(format!("detector task failed: {e}"))),
+        }
+    }
+}
+
+/// Starts the detector; returns once it is ready.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, DetectorError> {
+    let started = tokio::time::Instant::now();
+    let client = config.nats.connect().await?;
+    let js = jetstream::new(client.clone());
+    baton_jetstream::ensure(&js, &config.topology).await?;
+
+    let mut det = Detector::new(config.rules.clone(), config.policy.clone());
+    let mut restored_tasks = 0;
+    read::for_each_last_per_subject(
+        &js,
+        &format!("KV_{}", subjects::DETECTOR_BUCKET),
+        &format!("$KV.{}.>", subjects::DETECTOR_BUCKET),
+        |stored| {
+            if stored.is_kv_tombstone() {
+                return;
+            }
+            match Task::decode(&stored.payload) {
+                Ok(task) => {
+                    restored_tasks += 1;
+                    det.restore(task);
+                }
+                Err(e) => tracing::warn!(subject = %stored.subject, error = %e, "unreadable snapshot entry skipped; rebuilt from events"),
+            }
+        },
+    )
+    .await?;
+    let mut watch = SystemWatch::new(config.watch);
+    let mut restored_alerts = 0;
+    read::for_each_last_per_subject(
+        &js,
+        subjects::ALERTS_STREAM,
+        subjects::ALERTS_ALL,
+        |stored| {
+            let Ok(alert) = Alert::decode(&stored.payload) else {
+                return;
+            };
+            if alert.state != AlertState::Firing || !alert.kind.is_stall() {
+                return;
+            }
+            if alert.task.is_none() {
+                watch.restore(alert);
+                restored_alerts += 1;
+            } else if det.restore_firing(&alert) {
+                restored_alerts += 1;
+            }
+        },
+    )
+    .await?;
+
+    let checkpoint = Checkpoint::open(&js, subjects::DETECTOR_CONSUMER)
+        .await
+        .map_err(setup)?;
+    let resume_after = checkpoint.load().await.map_err(setup)?;
+    let spec = ConsumerSpec {
+        stream: subjects::EVENTS_STREAM.into(),
+        durable: subjects::DETECTOR_CONSUMER.into(),
+        filter: subjects::EVENTS_ALL.into(),
+        max_ack_pending: i64::try_from(config.max_batch * 4).unwrap_or(i64::MAX),
+        ack_wait: Duration::from_secs(30),
+        max_batch: config.max_batch,
+    };
+    let consumer = consumer::restart_from(&js, &spec, resume_after + 1).await?;
+    tracing::info!(
+        tasks = restored_tasks,
+        alerts = restored_alerts,
+        checkpoint = resume_after,
+        "detector state restored"
+    );
+
+    let metrics = Metrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let health = Health::default();
+    let http_addr = match config.http_addr {
+        Some(addr) => Some(
+            http::serve(addr, Arc::new(registry), health.clone(), shutdown.clone())
+                .await
+                .map_err(|e| setup(format!("cannot serve HTTP on {addr}: {e}")))?
+                .0,
+        ),
+        None => None,
+    };
+    let services = js
+        .get_key_value(subjects::SERVICES_BUCKET)
+        .await
+        .map_err(setup)?;
+    let silences = js
+        .get_key_value(subjects::SILENCES_BUCKET)
+        .await
+        .map_err(setup)?;
+    let silence_watch = silences.watch_with_history(">").await.map_err(setup)?;
+    let liveness_watch = services
+        .watch_with_history("orchestrator.>")
+        .await
+        .map_err(setup)?;
+    let progress = Progress::default();
+    progress.set(resume_after, consumer.cached_info().num_pending);
+    liveness::spawn(
+        services.clone(),
+        "stall-detector",
+        &config.instance,
+        http_addr.map(|a| a.to_string()),
+        config.liveness_interval,
+        progress.clone(),
+        shutdown.clone(),
+    );
+    let batches = Batches::new(&consumer, config.max_batch).await?;
+    let running_progress = progress.clone();
+    let running_metrics = metrics.clone();
+    let service = Service {
+        outbox: Outbox::new(js.clone()),
+        js,
+        det,
+        watch,
+        config,
+        checkpoint,
+        metrics,
+        health,
+        progress,
+        batches,
+        spec,
+        shutdown,
+    };
+    let task = tokio::spawn(service.run(silence_watch, liveness_watch));
+    Ok(Running {
+        http_addr,
+        restored_tasks,
+        restored_alerts,
+        startup: started.elapsed(),
+        progress: running_progress,
+        metrics: running_metrics,
+        task,
+    })
+}
+
+/// Runs until shutdown.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), DetectorError> {
+    start(config, shutdown).await?.wait().await
+}
+
+struct Service {
+    js: jetstream::Context,
+    outbox: Outbox,
+    det: Detector,
+    watch: SystemWatch,
+    config: Config,
+    checkpoint: Checkpoint,
+    metrics: Metrics,
+    health: Health,
+    progress: Progress,
+    batches: Batches,
+    spec: ConsumerSpec,
+    shutdown: Shutdown,
+}
+
+impl Service {
+    /// `silence_watch` yields current silences first, then changes;
+    /// `liveness_watch` the orchestrators' liveness records likewise. Both
+    /// are opened before `start` returns, so nothing is missed.
+    async fn run(
+        mut self,
+        mut silence_watch: kv::Watch,
+        mut liveness_watch: kv::Watch,
+    ) -> Result<(), DetectorError> {
+        let mut silences: HashMap<String, Silence> = HashMap::new();
+        let mut dirty: Vec<TaskId> = Vec::new();
+        let mut folded_seq = self.progress.applied_seq();
+        let mut unflushed_since: Option<tokio::time::Instant> = None;
+        let mut caught_up = false;
+        let mut pending = 0u64;
+        let mut expected_consumer_seq: Option<u64> = None;
+        let mut consumer_tick = tokio::time::interval(self.config.consumer_check_interval);
+        consumer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut system_tick = tokio::time::interval(Duration::from_secs(1));
+        system_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let idle = self.config.max_lag.min(Duration::from_millis(500));
+        loop {
+            // Judge deadlines `grace` after they are due.
+            let wake = self
+                .det
+                .poll_timeout()
+                .filter(|_| caught_up)
+                .map(|t| t.saturating_add(self.config.grace));
+            let clock = self.config.clock.clone();
+            let mut shutdown = self.shutdown.clone();
+            let mut batch_shutdown = self.shutdown.clone();
+            let mut alerts = Vec::new();
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                batch = self.batches.next(idle, &mut batch_shutdown) => {
+                    let Some(batch) = batch else { break };
+                    let mut last = None;
+                    let mut gap = false;
+                    for msg in &batch {
+                        let Some(d) = consumer::delivery_of(msg) else { continue };
+                        if let Some(expected) = expected_consumer_seq
+                            && d.consumer_seq != expected
+                        {
+                            tracing::warn!(expected, got = d.consumer_seq, "gap in deliveries; re-reading after the last folded event");
+                            gap = true;
+                            break;
+                        }
+                        expected_consumer_seq = Some(d.consumer_seq + 1);
+                        // The orchestrator dead-letters what cannot be
+                        // decoded; here it is simply not an expectation.
+                        if let Ok(event) = decode_event(&msg.payload)
+                            && baton_core::wire::check_subject(&event, msg.subject.as_str()).is_ok()
+                        {
+                            // Deadlines that passed before this event was
+                            // stored fire first, even when it is processed late.
+                            alerts.extend(self.det.handle_timeout(d.meta.stored_at.saturating_sub(Duration::from_nanos(1))));
+                            alerts.extend(self.det.handle_event(&event, d.meta));
+                            dirty.push(event.task.clone());
+                            self.metrics.events.inc();
+                        }
+                        folded_seq = d.meta.seq;
+                        pending = d.pending;
+                        last = Some(msg);
+                    }
+                    if last.is_some() {
+                        unflushed_since.get_or_insert_with(tokio::time::Instant::now);
+                        caught_up = pending == 0;
+                    }
+                    if caught_up {
+                        alerts.extend(self.det.handle_timeout(self.now()));
+                    }
+                    if !self.publish(&alerts).await {
+                        break;
+                    }
+                    alerts.clear();
+                    if let Some(msg) = last
+                        && let Err(e) = msg.ack().await
+                    {
+                        tracing::warn!(error = %e, "ack failed; the events will be redelivered");
+                    }
+                    self.metrics.consumer_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+                    self.progress.set(self.progress.applied_seq(), pending);
+                    if gap {
+                        self.flush_snapshot(&mut dirty, folded_seq).await;
+                        unflushed_since = None;
+                        let consumer = consumer::restart_from(&self.js, &self.spec, folded_seq + 1).await?;
+                        self.batches = Batches::new(&consumer, self.config.max_batch).await?;
+                        expected_consumer_seq = None;
+                    }
+                }
+                _ = async {
+                    match wake {
+                        Some(at) => clock.sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    alerts.extend(self.det.handle_timeout(self.now()));
+                }
+                entry = silence_watch.next() => {
+                    if let Some(Ok(entry)) = entry {
+                        match entry.operation {
+                            kv::Operation::Put => match pb::Silence::decode(entry.value.clone()).map_err(|e| e.to_string()).and_then(|s| Silence::try_from(s).map_err(|e| e.to_string())) {
+                                Ok(s) => { silences.insert(entry.key.clone(), s); }
+                                Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable silence ignored"),
+                            },
+                            _ => { silences.remove(&entry.key); }
+                        }
+                        let now = self.now();
+                        self.det.set_silences(silences.values().cloned().collect(), now);
+                        alerts.extend(self.det.handle_timeout(now));
+                    }
+                }
+                entry = liveness_watch.next() => {
+                    if let Some(Ok(entry)) = entry
+                        && entry.operation == kv::Operation::Put
+                        && let Ok(status) = pb::ServiceStatus::decode(entry.value.clone())
+                    {
+                        // Broker time of the report, like every deadline here.
+                        let seen = read::time_of(entry.created).min(self.config.clock.now());
+                        let interval = Duration::from_millis(status.interval_ms.max(1));
+                        alerts.extend(self.watch.orchestrator_seen(&status.instance, interval, seen));
+                    }
+                }
+                _ = system_tick.tick() => {
+                    let now = self.config.clock.now();
+                    alerts.extend(self.watch.check_orchestrator(now));
+                }
+                _ = consumer_tick.tick() => {
+                    let now = self.config.clock.now();
+                    for name in [subjects::ORCHESTRATOR_CONSUMER, subjects::DETECTOR_CONSUMER] {
+                        if let Some(o) = self.observe_consumer(name).await {
+                            alerts.extend(self.watch.check_consumer(name, o, now));
+                        }
+                    }
+                }
+            }
+            let now = self.config.clock.now();
+            alerts.retain(|a| a.task.is_some() || !silences.values().any(|s| s.mutes(a, now)));
+            if !self.publish(&alerts).await {
+                break;
+            }
+            // Snapshot: at once when live and idle; every max_lag live;
+            // every catch_up_lag while replaying a backlog.
+            let lag = if pending > self.config.max_batch as u64 {
+                self.config.catch_up_lag
+            } else {
+                self.config.max_lag
+            };
+            let behind = !dirty.is_empty() || folded_seq > self.progress.applied_seq();
+            if behind && (pending == 0 || unflushed_since.is_some_and(|s| s.elapsed() >= lag)) {
+                self.flush_snapshot(&mut dirty, folded_seq).await;
+                unflushed_since = None;
+            }
+            let stats = self.det.stats();
+            self.metrics
+                .tracked_tasks
+                .set(i64::try_from(self.det.len()).unwrap_or(i64::MAX));
+            self.metrics
+                .firing
+                .set(i64::try_from(self.det.firing_count()).unwrap_or(i64::MAX));
+            self.metrics
+                .silenced
+                .set(i64::try_from(stats.silenced).unwrap_or(i64::MAX));
+            self.metrics
+                .inhibited
+                .set(i64::try_from(stats.inhibited).unwrap_or(i64::MAX));
+        }
+        if !dirty.is_empty() || folded_seq > self.progress.applied_seq() {
+            self.flush_snapshot(&mut dirty, folded_seq).await;
+        }
+        tracing::info!("stall detector stopped");
+        Ok(())
+    }
+
+    /// Evaluation time: the clock minus the grace (only used once caught up).
+    fn now(&self) -> Time {
+        self.config.clock.now().saturating_sub(self.config.grace)
+    }
+
+    async fn observe_consumer(&self, name: &str) -> Option<ConsumerObservation> {
+        let stream = self
+            .js
+            .get_stream_no_info(subjects::EVENTS_STREAM)
+            .await
+            .ok()?;
+        let info = stream.consumer_info(name).await.ok()?;
+        Some(ConsumerObservation {
+            num_pending: info.num_pending,
+            num_ack_pending: u64::try_from(info.num_ack_pending).unwrap_or(0),
+            max_ack_pending: info.config.max_ack_pending,
+            delivered_seq: info.delivered.stream_sequence,
+            ack_floor: info.ack_floor.stream_sequence,
+        })
+    }
+
+    /// Publishes alerts and waits until stored; false on shutdown.
+    async fn publish(&self, alerts: &[Alert]) -> bool {
+        if alerts.is_empty() {
+            return true;
+        }
+        let out: Vec<Outgoing> = alerts
+            .iter()
+            .map(|a| Outgoing::new(a.subject(), a.encode_to_vec()).with_msg_id(a.msg_id()))
+            .collect();
+        match self.outbox.deliver(&out, &self.shutdown).await {
+            Ok(_) => {
+                let now = self.config.clock.now();
+                for a in alerts {
+                    self.metrics
+                        .alerts
+                        .get_or_create(&AlertLabel {
+                            kind: a.kind.as_str().to_string(),
+                            state: a.state.as_str().to_string(),
+                        })
+                        .inc();
+                    if let (AlertState::Firing, 0, Some(due)) = (a.state, a.notification, a.due_at)
+                    {
+                        self.metrics
+                            .alert_latency
+                            .observe(now.since(due).as_secs_f64());
+                    }
+                    tracing::info!(alert = %a.id, kind = %a.kind, state = a.state.as_str(), "{}", a.summary);
+                }
+                self.health.set_problem(None);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stopping with alerts not stored; they are derived again after restart");
+                false
+            }
+        }
+    }
+
+    /// Writes the state of every task touched since the last snapshot (or
+    /// deletes it, if the task ended), then the checkpoint.
+    async fn flush_snapshot(&mut self, dirty: &mut Vec<TaskId>, upto: u64) {
+        dirty.sort();
+        dirty.dedup();
+        let prefix = format!("$KV.{}.", subjects::DETECTOR_BUCKET);
+        let writes: Vec<Outgoing> = dirty
+            .drain(..)
+            .map(|id| match self.det.task(&id) {
+                Some(task) => Outgoing::new(format!("{prefix}{id}"), task.encode_to_vec()),
+                None => {
+                    let mut h = HeaderMap::new();
+                    h.insert("KV-Operation", "DEL");
+                    Outgoing::new(format!("{prefix}{id}"), Vec::new()).with_headers(h)
+                }
+            })
+            .collect();
+        match self.outbox.deliver(&writes, &self.shutdown).await {
+            Ok(_) => {
+                self.metrics.snapshot_writes.inc_by(writes.len() as u64);
+                if let Err(e) = self.checkpoint.store(upto).await {
+                    tracing::warn!(error = %e, "could not store the checkpoint");
+                    return;
+                }
+                self.progress.set(upto, self.progress.pending());
+                self.metrics
+                    .applied_seq
+                    .set(i64::try_from(upto).unwrap_or(i64::MAX));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot not stored; it is rebuilt from events after restart")
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Watching the watchers: `ORCHESTRATOR_DOWN` when no orchestrator has
+//! reported liveness for a while, `CONSUMER_STALLED` when a Baton consumer
+//! has work pending and makes no progress (or sits at `max_ack_pending`,
+//! where JetStream stops delivering without an error). Pure: observations
+//! and `now` come in, alerts go out.
+
+use std::{collections::HashMap, time::Duration};
+
+use baton_core::{Alert, AlertKind, Time, alert::alert_id, time::human_duration};
+
+/// What the watch knows about one consumer at one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerObservation {
+    /// Messages not yet delivered.
+    pub num_pending: u64,
+    /// Delivered but not acknowledged.
+    pub num_ack_pending: u64,
+    pub max_ack_pending: i64,
+    /// Last stream sequence delivered.
+    pub delivered_seq: u64,
+    /// Last stream sequence acknowledged (everything up to it).
+    pub ack_floor: u64,
+}
+
+#[derive(Debug)]
+struct ConsumerTrack {
+    last_progress_seq: u64,
+    last_progress_at: Time,
+    firing: Option<Alert>,
+}
+
+/// Limits of the watch.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchLimits {
+    /// An orchestrator is down after this many of its own reporting
+    /// intervals without a report (and at least `min_silence`).
+    pub missed_reports: u32,
+    pub min_silence: Duration,
+    /// A consumer with pending work and no progress for this long is
+    /// stalled.
+    pub stall_after: Duration,
+    /// Re-notify firing system alerts this often.
+    pub renotify: Option<Duration>,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        WatchLimits {
+            missed_reports: 3,
+            min_silence: Duration::from_secs(5),
+            stall_after: Duration::from_secs(60),
+            renotify: Some(Duration::from_secs(15 * 60)),
+        }
+    }
+}
+
+/// The system watch.
+#[derive(Debug)]
+pub struct SystemWatch {
+    limits: WatchLimits,
+    /// When an orchestrator instance last reported (our clock) and its
+    /// reporting interval.
+    orchestrators: HashMap<String, (Time, Duration)>,
+    orchestrator_down: Option<Alert>,
+    consumers: HashMap<String, ConsumerTrack>,
+}
+
+impl SystemWatch {
+    pub fn new(limits: WatchLimits) -> SystemWatch {
+        SystemWatch {
+            limits,
+            orchestrators: HashMap::new(),
+            orchestrator_down: None,
+            consumers: HashMap::new(),
+        }
+    }
+
+    /// An orchestrator instance reported at `now`.
+    pub fn orchestrator_seen(
+        &mut self,
+        instance: &str,
+        interval: Duration,
+        now: Time,
+    ) -> Vec<Alert> {
+        self.orchestrators
+            .insert(instance.to_string(), (now, interval));
+        match self.orchestrator_down.take() {
+            Some(firing) => vec![firing.resolved(
+                now,
+                format!("Resolved orchestrator down: instance {instance} is reporting again."),
+            )],
+            None => Vec::new(),
+        }
+    }
+
+    /// Adopts a firing system alert from before a restart.
+    pub fn restore(&mut self, alert: Alert) {
+        match alert.kind {
+            AlertKind::OrchestratorDown => self.orchestrator_down = Some(alert),
+            AlertKind::ConsumerStalled => {
+                let name = alert.detail.clone();
+                self.consumers.insert(
+                    name,
+                    ConsumerTrack {
+                        last_progress_seq: 0,
+                        last_progress_at: alert.observed_at,
+                        firing: Some(alert),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Fires or re-notifies `ORCHESTRATOR_DOWN` if no instance is fresh.
+    pub fn check_orchestrator(&mut self, now: Time) -> Vec<Alert> {
+        let freshest = self
+            .orchestrators
+            .iter()
+            .map(|(name, (seen, interval))| {
+                let allowed = (*interval * self.limits.missed_reports).max(self.limits.min_silence);
+                (name, *seen, seen.saturating_add(allowed))
+            })
+            .max_by_key(|(_, _, due)| *due);
+        let Some((name, seen, due)) = freshest else {
+            return Vec::new();
+        };
+        if now < due {
+            return Vec::new();
+        }
+        if let Some(firing) = &mut self.orchestrator_down {
+            let again = self
+                .limits
+                .renotify
+                .is_some_and(|every| firing.observed_at.saturating_add(every) <= now);
+            if !again {
+                return Vec::new();
+            }
+            firing.notification += 1;
+            firing.observed_at = now;
+            firing.late_by = Some(now.since(due));
+            return vec![firing.clone()];
+        }
+        let mut alert = Alert::firing(
+            AlertKind::OrchestratorDown,
+            alert_id(
+                AlertKind::OrchestratorDown,
+                None,
+                0,
+                &format!("t{}", seen.unix_nanos() / 1_000_000),
+            ),
+            None,
+            now,
+        );
+        alert.expected = "a liveness report from an orchestrator".into();
+        alert.due_at = Some(due);
+        alert.late_by = Some(now.since(due));
+        alert.summary = format!(
+            "No orchestrator has reported for {} (last: {name}); task state in KV and protocol alerts are not being updated. Check the orchestrator process.",
+            human_duration(now.since(seen))
+        );
+        alert.detail = format!("KV baton-services key orchestrator.{name}");
+        self.orchestrator_down = Some(alert.clone());
+        vec![alert]
+    }
+
+    /// Records a consumer check; fires, re-notifies or resolves
+    /// `CONSUMER_STALLED`.
+    pub fn check_consumer(&mut self, name: &str, o: ConsumerObservation, now: Time) -> Vec<Alert> {
+        let track = self
+            .consumers
+            .entry(name.to_string())
+            .or_insert(ConsumerTrack {
+                last_progress_seq: o.delivered_seq,
+                last_progress_at: now,
+                firing: None,
+            });
+        let progressed = o.delivered_seq != track.last_progress_seq || o.num_pending == 0;
+        if progressed {
+            track.last_progress_seq = o.delivered_seq;
+            track.last_progress_at = now;
+        }
+        let at_limit = o.max_ack_pending > 0 && o.num_ack_pending >= o.max_ack_pending as u64;
+        let stuck =
+            o.num_pending > 0 && now.since(track.last_progress_at) >= self.limits.stall_after;
+        if !(at_limit || stuck) {
+            return match track.firing.take() {
+                Some(f) => vec![f.resolved(
+                    now,
+                    format!("Resolved consumer stalled: {name} is making progress again."),
+                )],
+                None => Vec::new(),
+            };
+        }
+        if let Some(firing) = &mut track.firing {
+            let again = self
+                .limits
+                .renotify
+                .is_some_and(|every| firing.observed_at.saturating_add(every) <= now);
+            if !again {
+                return Vec::new();
+            }
+            firing.notification += 1;
+            firing.observed_at = now;
+            return vec![firing.clone()];
+        }
+        let mut alert = Alert::firing(
+            AlertKind::ConsumerStalled,
+            alert_id(
+                AlertKind::ConsumerStalled,
+                None,
+                0,
+                &format!("{name}-s{}", track.last_progress_seq),
+            ),
+            None,
+            now,
+        );
+        alert.expected = format!("consumer {name} to make progress on its pending messages");
+        alert.summary = if at_limit {
+            format!(
+                "Consumer {name} holds {} unacknowledged messages, its max_ack_pending: JetStream has stopped delivering to it. Check the service that reads it.",
+                o.num_ack_pending
+            )
+        } else {
+            format!(
+                "Consumer {name} has {} messages pending and delivered nothing new for {} (stuck at stream seq {}). Check the service that reads it.",
+                o.num_pending,
+                human_duration(now.since(track.last_progress_at)),
+                o.delivered_seq
+            )
+        };
+        alert.due_at = Some(
+            track
+                .last_progress_at
+                .saturating_add(self.limits.stall_after),
+        );
+        alert.detail = name.to_string();
+        track.firing = Some(alert.clone());
+        vec![alert]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_core::AlertState;
+
+    fn t(secs: u64) -> Time {
+        Time::from_unix_millis(1_700_000_000_000 + secs * 1000)
+    }
+
+    #[test]
+    fn orchestrator_down_fires_once_and_resolves() {
+        let mut w = SystemWatch::new(WatchLimits::default());
+        assert!(
+            w.check_orchestrator(t(100)).is_empty(),
+            "no orchestrator seen: nothing to say"
+        );
+        w.orchestrator_seen("o1", Duration::from_secs(2), t(0));
+        assert!(
+            w.check_orchestrator(t(5)).is_empty(),
+            "within max(3 x 2s, 5s)"
+        );
+        let fired = w.check_orchestrator(t(6));
+        assert_eq!(fired.len(), 1);
+        assert!(
+            fired[0]
+                .summary
+                .contains("No orchestrator has reported for 6s"),
+            "{}",
+            fired[0].summary
+        );
+        assert!(w.check_orchestrator(t(60)).is_empty(), "paged once");
+        let resolved = w.orchestrator_seen("o2", Duration::from_secs(2), t(70));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].state, AlertState::Resolved);
+        assert_eq!(resolved[0].resolves.as_deref(), Some(fired[0].id.as_str()));
+    }
+
+    #[test]
+    fn a_fresh_instance_covers_a_stale_one() {
+        let mut w = SystemWatch::new(WatchLimits::default());
+        w.orchestrator_seen("old", Duration::from_secs(2), t(0));
+        w.orchestrator_seen("new", Duration::from_secs(2), t(50));
+        assert!(w.check_orchestrator(t(52)).is_empty());
+    }
+
+    #[test]
+    fn a_consumer_without_progress_stalls() {
+        let mut w = SystemWatch::new(WatchLimits {
+            stall_after: Duration::from_secs(30),
+            ..WatchLimits::default()
+        });
+        let o = |pending, delivered| ConsumerObservation {
+            num_pending: pending,
+            num_ack_pending: 0,
+            max_ack_pending: 1000,
+            delivered_seq: delivered,
+            ack_floor: delivered,
+        };
+        assert!(w.check_consumer("c", o(10, 5), t(0)).is_empty());
+        assert!(w.check_consumer("c", o(20, 5), t(29)).is_empty());
+        let fired = w.check_consumer("c", o(30, 5), t(30));
+        assert_eq!(fired.len(), 1);
+        assert!(
+            fired[0].summary.contains("30 messages pending"),
+            "{}",
+            fired[0].summary
+        );
+        let resolved = w.check_consumer("c", o(10, 25), t(31));
+        assert_eq!(resolved[0].state, AlertState::Resolved);
+    }
+
+    #[test]
+    fn a_consumer_at_max_ack_pending_stalls_at_once() {
+        let mut w = SystemWatch::new(WatchLimits::default());
+        let fired = w.check_consumer(
+            "c",
+            ConsumerObservation {
+                num_pending: 5,
+                num_ack_pending: 1000,
+                max_ack_pending: 1000,
+                delivered_seq: 9,
+                ack_floor: 0,
+            },
+            t(0),
+        );
+        assert_eq!(fired.len(), 1);
+        assert!(fired[0].summary.contains("max_ack_pending"));
+    }
+}

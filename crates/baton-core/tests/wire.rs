@@ -46,7 +46,8 @@ fn garbage_is_a_decode_error() {
 
 #[test]
 fn each_invalid_field_is_named() {
-    let cases: Vec<(Box<dyn Fn(&mut pb::Event)>, &str, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut pb::Event)>;
+    let cases: Vec<(Mutation, &str, &str)> = vec![
         (Box::new(|e| e.event_id.clear()), "event_id", "required"),
         (
             Box::new(|e| e.event_id = "x".repeat(300)),

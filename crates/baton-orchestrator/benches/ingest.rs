@@ -92,7 +92,7 @@ fn events_for(total: usize, tasks: usize) -> Vec<Event> {
             1,
             EventBody::Heartbeat {
                 note: String::new(),
-                progress: i % 3 == 0,
+                progress: i.is_multiple_of(3),
             },
         );
         i += 1;

@@ -17,7 +17,10 @@ use baton_core::{
     subjects,
     wire::{WireError, check_subject, decode_event},
 };
-use baton_service::{deadletter::dead_letter, outbox::Outgoing};
+use baton_service::{
+    deadletter::{Rejected, dead_letter},
+    outbox::Outgoing,
+};
 use bytes::Bytes;
 
 /// One delivered message.
@@ -244,11 +247,13 @@ impl Book {
     fn dead_letter(&self, raw: Raw<'_>, err: &WireError, out: &mut BatchOut) {
         out.dead_lettered += 1;
         out.outgoing.push(dead_letter(
-            subjects::EVENTS_STREAM,
-            raw.meta.seq,
-            raw.subject,
-            raw.payload,
-            raw.headers,
+            Rejected {
+                stream: subjects::EVENTS_STREAM,
+                seq: raw.meta.seq,
+                subject: raw.subject,
+                payload: raw.payload,
+                headers: raw.headers,
+            },
             err.reason(),
             &err.to_string(),
             self.max_payload,

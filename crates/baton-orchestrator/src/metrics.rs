@@ -52,13 +52,10 @@ impl Metrics {
             consumer_pending: Gauge::default(),
             tasks: Gauge::default(),
             applied_seq: Gauge::default(),
-            apply_latency: Histogram::new(
-                [
-                    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]
-                .into_iter(),
-            ),
-            batch_size: Histogram::new([1.0, 10.0, 100.0, 1000.0, 10_000.0, 100_000.0].into_iter()),
+            apply_latency: Histogram::new([
+                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            batch_size: Histogram::new([1.0, 10.0, 100.0, 1000.0, 10_000.0, 100_000.0]),
         }
     }
 

@@ -17,20 +17,33 @@ pub const SOURCE_HEADER: &str = "Baton-Dlq-Source";
 /// value is the original length.
 pub const TRUNCATED_HEADER: &str = "Baton-Dlq-Truncated";
 
-/// Builds the dead letter for message `seq` of `stream`. `reason_token` is
-/// the subject token (`undecodable`, `invalid`, `subject_mismatch`),
-/// `reason` the explanation; the payload is cut if it would exceed
-/// `max_payload` with the headers.
+/// A message that could not be used, as delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected<'a> {
+    pub stream: &'a str,
+    pub seq: u64,
+    pub subject: &'a str,
+    pub payload: &'a Bytes,
+    pub headers: Option<&'a HeaderMap>,
+}
+
+/// Builds the dead letter for a rejected message. `reason_token` is the
+/// subject token (`undecodable`, `invalid`, `subject_mismatch`), `reason`
+/// the explanation; the payload is cut if it would exceed `max_payload`
+/// with the headers.
 pub fn dead_letter(
-    stream: &str,
-    seq: u64,
-    subject: &str,
-    payload: &Bytes,
-    original_headers: Option<&HeaderMap>,
+    rejected: Rejected<'_>,
     reason_token: &str,
     reason: &str,
     max_payload: usize,
 ) -> Outgoing {
+    let Rejected {
+        stream,
+        seq,
+        subject,
+        payload,
+        headers: original_headers,
+    } = rejected;
     let mut headers = original_headers.cloned().unwrap_or_default();
     // The original Nats-Msg-Id would make the DLQ stream drop this as a
     // duplicate of nothing in particular; keep it under another name.

@@ -101,7 +101,7 @@ pub async fn backtest(
                 Err(_) => report.undecodable += 1,
             }
             done += 1;
-            if done % 1000 == 0 {
+            if done.is_multiple_of(1000) {
                 progress(done, total);
             }
             if meta.seq >= to {

@@ -46,9 +46,7 @@ impl Metrics {
             firing: Gauge::default(),
             consumer_pending: Gauge::default(),
             applied_seq: Gauge::default(),
-            alert_latency: Histogram::new(
-                [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter(),
-            ),
+            alert_latency: Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             snapshot_writes: Counter::default(),
         }
     }

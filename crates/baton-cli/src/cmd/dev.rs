@@ -24,6 +24,9 @@ pub struct DevArgs {
     pub port: u16,
     #[command(flatten)]
     pub topology: TopologyArgs,
+    /// Also run simulated agents that play each failure mode and show Baton catching it
+    #[arg(long)]
+    pub demo: bool,
     /// Stall rules for the detector (TOML; see `baton rules check`)
     #[arg(long, env = "BATON_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,
@@ -108,6 +111,14 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
         http(detector.http_addr),
     );
 
+    if args.demo {
+        let options = options.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::cmd::demo::run(&options).await {
+                eprintln!("demo failed: {e:#}");
+            }
+        });
+    }
     let mut orchestrator = Box::pin(orchestrator.wait());
     let mut detector = Box::pin(detector.wait());
     let failed = tokio::select! {

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod common;
 pub mod context;
+pub mod demo;
 pub mod dev;
 pub mod emit;
 pub mod rules;

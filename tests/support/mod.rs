@@ -372,6 +372,8 @@ pub struct Rig {
     pub dir: tempfile::TempDir,
     pub orchestrator: Option<BatonProcess>,
     pub starts: usize,
+    /// Other services started for the test (killed on drop).
+    pub extra: Vec<BatonProcess>,
 }
 
 impl Rig {
@@ -386,6 +388,7 @@ impl Rig {
             dir: tempfile::tempdir().expect("tmp"),
             orchestrator: None,
             starts: 0,
+            extra: Vec::new(),
         }
     }
 
@@ -407,6 +410,30 @@ impl Rig {
         args.extend_from_slice(extra);
         self.orchestrator = Some(BatonProcess::spawn(&self.server.url(), &args, &log));
         wait_liveness(&self.js, &format!("orchestrator.{instance}")).await
+    }
+
+    /// Starts the stall detector (instance `d`) with these rules and waits
+    /// for its liveness record.
+    pub async fn start_detector(&mut self, rules: &str) {
+        let path = self.dir.path().join("rules.toml");
+        std::fs::write(&path, rules).expect("write rules");
+        let log = self.dir.path().join("detector.log");
+        let path = path.to_string_lossy().to_string();
+        let detector = BatonProcess::spawn(
+            &self.server.url(),
+            &[
+                "stall-detector",
+                "--rules",
+                &path,
+                "--instance",
+                "d",
+                "--liveness-interval",
+                "200ms",
+            ],
+            &log,
+        );
+        self.extra.push(detector);
+        wait_liveness(&self.js, "stall-detector.d").await;
     }
 
     pub fn log(&self, instance: usize) -> String {

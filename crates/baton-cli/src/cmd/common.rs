@@ -27,7 +27,7 @@ pub async fn connect(nats: &NatsArgs) -> anyhow::Result<Conn> {
 impl Conn {
     /// Checks that the Baton streams exist (the services create them).
     pub async fn require_baton(&self) -> anyhow::Result<()> {
-        self.js.get_stream_no_info(subjects::EVENTS_STREAM).await.map_err(|_| {
+        self.js.get_stream(subjects::EVENTS_STREAM).await.map_err(|_| {
             anyhow::anyhow!(
                 "no Baton streams on this server (stream {} not found): start the services with `baton dev` or `baton orchestrator`",
                 subjects::EVENTS_STREAM

@@ -1,0 +1,473 @@
+//! The `baton` binary as an operator uses it, against real servers: every
+//! operator command's table and `--json`, clear errors, and `baton dev
+//! --demo` catching all four failure modes and stopping cleanly.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use baton_testkit::NatsServer;
+use serde_json::Value;
+use support::*;
+
+fn baton(url: &str, args: &[&str]) -> Output {
+    Command::new(baton_bin())
+        .arg("--nats")
+        .arg(url)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run baton")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("valid JSON")
+}
+
+/// A server with both services as child processes.
+async fn stack() -> Rig {
+    let mut rig = Rig::new().await;
+    rig.start_orchestrator(&[]).await;
+    rig.start_detector("[defaults]\nheartbeat = \"1h\"\naccept = \"1s\"\nstart = \"1h\"\n")
+        .await;
+    rig
+}
+
+#[tokio::test]
+async fn an_operator_session() {
+    let rig = stack().await;
+    let url = rig.server.url();
+    // A shell script acting as agents.
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "created",
+            "--task",
+            "post-1",
+            "--agent",
+            "planner",
+            "--workflow",
+            "blog",
+            "--stage",
+            "draft",
+            "--title",
+            "Launch post",
+        ],
+    ));
+    let claim = json(&baton(
+        &url,
+        &[
+            "emit", "claimed", "--task", "post-1", "--agent", "writer", "--json",
+        ],
+    ));
+    assert_eq!(
+        (claim["epoch"].as_u64(), claim["kind"].as_str()),
+        (Some(1), Some("claimed"))
+    );
+    let lost = baton(
+        &url,
+        &["emit", "claimed", "--task", "post-1", "--agent", "thief"],
+    );
+    assert_eq!(lost.status.code(), Some(2), "a lost claim exits 2");
+    assert!(String::from_utf8_lossy(&lost.stderr).contains("owned by writer"));
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "heartbeat",
+            "--task",
+            "post-1",
+            "--agent",
+            "writer",
+            "--progress",
+            "--note",
+            "outline",
+        ],
+    ));
+    let not_owner = baton(
+        &url,
+        &["emit", "heartbeat", "--task", "post-1", "--agent", "thief"],
+    );
+    assert_eq!(not_owner.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&not_owner.stderr).contains("use --raw"),
+        "{}",
+        String::from_utf8_lossy(&not_owner.stderr)
+    );
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "handoff_offered",
+            "--task",
+            "post-1",
+            "--agent",
+            "writer",
+            "--to-agent",
+            "editor",
+            "--output",
+            "s3://d/1",
+        ],
+    ));
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "completed",
+            "--task",
+            "post-1",
+            "--agent",
+            "intern",
+            "--raw",
+        ],
+    ));
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "created",
+            "--task",
+            "post-2",
+            "--agent",
+            "planner",
+            "--workflow",
+            "blog",
+        ],
+    ));
+    let (_, _) = wait_alert(
+        &rig.js,
+        is_alert(baton_core::AlertKind::HandoffNotAccepted, "post-1"),
+    )
+    .await;
+    wait_task(&rig.js, "post-1", |t| t.violations == 1).await;
+
+    // tasks: table and JSON, with filters.
+    let table = ok(&baton(&url, &["tasks"]));
+    let header = table.lines().next().expect("header");
+    for col in [
+        "TASK",
+        "STATUS",
+        "OWNER",
+        "EPOCH",
+        "STAGE",
+        "WORKFLOW",
+        "LAST EVENT",
+        "ALERTS",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("post-1"))
+        .expect("post-1 row");
+    assert!(
+        row.contains("handoff_pending")
+            && row.contains("writer")
+            && row.contains("handoff_not_accepted"),
+        "{row}"
+    );
+    let all = json(&baton(&url, &["tasks", "--json"]));
+    assert_eq!(all.as_array().expect("array").len(), 2);
+    let stalled = json(&baton(&url, &["tasks", "--stalled", "--json"]));
+    assert_eq!(
+        stalled.as_array().map(|a| a
+            .iter()
+            .map(|t| t["task_id"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>()),
+        Some(vec!["post-1"])
+    );
+    assert_eq!(stalled[0]["pending_handoff"]["to_agent"], "editor");
+    let owned = json(&baton(&url, &["tasks", "--owner", "writer", "--json"]));
+    assert_eq!(owned.as_array().expect("array").len(), 1);
+    let submitted = json(&baton(&url, &["tasks", "--status", "submitted", "--json"]));
+    assert_eq!(submitted[0]["task_id"], "post-2");
+    let bad = baton(&url, &["tasks", "--status", "sleeping"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown status \"sleeping\""));
+
+    // task: timeline with owner and epoch after each event.
+    let detail = ok(&baton(&url, &["task", "post-1"]));
+    assert!(
+        detail.contains("handoff pending: writer -> agent editor"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("REFUSED: intern is not the owner (owner: writer)"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("Firing alerts:") && detail.contains("handoff_not_accepted"),
+        "{detail}"
+    );
+    let detail = json(&baton(&url, &["task", "post-1", "--json"]));
+    let kinds: Vec<_> = detail["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "created",
+            "claimed",
+            "heartbeat",
+            "handoff_offered",
+            "completed"
+        ]
+    );
+    assert_eq!(detail["timeline"][1]["owner_after"], "writer");
+    assert_eq!(detail["timeline"][1]["epoch_after"], 1);
+    assert!(detail["timeline"][4]["refused"].as_str().is_some());
+    let unknown = baton(&url, &["task", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown task nope"));
+
+    // alerts: table, filters, JSON.
+    let alerts = ok(&baton(&url, &["alerts"]));
+    assert!(
+        alerts.contains("handoff_not_accepted") && alerts.contains("ownership_violation"),
+        "{alerts}"
+    );
+    let only = json(&baton(
+        &url,
+        &["alerts", "--kind", "ownership_violation", "--json"],
+    ));
+    assert_eq!(only.as_array().expect("array").len(), 1);
+    assert_eq!(only[0]["agents"], serde_json::json!(["intern", "writer"]));
+    let none = json(&baton(&url, &["alerts", "--task", "post-2", "--json"]));
+    assert_eq!(none, serde_json::json!([]));
+
+    // context: record and read.
+    let rec = json(&baton(
+        &url,
+        &[
+            "context",
+            "blog",
+            "record",
+            "--as",
+            "editor",
+            "--summary",
+            "British spelling",
+            "--json",
+        ],
+    ));
+    assert!(rec["version"].as_u64().is_some_and(|v| v > 0));
+    let ctx = ok(&baton(&url, &["context", "blog"]));
+    assert!(
+        ctx.contains("British spelling") && ctx.contains("editor"),
+        "{ctx}"
+    );
+    let ctx = json(&baton(&url, &["context", "blog", "--json"]));
+    assert_eq!(ctx["entries"][0]["summary"], "British spelling");
+
+    // silence: add, list, expire.
+    let s = json(&baton(
+        &url,
+        &[
+            "silence", "add", "--task", "post-1", "--for", "10m", "--reason", "known", "--json",
+        ],
+    ));
+    let id = s["id"].as_str().expect("id").to_string();
+    let list = ok(&baton(&url, &["silence", "list"]));
+    assert!(list.contains(&id) && list.contains("post-1"), "{list}");
+    ok(&baton(&url, &["silence", "expire", &id]));
+    let list = json(&baton(&url, &["silence", "list", "--json"]));
+    assert_eq!(list, serde_json::json!([]));
+    let refuse = baton(&url, &["silence", "add", "--for", "1h"]);
+    assert!(
+        !refuse.status.success()
+            && String::from_utf8_lossy(&refuse.stderr).contains("at least one of")
+    );
+
+    // status: services, streams, consumers, counts, firing.
+    let status = ok(&baton(&url, &["status"]));
+    for needle in [
+        "orchestrator",
+        "stall-detector",
+        "alive",
+        "BATON_EVENTS",
+        "baton-orchestrator",
+        "handoff_pending 1",
+        "handoff_not_accepted 1",
+    ] {
+        assert!(status.contains(needle), "missing {needle:?} in\n{status}");
+    }
+    let status = json(&baton(&url, &["status", "--json"]));
+    assert_eq!(status["tasks_by_status"]["submitted"], 1);
+    assert!(
+        status["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .all(|s| s["alive"] == true)
+    );
+}
+
+#[tokio::test]
+async fn alerts_follow_streams_new_alerts() {
+    let rig = stack().await;
+    let url = rig.server.url();
+    let mut follow = Command::new(baton_bin())
+        .args(["--nats", &url, "alerts", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut ev = Events::new("w");
+    publish(&rig.js, &ev.created("t", "p")).await;
+    publish(&rig.js, &ev.claimed("t", "a")).await;
+    publish(&rig.js, &ev.heartbeat("t", "intruder", 1)).await;
+    let line = tokio::task::spawn_blocking(move || rx.recv_timeout(PATIENCE))
+        .await
+        .expect("join")
+        .expect("a line");
+    let alert: Value = serde_json::from_str(&line).expect("json line");
+    assert_eq!(alert["kind"], "ownership_violation");
+    assert_eq!(alert["task_id"], "t");
+    let _ = Command::new("kill")
+        .args(["-INT", &follow.id().to_string()])
+        .status();
+    let status = follow.wait().expect("exit");
+    assert!(status.success(), "ctrl-c ends --follow cleanly");
+}
+
+#[tokio::test]
+async fn errors_say_what_to_do() {
+    // Nothing listens on this port (a server was started and stopped).
+    let dead = {
+        let s = NatsServer::start().await.expect("server");
+        s.url()
+    };
+    let out = baton(&dead, &["tasks"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach NATS at {dead}")) && err.contains("baton dev"),
+        "{err}"
+    );
+
+    // A server without Baton's streams.
+    let bare = NatsServer::start().await.expect("server");
+    let out = baton(&bare.url(), &["status"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no Baton streams"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = baton(
+        &bare.url(),
+        &["emit", "nonsense", "--task", "t", "--agent", "a"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown event kind \"nonsense\""));
+    let out = baton(
+        &bare.url(),
+        &[
+            "emit",
+            "created",
+            "--task",
+            "bad.id",
+            "--agent",
+            "a",
+            "--workflow",
+            "w",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid task id \"bad.id\""));
+}
+
+/// `baton dev --demo`: all four catches, then SIGINT stops everything it
+/// started.
+#[test]
+fn dev_demo_catches_all_four_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut dev = Command::new(baton_bin())
+        .args(["dev", "--demo", "--port", "0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn baton dev");
+    let stdout = dev.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !lines
+        .iter()
+        .any(|l: &String| l.starts_with("Demo complete"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("the demo did not complete:\n{}", lines.join("\n")),
+        }
+    }
+    let all = lines.join("\n");
+    for catch in [
+        "CAUGHT CLAIM RACE",
+        "CAUGHT HANDOFF_NOT_ACCEPTED",
+        "RESOLVED HANDOFF_NOT_ACCEPTED",
+        "CAUGHT STALE_CONTEXT",
+        "CAUGHT OWNERSHIP_VIOLATION",
+    ] {
+        assert!(all.contains(catch), "missing {catch}:\n{all}");
+    }
+    let pid = dev.id();
+    // Its nats-server is a child process.
+    let children = Command::new("ps")
+        .args(["-o", "pid=,args=", "--ppid", &pid.to_string()])
+        .output()
+        .expect("ps");
+    let servers: Vec<String> = String::from_utf8_lossy(&children.stdout)
+        .lines()
+        .filter(|l| l.contains("nats-server"))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    assert_eq!(servers.len(), 1, "baton dev runs one nats-server");
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+    let status = dev.wait().expect("exit");
+    assert!(status.success(), "baton dev exits 0 on SIGINT");
+    let alive = Command::new("kill")
+        .args(["-0", &servers[0]])
+        .stderr(Stdio::null())
+        .status()
+        .expect("kill -0");
+    let orphans: Vec<&String> = if alive.success() {
+        servers.iter().collect()
+    } else {
+        Vec::new()
+    };
+    assert!(orphans.is_empty(), "left behind: {orphans:?}");
+}

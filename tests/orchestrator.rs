@@ -93,7 +93,7 @@ async fn materialises_state_and_single_owner_in_kv() {
     .await;
     let t = wait_task(&rig.js, "post-1", |t| t.epoch == 2).await;
     assert_eq!(t.owner.as_ref().map(|o| o.as_str()), Some("editor"));
-    assert_eq!(t.output_location, "s3://drafts/post-1.md");
+    assert_eq!(t.output_location(), "s3://drafts/post-1.md");
 
     // The wire form other languages read has the same facts.
     let store = rig

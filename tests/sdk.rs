@@ -129,7 +129,7 @@ async fn a_handoff_chain_across_three_agents() {
         (kv.owner.as_ref(), kv.stage.as_ref()),
         (Some(c.id()), Some(&stage))
     );
-    assert_eq!(kv.output_location, "s3://d/2");
+    assert_eq!(kv.output_location(), "s3://d/2");
     owned
         .complete("https://blog/post", "published")
         .await
@@ -395,4 +395,31 @@ async fn a_publish_during_a_broker_outage_is_retried_and_stored_once() {
         .collect();
     assert_eq!(notes.len(), 1, "stored exactly once");
     owned.complete("out", "").await.expect("complete");
+}
+
+#[tokio::test]
+async fn a_forged_event_does_not_fool_the_sdk() {
+    let rig = rig().await;
+    let (planner, bob) = (agent(&rig, "planner").await, agent(&rig, "bob").await);
+    planner
+        .create_task(NewTask::new("t1", "w").expect("ids"))
+        .await
+        .expect("create");
+    // Mallory publishes on her own subject a claim that names alice.
+    let mut ev = Events::new("w");
+    let forged = ev.claimed("t1", "alice");
+    publish_raw(
+        &rig.js,
+        "baton.evt.t1.mallory",
+        forged.encode_to_vec(),
+        Some("forged-1"),
+    )
+    .await;
+    let state = bob.task(&task("t1")).await.expect("read").expect("exists");
+    assert_eq!(
+        state.owner, None,
+        "the forgery is not part of the task's history"
+    );
+    let owned = bob.claim(&task("t1")).await.expect("bob can still claim");
+    assert_eq!(owned.epoch(), 1);
 }

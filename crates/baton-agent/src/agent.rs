@@ -10,7 +10,8 @@ use std::{
 use async_nats::jetstream::{self, kv, publish::PublishAck};
 use baton_core::{
     AgentId, Event, EventBody, EventMeta, HandoffTarget, Policy, StageName, Task, TaskCreated,
-    TaskId, TaskStatus, TaskWindows, WorkflowId, apply, subjects, wire::decode_event,
+    TaskId, TaskStatus, TaskWindows, WorkflowId, apply, subjects, wire::check_subject,
+    wire::decode_event,
 };
 use baton_jetstream::{Cas, NatsOptions, PublishError, Retry, publish_durable, read};
 
@@ -245,7 +246,7 @@ impl Agent {
                     }
                 });
             }
-            if let Some(assignee) = state.assignee.as_ref().filter(|a| **a != self.inner.id) {
+            if let Some(assignee) = state.assignee().filter(|a| **a != self.inner.id) {
                 return Err(ClaimError::NotAssignee {
                     task: task.clone(),
                     assignee: assignee.clone(),
@@ -385,7 +386,7 @@ impl Agent {
             let state = self.check_offer(task, state)?;
             let event = self.event(task, &state.workflow, 0, EventBody::HandoffAccepted);
             if let Some(seq) = self.publish_cas(&event, last_seq).await? {
-                let lease = state.windows.heartbeat_within.unwrap_or(self.inner.lease);
+                let lease = state.windows().heartbeat_within.unwrap_or(self.inner.lease);
                 return Ok(Ownership::start(
                     self.clone(),
                     task.clone(),
@@ -406,6 +407,9 @@ impl Agent {
         for _ in 0..8 {
             let (state, last_seq) = self.current(task).await?;
             let state = self.check_offer(task, state)?;
+            if state.owner.as_ref() == Some(&self.inner.id) {
+                return Err(HandoffError::OwnOffer { task: task.clone() });
+            }
             let event = self.event(
                 task,
                 &state.workflow,
@@ -575,12 +579,12 @@ impl Agent {
         after: u64,
         event_id: &str,
     ) -> Result<Option<u64>, BrokerError> {
-        let stored = read::read_subject(
+        let stored = read::read_range_direct(
             &self.inner.js,
             subjects::EVENTS_STREAM,
             &subjects::task_events(task),
             after + 1,
-            None,
+            u64::MAX,
         )
         .await?;
         Ok(stored
@@ -604,17 +608,23 @@ impl Agent {
         };
         let known = slot.as_ref().map_or(0, Task::last_seq);
         if last_seq > known {
-            let tail = read::read_subject(
+            // Usually a few events the orchestrator has not stored yet.
+            let tail = read::read_range_direct(
                 &self.inner.js,
                 subjects::EVENTS_STREAM,
-                &subjects::task_events(task),
+                &scope,
                 known + 1,
-                None,
+                last_seq,
             )
             .await?;
             let policy = Policy::default();
             for stored in tail {
-                if let Ok(event) = decode_event(&stored.payload) {
+                // As the orchestrator does: an event whose subject does not
+                // match its payload (a forgery, or a broken client) is not
+                // part of the task's history.
+                if let Ok(event) = decode_event(&stored.payload)
+                    && check_subject(&event, &stored.subject).is_ok()
+                {
                     apply(
                         &mut slot,
                         &event,
@@ -627,6 +637,9 @@ impl Agent {
                 }
             }
         }
+        // The snapshot may come from a replica that is ahead of the one
+        // that answered the direct get.
+        let last_seq = last_seq.max(slot.as_ref().map_or(0, Task::last_seq));
         Ok((slot, last_seq))
     }
 }

@@ -108,7 +108,15 @@ impl ContextRecord {
             summary: summary.to_string(),
             body: body.to_string(),
             supersedes: supersedes.unwrap_or(0),
-            recorded_at: None,
+            recorded_at: Some(Time::from_unix_nanos(
+                u64::try_from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos(),
+                )
+                .unwrap_or(0),
+            )),
         };
         let read_version = self.agent.context_version(&self.workflow);
         let latest = self.latest().await?;

@@ -61,6 +61,10 @@ pub enum HandoffError {
     /// The offer names another agent.
     #[error("the handoff of task {task} is offered to {recipient}, not to this agent")]
     NotForYou { task: TaskId, recipient: AgentId },
+    /// The offer's sender cannot reject its own offer (the orchestrator
+    /// would refuse it); it may release the task instead.
+    #[error("task {task} was offered by this agent; it cannot reject its own offer")]
+    OwnOffer { task: TaskId },
     /// The offer was accepted by someone else first.
     #[error("the handoff of task {task} was taken by {owner}")]
     Taken { task: TaskId, owner: AgentId },

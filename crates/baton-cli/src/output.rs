@@ -177,11 +177,11 @@ impl TaskJson {
             task_id: t.id.to_string(),
             workflow_id: t.workflow.to_string(),
             stage: t.stage.as_ref().map(ToString::to_string),
-            title: t.title.clone(),
+            title: t.title().to_string(),
             status: t.status.as_str().to_string(),
             owner: t.owner.as_ref().map(ToString::to_string),
             epoch: t.epoch,
-            assignee: t.assignee.as_ref().map(ToString::to_string),
+            assignee: t.assignee().map(ToString::to_string),
             pending_handoff: t.pending_handoff.as_deref().map(|p| HandoffJson {
                 from: p.from.to_string(),
                 to_agent: match &p.to {
@@ -196,7 +196,7 @@ impl TaskJson {
                 offered_at: p.offered.at.to_rfc3339(),
                 accept_by: opt_time(p.accept_by()),
             }),
-            output_location: t.output_location.clone(),
+            output_location: t.output_location().to_string(),
             context_version: t.context_version,
             last_event: EventRefJson {
                 kind: t.last_event.kind.as_str().to_string(),
@@ -209,7 +209,7 @@ impl TaskJson {
             last_heartbeat_at: opt_time(t.last_heartbeat_at),
             last_progress_at: opt_time(t.last_progress_at),
             violations: t.violations,
-            outcome: t.outcome.clone(),
+            outcome: t.outcome().to_string(),
             firing_alerts,
         }
     }

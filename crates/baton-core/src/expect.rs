@@ -124,13 +124,13 @@ pub fn expectations(task: &Task, rules: &Rules) -> Expectations {
             &mut out,
             ExpectationKind::Start,
             task.waiting_since,
-            task.windows.start_within.or(here.start),
+            task.windows().start_within.or(here.start),
             task.epoch,
         ),
         TaskStatus::Working => {
             let lease = task
                 .lease
-                .or(task.windows.heartbeat_within)
+                .or(task.windows().heartbeat_within)
                 .or(here.heartbeat);
             expect(
                 &mut out,
@@ -139,7 +139,7 @@ pub fn expectations(task: &Task, rules: &Rules) -> Expectations {
                 lease,
                 task.epoch,
             );
-            let progress = task.windows.progress_within.or(here.progress);
+            let progress = task.windows().progress_within.or(here.progress);
             expect(
                 &mut out,
                 ExpectationKind::Progress,
@@ -183,7 +183,7 @@ pub fn expectations(task: &Task, rules: &Rules) -> Expectations {
         &mut out,
         ExpectationKind::Deadline,
         Some(task.created),
-        task.windows.deadline_within.or(here.deadline),
+        task.windows().deadline_within.or(here.deadline),
         0,
     );
     out
@@ -199,7 +199,7 @@ pub fn agents_involved(task: &Task, kind: ExpectationKind) -> Vec<AgentId> {
             }
             agents.push(p.from.clone());
         }
-        (ExpectationKind::Start, None) => agents.extend(task.assignee.clone()),
+        (ExpectationKind::Start, None) => agents.extend(task.assignee().cloned()),
         _ => agents.extend(task.owner.clone()),
     }
     agents.dedup();
@@ -257,7 +257,7 @@ pub fn stall_alert(task: &Task, e: &Expectation, now: Time, notification: u32) -
                 "Task {}{stage}: owner {owner} has been blocked for {} waiting for input ({:?}); give it what it needs or reassign.",
                 task.id,
                 human_duration(waited),
-                task.blocked_reason
+                task.blocked_reason()
             ),
         ),
         ExpectationKind::Acceptance => {
@@ -288,7 +288,7 @@ pub fn stall_alert(task: &Task, e: &Expectation, now: Time, notification: u32) -
         ExpectationKind::Start => {
             let who = match task.pending_handoff.as_deref() {
                 Some(p) => format!("{} to start it after {}'s offer", p.to, p.from),
-                None => task.assignee.as_ref().map_or_else(
+                None => task.assignee().map_or_else(
                     || "an agent to claim it".to_string(),
                     |a| format!("assignee {a} to claim it"),
                 ),

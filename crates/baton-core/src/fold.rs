@@ -15,7 +15,7 @@ use crate::{
     alert::{Alert, AlertKind, alert_id},
     event::{Event, EventBody, EventKind, EventMeta, HandoffTarget},
     ids::AgentId,
-    task::{EventRef, Mark, PendingHandoff, Task, TaskStatus},
+    task::{EventRef, Mark, PendingHandoff, Task, TaskDetails, TaskStatus},
 };
 
 /// What to do with events for tasks that were never created.
@@ -217,6 +217,7 @@ pub fn apply_known(task: &mut Task, event: &Event, meta: EventMeta, policy: &Pol
         seq: meta.seq,
     };
     let result = transition(task, event, mark, policy);
+    task.compact();
     task.last_event = EventRef {
         kind: event.kind(),
         agent: event.agent.clone(),
@@ -250,9 +251,15 @@ fn created(event: &Event, meta: EventMeta) -> Task {
     };
     let mut task = implicit(event, meta);
     task.stage = c.stage.clone();
-    task.title = c.title.clone();
-    task.assignee = c.assignee.clone();
-    task.windows = c.windows;
+    let details = TaskDetails {
+        title: c.title.clone(),
+        assignee: c.assignee.clone(),
+        windows: c.windows,
+        ..TaskDetails::default()
+    };
+    if details != TaskDetails::default() {
+        task.details = Some(Box::new(details));
+    }
     task.context_version = event.context_version;
     task
 }
@@ -267,15 +274,12 @@ fn implicit(event: &Event, meta: EventMeta) -> Task {
         id: event.task.clone(),
         workflow: event.workflow.clone(),
         stage: None,
-        title: String::new(),
-        assignee: None,
+        details: None,
         status: TaskStatus::Submitted,
         owner: None,
         epoch: 0,
         pending_handoff: None,
-        output_location: String::new(),
         context_version: 0,
-        windows: Default::default(),
         lease: None,
         created: mark,
         updated_at: meta.stored_at,
@@ -292,8 +296,6 @@ fn implicit(event: &Event, meta: EventMeta) -> Task {
         progress_since: None,
         waiting_since: Some(mark),
         blocked_since: None,
-        blocked_reason: String::new(),
-        outcome: String::new(),
         violations: 0,
     }
 }
@@ -340,7 +342,7 @@ fn transition(task: &mut Task, event: &Event, at: Mark, policy: &Policy) -> Resu
             if let Some(owner) = &task.owner {
                 return Err(refuse(task, ViolationReason::AlreadyOwned, Some(owner)));
             }
-            if let Some(assignee) = task.assignee.as_ref().filter(|a| **a != event.agent) {
+            if let Some(assignee) = task.assignee().filter(|a| **a != event.agent) {
                 return Err(refuse(task, ViolationReason::NotAssignee, Some(assignee)));
             }
             take_ownership(task, &event.agent, at);
@@ -358,7 +360,7 @@ fn transition(task: &mut Task, event: &Event, at: Mark, policy: &Policy) -> Resu
                 // The owner got its input: work resumes, both clocks restart.
                 task.status = TaskStatus::Working;
                 task.blocked_since = None;
-                task.blocked_reason.clear();
+                task.set_blocked_reason("");
                 task.progress_since = Some(at);
             }
         }
@@ -378,7 +380,7 @@ fn transition(task: &mut Task, event: &Event, at: Mark, policy: &Policy) -> Resu
                     task.blocked_since = Some(at);
                 }
             }
-            task.blocked_reason = reason.clone();
+            task.set_blocked_reason(reason);
         }
         EventBody::HandoffOffered {
             to,
@@ -409,7 +411,7 @@ fn transition(task: &mut Task, event: &Event, at: Mark, policy: &Policy) -> Resu
             }));
             task.status = TaskStatus::HandoffPending;
             task.blocked_since = None;
-            task.blocked_reason.clear();
+            task.set_blocked_reason("");
         }
         EventBody::HandoffAccepted => {
             let Some(pending) = task.pending_handoff.as_deref() else {
@@ -431,7 +433,9 @@ fn transition(task: &mut Task, event: &Event, at: Mark, policy: &Policy) -> Resu
                 if let HandoffTarget::Stage(stage) = pending.to {
                     task.stage = Some(stage);
                 }
-                task.output_location = pending.output_location;
+                if !pending.output_location.is_empty() || !task.output_location().is_empty() {
+                    task.details_mut().output_location = pending.output_location;
+                }
             }
             take_ownership(task, &event.agent, at);
             task.lease = None;
@@ -463,14 +467,18 @@ fn transition(task: &mut Task, event: &Event, at: Mark, policy: &Policy) -> Resu
         } => {
             must_own()?;
             if !output_location.is_empty() {
-                task.output_location = output_location.clone();
+                task.details_mut().output_location = output_location.clone();
             }
-            task.outcome = summary.clone();
+            if !summary.is_empty() {
+                task.details_mut().outcome = summary.clone();
+            }
             end(task, TaskStatus::Completed);
         }
         EventBody::Failed { reason, retryable } => {
             must_own()?;
-            task.outcome = reason.clone();
+            if !reason.is_empty() {
+                task.details_mut().outcome = reason.clone();
+            }
             if *retryable {
                 let_go(task, at);
             } else {
@@ -502,7 +510,9 @@ fn transition(task: &mut Task, event: &Event, at: Mark, policy: &Policy) -> Resu
                     task.owner.as_ref(),
                 ));
             }
-            task.outcome = reason.clone();
+            if !reason.is_empty() {
+                task.details_mut().outcome = reason.clone();
+            }
             end(task, TaskStatus::Canceled);
         }
     }
@@ -519,7 +529,7 @@ fn take_ownership(task: &mut Task, agent: &AgentId, at: Mark) {
     task.progress_since = Some(at);
     task.waiting_since = None;
     task.blocked_since = None;
-    task.blocked_reason.clear();
+    task.set_blocked_reason("");
 }
 
 /// The task is unowned again and waits to be started (a new epoch).
@@ -533,7 +543,7 @@ fn let_go(task: &mut Task, at: Mark) {
     task.alive_since = None;
     task.progress_since = None;
     task.blocked_since = None;
-    task.blocked_reason.clear();
+    task.set_blocked_reason("");
     task.waiting_since = Some(at);
 }
 

@@ -12,7 +12,7 @@
 //! backtest).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     time::Duration,
 };
 
@@ -24,7 +24,7 @@ use crate::{
         stall_alert,
     },
     fold::{Disposition, Policy, apply, apply_known},
-    ids::{AgentId, TaskId},
+    ids::{AgentId, StageName, TaskId, WorkflowId},
     rules::Rules,
     task::Task,
     time::Time,
@@ -108,13 +108,122 @@ pub struct DetectorStats {
     pub inhibited: u64,
 }
 
+/// Tracked tasks, stored compactly: a slab of entries and a small index
+/// from id to slot, so the hash table holds 20-byte entries rather than
+/// whole tasks, and timers refer to slots.
+#[derive(Debug, Default)]
+struct Store {
+    slots: Vec<Option<Tracked>>,
+    free: Vec<u32>,
+    index: HashMap<TaskId, u32, foldhash::fast::RandomState>,
+}
+
+impl Store {
+    fn slot(&self, id: &TaskId) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    fn get(&self, id: &TaskId) -> Option<&Tracked> {
+        self.at(self.slot(id)?)
+    }
+
+    fn get_mut(&mut self, id: &TaskId) -> Option<&mut Tracked> {
+        let slot = self.slot(id)?;
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    fn at(&self, slot: u32) -> Option<&Tracked> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    fn insert(&mut self, id: TaskId, tracked: Tracked) {
+        if let Some(existing) = self.get_mut(&id) {
+            *existing = tracked;
+            return;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(tracked);
+                slot
+            }
+            None => {
+                self.slots.push(Some(tracked));
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.index.insert(id, slot);
+    }
+
+    fn remove(&mut self, id: &TaskId) -> Option<Tracked> {
+        let slot = self.index.remove(id)?;
+        self.free.push(slot);
+        self.slots.get_mut(slot as usize)?.take()
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Tracked> {
+        self.slots.iter().flatten()
+    }
+}
+
+/// Ids shared by many tasks (workflows, stages, agents) are kept once.
+#[derive(Debug, Default)]
+struct Interner {
+    workflows: HashSet<WorkflowId, foldhash::fast::RandomState>,
+    stages: HashSet<StageName, foldhash::fast::RandomState>,
+    agents: HashSet<AgentId, foldhash::fast::RandomState>,
+}
+
+fn shared<T: Clone + Eq + std::hash::Hash>(
+    pool: &mut HashSet<T, foldhash::fast::RandomState>,
+    value: &mut T,
+) {
+    match pool.get(value) {
+        Some(existing) => *value = existing.clone(),
+        None => {
+            pool.insert(value.clone());
+        }
+    }
+}
+
+impl Interner {
+    /// Points the task's ids at the shared copies.
+    fn share(&mut self, task: &mut Task) {
+        shared(&mut self.workflows, &mut task.workflow);
+        if let Some(stage) = task.stage.as_mut() {
+            shared(&mut self.stages, stage);
+        }
+        for agent in [
+            task.owner.as_mut(),
+            task.details
+                .as_deref_mut()
+                .and_then(|d| d.assignee.as_mut()),
+            Some(&mut task.last_event.agent),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            shared(&mut self.agents, agent);
+        }
+    }
+}
+
 /// The stall detector's state: tracked tasks, their deadlines, firing alerts.
 #[derive(Debug)]
 pub struct Detector {
     rules: Rules,
     policy: Policy,
-    tasks: HashMap<TaskId, Tracked>,
-    schedule: BTreeSet<(Time, TaskId)>,
+    tasks: Store,
+    /// (next check, slot), earliest first.
+    schedule: BTreeSet<(Time, u32)>,
+    ids: Interner,
     silences: Vec<Silence>,
     stats: DetectorStats,
 }
@@ -124,8 +233,9 @@ impl Detector {
         Detector {
             rules,
             policy,
-            tasks: HashMap::new(),
+            tasks: Store::default(),
             schedule: BTreeSet::new(),
+            ids: Interner::default(),
             silences: Vec::new(),
             stats: DetectorStats::default(),
         }
@@ -179,9 +289,9 @@ impl Detector {
         self.silences = silences;
         let muted: Vec<TaskId> = self
             .tasks
-            .iter()
-            .filter(|(_, t)| t.firing.iter().any(|f| f.sent == 0))
-            .map(|(id, _)| id.clone())
+            .values()
+            .filter(|t| t.firing.iter().any(|f| f.sent == 0))
+            .map(|t| t.task.id.clone())
             .collect();
         for id in muted {
             self.reschedule(&id, Some(now));
@@ -189,10 +299,11 @@ impl Detector {
     }
 
     /// Adds a task from a snapshot (restart).
-    pub fn restore(&mut self, task: Task) {
+    pub fn restore(&mut self, mut task: Task) {
         if task.status.is_terminal() {
             return;
         }
+        self.ids.share(&mut task);
         let id = task.id.clone();
         self.tasks.insert(
             id.clone(),
@@ -242,14 +353,18 @@ impl Detector {
         let duplicate = match self.tasks.get_mut(id) {
             Some(tracked) => {
                 let outcome = apply_known(&mut tracked.task, event, meta, &self.policy);
+                if outcome.disposition != Disposition::Duplicate {
+                    self.ids.share(&mut tracked.task);
+                }
                 outcome.disposition == Disposition::Duplicate
             }
             None => {
                 let mut slot = None;
                 apply(&mut slot, event, meta, &self.policy);
-                let Some(task) = slot else {
+                let Some(mut task) = slot else {
                     return Vec::new();
                 };
+                self.ids.share(&mut task);
                 self.tasks.insert(
                     id.clone(),
                     Tracked {
@@ -284,11 +399,14 @@ impl Detector {
     /// muted ones; returns the alerts to publish.
     pub fn handle_timeout(&mut self, now: Time) -> Vec<Alert> {
         let mut out = Vec::new();
-        while let Some((due, id)) = self.schedule.first().cloned() {
+        while let Some((due, slot)) = self.schedule.first().copied() {
             if due > now {
                 break;
             }
-            self.schedule.remove(&(due, id.clone()));
+            self.schedule.remove(&(due, slot));
+            let Some(id) = self.tasks.at(slot).map(|t| t.task.id.clone()) else {
+                continue;
+            };
             if let Some(t) = self.tasks.get_mut(&id) {
                 t.next_check = None;
             }
@@ -453,6 +571,9 @@ impl Detector {
     }
 
     fn reschedule(&mut self, id: &TaskId, next: Option<Time>) {
+        let Some(slot) = self.tasks.slot(id) else {
+            return;
+        };
         let Some(tracked) = self.tasks.get_mut(id) else {
             return;
         };
@@ -460,11 +581,11 @@ impl Detector {
             return;
         }
         if let Some(old) = tracked.next_check {
-            self.schedule.remove(&(old, id.clone()));
+            self.schedule.remove(&(old, slot));
         }
         tracked.next_check = next;
         if let Some(next) = next {
-            self.schedule.insert((next, id.clone()));
+            self.schedule.insert((next, slot));
         }
     }
 }

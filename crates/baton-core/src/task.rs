@@ -116,26 +116,38 @@ impl PendingHandoff {
     }
 }
 
+/// The parts of a task's record that many tasks leave empty, kept out of
+/// line so a tracked task stays small (the stall detector holds a million).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskDetails {
+    pub title: String,
+    /// Only this agent may claim.
+    pub assignee: Option<AgentId>,
+    /// Windows the task's creation stated.
+    pub windows: TaskWindows,
+    pub output_location: String,
+    pub blocked_reason: String,
+    /// Why the task ended.
+    pub outcome: String,
+}
+
 /// Everything known about one task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: TaskId,
     pub workflow: WorkflowId,
     pub stage: Option<StageName>,
-    pub title: String,
-    /// Only this agent may claim.
-    pub assignee: Option<AgentId>,
+    /// Title, assignee, stated windows, output location, block reason,
+    /// outcome; `None` while all are empty.
+    pub details: Option<Box<TaskDetails>>,
     pub status: TaskStatus,
     /// The single owner. Kept on terminal tasks as the owner of record.
     pub owner: Option<AgentId>,
     /// Fencing token; increments on every ownership change.
     pub epoch: u64,
     pub pending_handoff: Option<Box<PendingHandoff>>,
-    pub output_location: String,
     /// Highest decision-record version an applied event carried.
     pub context_version: u64,
-    /// Windows the task's creation stated.
-    pub windows: TaskWindows,
     /// The current owner's lease, if its claim stated one.
     pub lease: Option<Duration>,
     pub created: Mark,
@@ -158,14 +170,64 @@ pub struct Task {
     pub waiting_since: Option<Mark>,
     /// Blocked since, while `InputRequired`.
     pub blocked_since: Option<Mark>,
-    pub blocked_reason: String,
-    /// Why the task ended.
-    pub outcome: String,
     /// Events refused for this task.
     pub violations: u64,
 }
 
 impl Task {
+    pub fn title(&self) -> &str {
+        self.details.as_deref().map_or("", |d| &d.title)
+    }
+
+    pub fn assignee(&self) -> Option<&AgentId> {
+        self.details.as_deref().and_then(|d| d.assignee.as_ref())
+    }
+
+    /// Windows the task's creation stated.
+    pub fn windows(&self) -> TaskWindows {
+        self.details
+            .as_deref()
+            .map_or_else(TaskWindows::default, |d| d.windows)
+    }
+
+    /// Output of the latest accepted handoff or completion.
+    pub fn output_location(&self) -> &str {
+        self.details.as_deref().map_or("", |d| &d.output_location)
+    }
+
+    pub fn blocked_reason(&self) -> &str {
+        self.details.as_deref().map_or("", |d| &d.blocked_reason)
+    }
+
+    /// Why the task ended.
+    pub fn outcome(&self) -> &str {
+        self.details.as_deref().map_or("", |d| &d.outcome)
+    }
+
+    /// The details, created empty on first write.
+    pub fn details_mut(&mut self) -> &mut TaskDetails {
+        self.details.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the details box if everything in it is empty again.
+    pub fn compact(&mut self) {
+        if self
+            .details
+            .as_deref()
+            .is_some_and(|d| *d == TaskDetails::default())
+        {
+            self.details = None;
+        }
+    }
+
+    /// Sets the block reason (without allocating to clear an empty one).
+    pub fn set_blocked_reason(&mut self, reason: &str) {
+        if reason.is_empty() && self.blocked_reason().is_empty() {
+            return;
+        }
+        self.details_mut().blocked_reason = reason.to_string();
+    }
+
     /// Sequence of the last event seen for this task.
     pub fn last_seq(&self) -> u64 {
         self.last_event.seq

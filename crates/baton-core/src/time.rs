@@ -5,24 +5,40 @@
 //! caller passes in; services derive `now` from a monotonic clock, tests and
 //! backtests from virtual time.
 
-use std::{fmt, time::Duration};
+use std::{fmt, num::NonZeroU64, time::Duration};
 
 /// Nanoseconds since the UNIX epoch (UTC).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Time(u64);
+///
+/// Stored as nanoseconds plus one, so that `Option<Time>` takes no more room
+/// than a `Time` (task state holds many optional instants).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(NonZeroU64);
+
+impl Default for Time {
+    fn default() -> Self {
+        Time::EPOCH
+    }
+}
+
+const fn nanos_plus_one(nanos: u64) -> NonZeroU64 {
+    match NonZeroU64::new(nanos.saturating_add(1)) {
+        Some(n) => n,
+        None => NonZeroU64::MAX,
+    }
+}
 
 impl Time {
     /// The UNIX epoch.
-    pub const EPOCH: Time = Time(0);
+    pub const EPOCH: Time = Time(NonZeroU64::MIN);
 
     /// From nanoseconds since the UNIX epoch.
     pub const fn from_unix_nanos(nanos: u64) -> Self {
-        Time(nanos)
+        Time(nanos_plus_one(nanos))
     }
 
     /// From milliseconds since the UNIX epoch.
     pub const fn from_unix_millis(millis: u64) -> Self {
-        Time(millis.saturating_mul(1_000_000))
+        Time::from_unix_nanos(millis.saturating_mul(1_000_000))
     }
 
     /// From seconds and nanoseconds since the UNIX epoch; `None` before it.
@@ -31,37 +47,38 @@ impl Time {
         seconds
             .checked_mul(1_000_000_000)
             .and_then(|n| n.checked_add(u64::from(nanos)))
-            .map(Time)
+            .filter(|n| *n < u64::MAX)
+            .map(Time::from_unix_nanos)
     }
 
     /// Nanoseconds since the UNIX epoch.
     pub const fn unix_nanos(self) -> u64 {
-        self.0
+        self.0.get() - 1
     }
 
     /// Whole seconds and the nanosecond remainder since the UNIX epoch.
     pub const fn unix_parts(self) -> (i64, u32) {
         (
-            (self.0 / 1_000_000_000) as i64,
-            (self.0 % 1_000_000_000) as u32,
+            (self.unix_nanos() / 1_000_000_000) as i64,
+            (self.unix_nanos() % 1_000_000_000) as u32,
         )
     }
 
     /// `self + d`, saturating at the far future.
     pub fn saturating_add(self, d: Duration) -> Time {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        Time(self.0.saturating_add(nanos))
+        Time::from_unix_nanos(self.unix_nanos().saturating_add(nanos))
     }
 
     /// `self - d`, saturating at the epoch.
     pub fn saturating_sub(self, d: Duration) -> Time {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        Time(self.0.saturating_sub(nanos))
+        Time::from_unix_nanos(self.unix_nanos().saturating_sub(nanos))
     }
 
     /// How long after `earlier` this is (zero if it is not later).
     pub fn since(self, earlier: Time) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+        Duration::from_nanos(self.unix_nanos().saturating_sub(earlier.unix_nanos()))
     }
 
     /// RFC 3339 in UTC with millisecond precision, e.g.
@@ -135,6 +152,15 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-11-23T20:54:52.123Z");
         let leap = Time::from_unix(951_782_400, 0).expect("after epoch");
         assert_eq!(leap.to_rfc3339(), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn optional_time_takes_no_extra_room() {
+        assert_eq!(std::mem::size_of::<Option<Time>>(), 8);
+        let t = Time::from_unix_nanos(123);
+        assert_eq!(t.unix_nanos(), 123);
+        assert_eq!(Time::EPOCH.unix_nanos(), 0);
+        assert!(Time::from_unix_nanos(0) < Time::from_unix_nanos(1));
     }
 
     #[test]

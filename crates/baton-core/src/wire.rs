@@ -18,7 +18,7 @@ use crate::{
     ids::{AgentId, IdError, StageName, TaskId, WorkflowId},
     stall::Silence,
     subjects,
-    task::{EventRef, Mark, PendingHandoff, Task, TaskStatus},
+    task::{EventRef, Mark, PendingHandoff, Task, TaskDetails, TaskStatus},
     time::Time,
 };
 
@@ -449,7 +449,7 @@ impl From<&Task> for pb::TaskState {
                 offered_seq: p.offered.seq,
                 accept_within: dur(p.accept_within),
             }),
-            output_location: t.output_location.clone(),
+            output_location: t.output_location().to_string(),
             context_version: t.context_version,
             last_event_seq: t.last_event.seq,
             last_event_at: Some(time_to_wire(t.last_event.at)),
@@ -458,25 +458,21 @@ impl From<&Task> for pb::TaskState {
             created_at: Some(time_to_wire(t.created.at)),
             updated_at: Some(time_to_wire(t.updated_at)),
             violations: t.violations,
-            title: t.title.clone(),
-            assignee: t
-                .assignee
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            start_within: dur(t.windows.start_within),
-            deadline_within: dur(t.windows.deadline_within),
-            heartbeat_within: dur(t.windows.heartbeat_within),
-            progress_within: dur(t.windows.progress_within),
+            title: t.title().to_string(),
+            assignee: t.assignee().map(ToString::to_string).unwrap_or_default(),
+            start_within: dur(t.windows().start_within),
+            deadline_within: dur(t.windows().deadline_within),
+            heartbeat_within: dur(t.windows().heartbeat_within),
+            progress_within: dur(t.windows().progress_within),
             lease: dur(t.lease),
             owned_since,
             waiting_since,
             waiting_since_seq,
             blocked_at,
-            blocked_reason: t.blocked_reason.clone(),
+            blocked_reason: t.blocked_reason().to_string(),
             last_event: Some(pb::EventRef::from(&t.last_event)),
             created_seq: t.created.seq,
-            outcome: t.outcome.clone(),
+            outcome: t.outcome().to_string(),
             owned_since_seq,
             blocked_seq,
             alive_since,
@@ -531,24 +527,29 @@ impl TryFrom<pb::TaskState> for Task {
             at: time_from_wire("last_event.at", last.at.as_ref())?.unwrap_or_default(),
             seq: last.seq,
         };
-        Ok(Task {
-            id: id("task_id", TaskId::new(&w.task_id))?,
-            workflow: id("workflow_id", WorkflowId::new(&w.workflow_id))?,
-            stage: opt_id::<StageName>("stage", &w.stage)?,
+        let details = TaskDetails {
             title: w.title,
             assignee: opt_id::<AgentId>("assignee", &w.assignee)?,
-            status,
-            owner: opt_id::<AgentId>("owner", &w.owner)?,
-            epoch: w.epoch,
-            pending_handoff,
-            output_location: w.output_location,
-            context_version: w.context_version,
             windows: TaskWindows {
                 start_within: dur("start_within", &w.start_within)?,
                 deadline_within: dur("deadline_within", &w.deadline_within)?,
                 heartbeat_within: dur("heartbeat_within", &w.heartbeat_within)?,
                 progress_within: dur("progress_within", &w.progress_within)?,
             },
+            output_location: w.output_location,
+            blocked_reason: w.blocked_reason,
+            outcome: w.outcome,
+        };
+        Ok(Task {
+            id: id("task_id", TaskId::new(&w.task_id))?,
+            workflow: id("workflow_id", WorkflowId::new(&w.workflow_id))?,
+            stage: opt_id::<StageName>("stage", &w.stage)?,
+            details: (details != TaskDetails::default()).then(|| Box::new(details)),
+            status,
+            owner: opt_id::<AgentId>("owner", &w.owner)?,
+            epoch: w.epoch,
+            pending_handoff,
+            context_version: w.context_version,
             lease: dur("lease", &w.lease)?,
             created: Mark {
                 at: time_from_wire("created_at", w.created_at.as_ref())?.unwrap_or_default(),
@@ -571,8 +572,6 @@ impl TryFrom<pb::TaskState> for Task {
                 w.waiting_since_seq,
             )?,
             blocked_since: mark_from_wire("blocked_at", w.blocked_at.as_ref(), w.blocked_seq)?,
-            blocked_reason: w.blocked_reason,
-            outcome: w.outcome,
             violations: w.violations,
         })
     }

@@ -88,7 +88,7 @@ fn create_makes_an_unowned_submitted_task() {
     assert_eq!(t.owner, None);
     assert_eq!(t.epoch, 0);
     assert_eq!(t.stage, Some(stage("draft")));
-    assert_eq!(t.title, "Draft the post");
+    assert_eq!(t.title(), "Draft the post");
     assert_eq!(t.waiting_since.map(|m| m.seq), Some(1));
 }
 
@@ -100,7 +100,7 @@ fn creating_twice_is_a_violation() {
         ViolationReason::AlreadyExists,
     );
     assert_eq!(v.actor, agent("other"));
-    assert_eq!(sim.task().title, "Draft the post");
+    assert_eq!(sim.task().title(), "Draft the post");
     assert_eq!(sim.task().violations, 1);
 }
 
@@ -249,7 +249,7 @@ fn block_pauses_and_heartbeat_resumes() {
     ));
     assert_eq!(sim.task().status, TaskStatus::InputRequired);
     assert_eq!(sim.task().blocked_since.map(|m| m.seq), Some(3));
-    assert_eq!(sim.task().blocked_reason, "need the brief");
+    assert_eq!(sim.task().blocked_reason(), "need the brief");
     // Blocking again keeps the original start of the block.
     applied(&sim.send(
         "a1",
@@ -351,7 +351,7 @@ fn accept_by_the_recipient_moves_ownership() {
     assert_eq!(t.epoch, 2);
     assert_eq!(t.status, TaskStatus::Working);
     assert_eq!(t.pending_handoff, None);
-    assert_eq!(t.output_location, "s3://drafts/t1.md");
+    assert_eq!(t.output_location(), "s3://drafts/t1.md");
     assert_eq!(
         t.stage,
         Some(stage("draft")),
@@ -492,8 +492,8 @@ fn complete_ends_the_task_and_keeps_the_owner_of_record() {
     assert_eq!(t.status, TaskStatus::Completed);
     assert_eq!(sim.owner(), Some("a1"));
     assert_eq!(t.active_owner(), None);
-    assert_eq!(t.output_location, "s3://final.md");
-    assert_eq!(t.outcome, "published");
+    assert_eq!(t.output_location(), "s3://final.md");
+    assert_eq!(t.outcome(), "published");
 }
 
 #[test]
@@ -545,7 +545,7 @@ fn fail_is_terminal_unless_retryable() {
         },
     ));
     assert_eq!(sim.task().status, TaskStatus::Failed);
-    assert_eq!(sim.task().outcome, "model refused");
+    assert_eq!(sim.task().outcome(), "model refused");
 
     let mut sim = Sim::owned_by("a1");
     applied(&sim.send(
@@ -674,7 +674,7 @@ fn revoke_and_cancel_belong_to_operators() {
         },
     ));
     assert_eq!(sim.task().status, TaskStatus::Canceled);
-    assert_eq!(sim.task().outcome, "dropped idea");
+    assert_eq!(sim.task().outcome(), "dropped idea");
 }
 
 #[test]

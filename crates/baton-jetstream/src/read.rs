@@ -89,8 +89,10 @@ pub async fn read_subject(
         .await
         .map_err(|e| err(e.to_string()))?;
     let mut pending = consumer.cached_info().num_pending;
+    let name = consumer.cached_info().name.clone();
     let mut out = Vec::new();
     if pending == 0 {
+        let _ = s.delete_consumer(&name).await;
         return Ok(out);
     }
     let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
@@ -110,6 +112,10 @@ pub async fn read_subject(
             headers: msg.headers.clone(),
         });
     }
+    // Ephemeral, but removing it now keeps frequent readers from piling
+    // consumers up until their inactivity threshold.
+    drop(messages);
+    let _ = s.delete_consumer(&name).await;
     Ok(out)
 }
 
@@ -164,6 +170,48 @@ pub async fn for_each_last_per_subject(
         each(stored);
     }
     Ok(count)
+}
+
+/// Reads the messages on `subject` (wildcards allowed) with sequence in
+/// `from..=to`, one direct get each: no consumer is created, so this suits
+/// short reads done often (a task's few newest events). Direct gets may be
+/// answered by any replica, which can trail the leader slightly.
+pub async fn read_range_direct(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Stored>, ReadError> {
+    let err = |message: String| ReadError {
+        stream: stream.to_string(),
+        filter: subject.to_string(),
+        message,
+    };
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::new();
+    let mut next = from.max(1);
+    while next <= to {
+        match s.direct_get_next_for_subject(subject, Some(next)).await {
+            Ok(m) if m.sequence <= to => {
+                next = m.sequence + 1;
+                out.push(Stored {
+                    seq: m.sequence,
+                    stored_at: time_of(m.time),
+                    subject: m.subject.to_string(),
+                    payload: m.payload,
+                    headers: Some(m.headers),
+                });
+            }
+            Ok(_) => break,
+            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
+            Err(e) => return Err(err(e.to_string())),
+        }
+    }
+    Ok(out)
 }
 
 /// The last message on `subject` (wildcards allowed), if any.

@@ -307,6 +307,7 @@ impl Service {
         mut liveness_watch: kv::Watch,
     ) -> Result<(), DetectorError> {
         let mut silences: HashMap<String, Silence> = HashMap::new();
+        let mut in_flight: Option<tokio::task::JoinHandle<Option<u64>>> = None;
         let mut dirty: Vec<TaskId> = Vec::new();
         let mut folded_seq = self.progress.applied_seq();
         let mut unflushed_since: Option<tokio::time::Instant> = None;
@@ -380,7 +381,11 @@ impl Service {
                     self.metrics.consumer_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
                     self.progress.set(self.progress.applied_seq(), pending);
                     if gap {
-                        self.flush_snapshot(&mut dirty, folded_seq).await;
+                        if let Some(f) = in_flight.take() {
+                            self.snapshot_done(f).await;
+                        }
+                        let f = self.start_snapshot(&mut dirty, folded_seq);
+                        self.snapshot_done(f).await;
                         unflushed_since = None;
                         let consumer = consumer::restart_from(&self.js, &self.spec, folded_seq + 1).await?;
                         self.batches = Batches::new(&consumer, self.config.max_batch).await?;
@@ -445,9 +450,18 @@ impl Service {
             } else {
                 self.config.max_lag
             };
+            if in_flight.as_ref().is_some_and(|f| f.is_finished())
+                && let Some(f) = in_flight.take()
+            {
+                self.snapshot_done(f).await;
+            }
             let behind = !dirty.is_empty() || folded_seq > self.progress.applied_seq();
-            if behind && (pending == 0 || unflushed_since.is_some_and(|s| s.elapsed() >= lag)) {
-                self.flush_snapshot(&mut dirty, folded_seq).await;
+            // One snapshot write in flight at a time; folding goes on meanwhile.
+            if behind
+                && in_flight.is_none()
+                && (pending == 0 || unflushed_since.is_some_and(|s| s.elapsed() >= lag))
+            {
+                in_flight = Some(self.start_snapshot(&mut dirty, folded_seq));
                 unflushed_since = None;
             }
             let stats = self.det.stats();
@@ -464,8 +478,12 @@ impl Service {
                 .inhibited
                 .set(i64::try_from(stats.inhibited).unwrap_or(i64::MAX));
         }
+        if let Some(f) = in_flight.take() {
+            self.snapshot_done(f).await;
+        }
         if !dirty.is_empty() || folded_seq > self.progress.applied_seq() {
-            self.flush_snapshot(&mut dirty, folded_seq).await;
+            let f = self.start_snapshot(&mut dirty, folded_seq);
+            self.snapshot_done(f).await;
         }
         tracing::info!("stall detector stopped");
         Ok(())
@@ -530,9 +548,14 @@ impl Service {
         }
     }
 
-    /// Writes the state of every task touched since the last snapshot (or
-    /// deletes it, if the task ended), then the checkpoint.
-    async fn flush_snapshot(&mut self, dirty: &mut Vec<TaskId>, upto: u64) {
+    /// Encodes the state of every task touched since the last snapshot (a
+    /// delete marker if the task ended) and, in the background, writes it
+    /// and then moves the checkpoint to `upto`. Returns `upto` when stored.
+    fn start_snapshot(
+        &self,
+        dirty: &mut Vec<TaskId>,
+        upto: u64,
+    ) -> tokio::task::JoinHandle<Option<u64>> {
         dirty.sort();
         dirty.dedup();
         let prefix = format!("$KV.{}.", subjects::DETECTOR_BUCKET);
@@ -547,21 +570,35 @@ impl Service {
                 }
             })
             .collect();
-        match self.outbox.deliver(&writes, &self.shutdown).await {
-            Ok(_) => {
-                self.metrics.snapshot_writes.inc_by(writes.len() as u64);
-                if let Err(e) = self.checkpoint.store(upto).await {
-                    tracing::warn!(error = %e, "could not store the checkpoint");
-                    return;
+        let outbox = self.outbox.clone();
+        let shutdown = self.shutdown.clone();
+        let checkpoint = self.checkpoint.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            match outbox.deliver(&writes, &shutdown).await {
+                Ok(_) => {
+                    metrics.snapshot_writes.inc_by(writes.len() as u64);
+                    if let Err(e) = checkpoint.store(upto).await {
+                        tracing::warn!(error = %e, "could not store the checkpoint");
+                        return None;
+                    }
+                    Some(upto)
                 }
-                self.progress.set(upto, self.progress.pending());
-                self.metrics
-                    .applied_seq
-                    .set(i64::try_from(upto).unwrap_or(i64::MAX));
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot not stored; it is rebuilt from events after restart");
+                    None
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "snapshot not stored; it is rebuilt from events after restart")
-            }
+        })
+    }
+
+    /// Waits for a snapshot write and records its checkpoint.
+    async fn snapshot_done(&self, flush: tokio::task::JoinHandle<Option<u64>>) {
+        if let Ok(Some(upto)) = flush.await {
+            self.progress.set(upto, self.progress.pending());
+            self.metrics
+                .applied_seq
+                .set(i64::try_from(upto).unwrap_or(i64::MAX));
         }
     }
 }

@@ -215,10 +215,10 @@ pub async fn task(nats: &NatsArgs, args: &TaskArgs) -> anyhow::Result<()> {
         println!(
             "{} {}",
             paint(&format!("Task {}", t.id), Color::Bold),
-            if t.title.is_empty() {
+            if t.title().is_empty() {
                 String::new()
             } else {
-                format!("— {}", t.title)
+                format!("— {}", t.title())
             }
         );
         println!(
@@ -239,8 +239,8 @@ pub async fn task(nats: &NatsArgs, args: &TaskArgs) -> anyhow::Result<()> {
                 p.from, p.to, p.output_location
             );
         }
-        if !t.output_location.is_empty() {
-            println!("  output {}", t.output_location);
+        if !t.output_location().is_empty() {
+            println!("  output {}", t.output_location());
         }
         println!(
             "  created {}   last event {} by {} {}   violations {}",

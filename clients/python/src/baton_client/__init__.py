@@ -1,0 +1,109 @@
+"""Baton client for Python: single ownership, status signals and a shared
+decision record for multi-agent systems on NATS JetStream.
+
+The same protocol as the Rust SDK (``baton-agent``), against the same
+services, so Python and Rust agents can hand tasks to each other::
+
+    import asyncio
+    from baton_client import Agent, ClaimLost
+
+    async def main() -> None:
+        async with await Agent.connect("nats://127.0.0.1:4222", "py-writer") as agent:
+            await agent.create_task("t1", "wf1", stage="draft")
+            try:
+                async with agent.claim("t1") as owned:
+                    await owned.heartbeat("outline done", progress=True)
+                    await owned.offer_to_stage("review", "s3://bucket/t1/draft.md")
+            except ClaimLost as lost:
+                print(f"{lost.owner} was faster")
+
+    asyncio.run(main())
+
+Modules: :mod:`~baton_client.agent`, :mod:`~baton_client.ownership`,
+:mod:`~baton_client.context`, :mod:`~baton_client.alerts`,
+:mod:`~baton_client.errors`, :mod:`~baton_client.state` (the fold port),
+:mod:`~baton_client.pb` (generated wire types), :mod:`~baton_client.ids`,
+:mod:`~baton_client.subjects`.
+"""
+
+from . import errors, pb, subjects
+from ._transport import Retry
+from .agent import Agent, OwnershipRequest, duration
+from .alerts import AlertSubscription, alert_kind_token, alert_state_token, parse_alert_kind
+from .context import ContextRecord, ContextSnapshot, Decision
+from .errors import (
+    ActRefused,
+    AlreadyYours,
+    BatonError,
+    BrokerError,
+    ClaimError,
+    ClaimLost,
+    ContextCorrupt,
+    ContextError,
+    ContextStale,
+    HandleSpent,
+    HandoffError,
+    InvalidId,
+    NoOffer,
+    NotAssignee,
+    NotForYou,
+    NotOwned,
+    OwnershipError,
+    OwnershipLost,
+    Refused,
+    Taken,
+    TaskEnded,
+    Unavailable,
+    UnknownTask,
+)
+from .ids import validate_id
+from .ownership import OfferSent, Ownership
+from .state import Offer, TaskStatus, TaskView
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "errors",
+    "pb",
+    "subjects",
+    "Retry",
+    "Agent",
+    "OwnershipRequest",
+    "duration",
+    "AlertSubscription",
+    "alert_kind_token",
+    "alert_state_token",
+    "parse_alert_kind",
+    "ContextRecord",
+    "ContextSnapshot",
+    "Decision",
+    "ActRefused",
+    "AlreadyYours",
+    "BatonError",
+    "BrokerError",
+    "ClaimError",
+    "ClaimLost",
+    "ContextCorrupt",
+    "ContextError",
+    "ContextStale",
+    "HandleSpent",
+    "HandoffError",
+    "InvalidId",
+    "NoOffer",
+    "NotAssignee",
+    "NotForYou",
+    "NotOwned",
+    "OwnershipError",
+    "OwnershipLost",
+    "Refused",
+    "Taken",
+    "TaskEnded",
+    "Unavailable",
+    "UnknownTask",
+    "validate_id",
+    "OfferSent",
+    "Ownership",
+    "Offer",
+    "TaskStatus",
+    "TaskView",
+]

@@ -470,3 +470,27 @@ impl Rig {
         s.info().await.expect("info").state.last_sequence
     }
 }
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // A failing test shows what the services logged.
+        if std::thread::panicking() {
+            let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
+            logs.sort();
+            for path in logs {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- {} (last 40 lines) ---", path.display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}

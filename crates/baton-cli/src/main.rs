@@ -47,6 +47,8 @@ enum Command {
     Orchestrator(cmd::services::OrchestratorArgs),
     /// Run the stall detector: alert on expected events that never arrive
     StallDetector(cmd::services::DetectorArgs),
+    /// Run the demo agents against running Baton services (as `baton dev --demo` does)
+    Demo,
     /// List tasks
     Tasks(cmd::tasks::TasksArgs),
     /// Show one task: state, timeline, firing alerts
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => cmd::dev::run(nats, args).await,
             Command::Orchestrator(args) => cmd::services::orchestrator(nats, args).await,
             Command::StallDetector(args) => cmd::services::detector(nats, args).await,
+            Command::Demo => cmd::demo::run(&nats.options("baton-demo")).await,
             Command::Tasks(args) => cmd::tasks::tasks(nats, args).await,
             Command::Task(args) => cmd::tasks::task(nats, args).await,
             Command::Alerts(args) => cmd::alerts::alerts(nats, args).await,

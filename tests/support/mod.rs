@@ -1,7 +1,7 @@
 //! Shared helpers for the end-to-end scenarios: real servers, the `baton`
 //! binary as a child process, publishing events as any client could, and
 //! waiting for outcomes by watching the broker (never by sleeping).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::print_stderr)]
 
 use std::{
     process::{Child, Command, Stdio},

@@ -56,77 +56,15 @@ pub fn time_of(t: time::OffsetDateTime) -> Time {
     Time::from_unix_nanos(u64::try_from(t.unix_timestamp_nanos()).unwrap_or(0))
 }
 
-/// Reads every message on `filter` in `stream` from sequence `from`
-/// (inclusive; 0 or 1 = the beginning), up to `limit` messages, in order.
-pub async fn read_subject(
+/// Calls `each` for the messages on `filter` in `stream` that `policy`
+/// selects, in stream order, without holding them all in memory, until
+/// `each` returns false or nothing is pending. Returns how many it saw.
+async fn for_each(
     js: &jetstream::Context,
     stream: &str,
     filter: &str,
-    from: u64,
-    limit: Option<usize>,
-) -> Result<Vec<Stored>, ReadError> {
-    let err = |message: String| ReadError {
-        stream: stream.to_string(),
-        filter: filter.to_string(),
-        message,
-    };
-    let s = js
-        .get_stream_no_info(stream)
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let consumer = s
-        .create_consumer(OrderedConfig {
-            filter_subject: filter.to_string(),
-            deliver_policy: if from > 1 {
-                DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                }
-            } else {
-                DeliverPolicy::All
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let mut pending = consumer.cached_info().num_pending;
-    let name = consumer.cached_info().name.clone();
-    let mut out = Vec::new();
-    if pending == 0 {
-        let _ = s.delete_consumer(&name).await;
-        return Ok(out);
-    }
-    let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
-    while pending > 0 && limit.is_none_or(|l| out.len() < l) {
-        let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .map_err(|_| err("timed out reading history".into()))?;
-        let Some(next) = next else { break };
-        let msg = next.map_err(|e| err(e.to_string()))?;
-        let info = msg.info().map_err(|e| err(e.to_string()))?;
-        pending = info.pending;
-        out.push(Stored {
-            seq: info.stream_sequence,
-            stored_at: time_of(info.published),
-            subject: msg.subject.to_string(),
-            payload: msg.payload.clone(),
-            headers: msg.headers.clone(),
-        });
-    }
-    // Ephemeral, but removing it now keeps frequent readers from piling
-    // consumers up until their inactivity threshold.
-    drop(messages);
-    let _ = s.delete_consumer(&name).await;
-    Ok(out)
-}
-
-/// Calls `each` for the latest message of every subject matching `filter`
-/// (a KV bucket's current values, the latest alert per kind and task), in
-/// stream order, without holding them all in memory. Returns the count.
-pub async fn for_each_last_per_subject(
-    js: &jetstream::Context,
-    stream: &str,
-    filter: &str,
-    mut each: impl FnMut(Stored),
+    policy: DeliverPolicy,
+    mut each: impl FnMut(Stored) -> bool,
 ) -> Result<u64, ReadError> {
     let err = |message: String| ReadError {
         stream: stream.to_string(),
@@ -140,36 +78,85 @@ pub async fn for_each_last_per_subject(
     let consumer = s
         .create_consumer(OrderedConfig {
             filter_subject: filter.to_string(),
-            deliver_policy: DeliverPolicy::LastPerSubject,
+            deliver_policy: policy,
             ..Default::default()
         })
         .await
         .map_err(|e| err(e.to_string()))?;
     let mut pending = consumer.cached_info().num_pending;
+    let name = consumer.cached_info().name.clone();
     let mut count = 0;
-    if pending == 0 {
-        return Ok(0);
+    if pending > 0 {
+        let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+        while pending > 0 {
+            let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .map_err(|_| err("timed out reading".into()))?;
+            let Some(next) = next else { break };
+            let msg = next.map_err(|e| err(e.to_string()))?;
+            let info = msg.info().map_err(|e| err(e.to_string()))?;
+            pending = info.pending;
+            count += 1;
+            let more = each(Stored {
+                seq: info.stream_sequence,
+                stored_at: time_of(info.published),
+                subject: msg.subject.to_string(),
+                payload: msg.payload.clone(),
+                headers: msg.headers.clone(),
+            });
+            if !more {
+                break;
+            }
+        }
     }
-    let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
-    while pending > 0 {
-        let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .map_err(|_| err("timed out reading".into()))?;
-        let Some(next) = next else { break };
-        let msg = next.map_err(|e| err(e.to_string()))?;
-        let info = msg.info().map_err(|e| err(e.to_string()))?;
-        pending = info.pending;
-        count += 1;
-        let stored = Stored {
-            seq: info.stream_sequence,
-            stored_at: time_of(info.published),
-            subject: msg.subject.to_string(),
-            payload: msg.payload.clone(),
-            headers: msg.headers.clone(),
-        };
-        each(stored);
-    }
+    // Ephemeral, but removing it now keeps frequent readers from piling
+    // consumers up until their inactivity threshold.
+    let _ = s.delete_consumer(&name).await;
     Ok(count)
+}
+
+/// Reads every message on `filter` in `stream` from sequence `from`
+/// (inclusive; 0 or 1 = the beginning), up to `limit` messages, in order.
+pub async fn read_subject(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    from: u64,
+    limit: Option<usize>,
+) -> Result<Vec<Stored>, ReadError> {
+    let policy = if from > 1 {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        }
+    } else {
+        DeliverPolicy::All
+    };
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if limit > 0 {
+        for_each(js, stream, filter, policy, |m| {
+            out.push(m);
+            out.len() < limit
+        })
+        .await?;
+    }
+    Ok(out)
+}
+
+/// Calls `each` for the latest message of every subject matching `filter`
+/// (a KV bucket's current values, the latest alert per kind and task), in
+/// stream order, without holding them all in memory. Returns the count.
+pub async fn for_each_last_per_subject(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    mut each: impl FnMut(Stored),
+) -> Result<u64, ReadError> {
+    for_each(js, stream, filter, DeliverPolicy::LastPerSubject, |m| {
+        each(m);
+        true
+    })
+    .await
 }
 
 /// Reads the messages on `subject` (wildcards allowed) with sequence in

@@ -5,7 +5,6 @@ use std::{collections::BTreeSet, time::Duration};
 
 use async_nats::jetstream::{self, stream};
 use baton_testkit::{NatsCluster, NatsServer};
-use futures::StreamExt;
 
 async fn publish_and_count(url: &str, stream_name: &str, n: usize) -> u64 {
     let client = async_nats::connect(url).await.expect("connect");
@@ -141,7 +140,16 @@ async fn an_r3_stream_survives_losing_its_leader() {
     }
     assert_eq!(acked_after_kill, total / 2, "publishes kept being accepted");
 
-    let info = s.info().await.expect("info after failover");
+    // The cluster may still be settling after the failover: ask again
+    // until a leader answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        match s.info().await {
+            Ok(info) => break info.clone(),
+            Err(_) if tokio::time::Instant::now() < deadline => continue,
+            Err(e) => panic!("no stream info after failover: {e}"),
+        }
+    };
     let new_leader = info
         .cluster
         .as_ref()
@@ -153,18 +161,10 @@ async fn an_r3_stream_survives_losing_its_leader() {
         "every ack stored exactly once"
     );
 
-    let consumer = s
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer");
-    let mut messages = consumer.messages().await.expect("messages");
+    // Read every stored message back from the leader.
     let mut seen = BTreeSet::new();
-    while seen.len() < total {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("message in time")
-            .expect("stream open")
-            .expect("message");
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        let m = s.get_raw_message(seq).await.expect("stored message");
         assert!(
             seen.insert(String::from_utf8_lossy(&m.payload).to_string()),
             "duplicate"

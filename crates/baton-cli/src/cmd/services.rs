@@ -47,6 +47,22 @@ pub enum UnknownTask {
     Create,
 }
 
+/// The fold's policy from `--operators` and `--unknown-task` (the two
+/// services must agree on it).
+fn policy(operators: &[String], unknown_task: UnknownTask) -> anyhow::Result<Policy> {
+    Ok(Policy {
+        operators: operators
+            .iter()
+            .filter(|o| !o.is_empty())
+            .map(|o| AgentId::new(o).with_context(|| "--operators"))
+            .collect::<anyhow::Result<_>>()?,
+        unknown_task: match unknown_task {
+            UnknownTask::Alert => UnknownTaskPolicy::Alert,
+            UnknownTask::Create => UnknownTaskPolicy::AutoCreate,
+        },
+    })
+}
+
 /// `baton orchestrator` flags.
 #[derive(Debug, Clone, Args)]
 pub struct OrchestratorArgs {
@@ -86,18 +102,7 @@ impl OrchestratorArgs {
         let mut c = baton_orchestrator::Config::new(nats.options("baton-orchestrator"));
         c.topology = self.topology.topology();
         c.http_addr = self.http;
-        c.policy = Policy {
-            operators: self
-                .operators
-                .iter()
-                .filter(|o| !o.is_empty())
-                .map(|o| AgentId::new(o).with_context(|| "--operators"))
-                .collect::<anyhow::Result<_>>()?,
-            unknown_task: match self.unknown_task {
-                UnknownTask::Alert => UnknownTaskPolicy::Alert,
-                UnknownTask::Create => UnknownTaskPolicy::AutoCreate,
-            },
-        };
+        c.policy = policy(&self.operators, self.unknown_task)?;
         c.missing_context_version = if self.allow_missing_context_version {
             MissingVersion::Allow
         } else {
@@ -194,18 +199,7 @@ impl DetectorArgs {
         c.rules = load_rules(self.rules.as_deref())?;
         c.http_addr = self.http;
         c.grace = self.grace;
-        c.policy = Policy {
-            operators: self
-                .operators
-                .iter()
-                .filter(|o| !o.is_empty())
-                .map(|o| AgentId::new(o).with_context(|| "--operators"))
-                .collect::<anyhow::Result<_>>()?,
-            unknown_task: match self.unknown_task {
-                UnknownTask::Alert => UnknownTaskPolicy::Alert,
-                UnknownTask::Create => UnknownTaskPolicy::AutoCreate,
-            },
-        };
+        c.policy = policy(&self.operators, self.unknown_task)?;
         c.watch.stall_after = self.consumer_stall_after;
         c.watch.renotify = c.rules.defaults.renotify;
         c.consumer_check_interval = self.consumer_check_interval;

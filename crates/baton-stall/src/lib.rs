@@ -428,6 +428,7 @@ impl Service {
                 _ = system_tick.tick() => {
                     let now = self.config.clock.now();
                     alerts.extend(self.watch.check_orchestrator(now));
+                    self.update_gauges();
                 }
                 _ = consumer_tick.tick() => {
                     let now = self.config.clock.now();
@@ -464,19 +465,6 @@ impl Service {
                 in_flight = Some(self.start_snapshot(&mut dirty, folded_seq));
                 unflushed_since = None;
             }
-            let stats = self.det.stats();
-            self.metrics
-                .tracked_tasks
-                .set(i64::try_from(self.det.len()).unwrap_or(i64::MAX));
-            self.metrics
-                .firing
-                .set(i64::try_from(self.det.firing_count()).unwrap_or(i64::MAX));
-            self.metrics
-                .silenced
-                .set(i64::try_from(stats.silenced).unwrap_or(i64::MAX));
-            self.metrics
-                .inhibited
-                .set(i64::try_from(stats.inhibited).unwrap_or(i64::MAX));
         }
         if let Some(f) = in_flight.take() {
             self.snapshot_done(f).await;
@@ -487,6 +475,18 @@ impl Service {
         }
         tracing::info!("stall detector stopped");
         Ok(())
+    }
+
+    /// Gauges that cost a pass over the tracked tasks: once a second.
+    fn update_gauges(&self) {
+        let stats = self.det.stats();
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.tracked_tasks.set(gauge(self.det.len() as u64));
+        self.metrics
+            .firing
+            .set(gauge(self.det.firing_count() as u64));
+        self.metrics.silenced.set(gauge(stats.silenced));
+        self.metrics.inhibited.set(gauge(stats.inhibited));
     }
 
     /// Evaluation time: the clock minus the grace (only used once caught up).

@@ -17,6 +17,12 @@ use tracing_subscriber::EnvFilter;
 
 use args::NatsArgs;
 
+// The services allocate per event (decoded messages, ids that do not fit
+// inline): mimalloc made orchestrator ingest ~25% faster than the system
+// allocator here (`cargo bench -p baton-orchestrator --bench ingest`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "baton",

@@ -60,35 +60,102 @@ fn validate(what: &'static str, value: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// Ids up to this many bytes are stored inline: no allocation to make one,
+/// and comparing one (as a hash-map key) reads no other cache line.
+const INLINE_LEN: usize = 22;
+
+/// An id's bytes: inline when short (most ids), shared on the heap when not.
+/// 24 bytes either way.
+#[derive(Clone)]
+enum IdRepr {
+    Inline { len: u8, bytes: [u8; INLINE_LEN] },
+    Shared(Arc<str>),
+}
+
+impl IdRepr {
+    fn new(value: &str) -> IdRepr {
+        match u8::try_from(value.len()) {
+            Ok(len) if value.len() <= INLINE_LEN => {
+                let mut bytes = [0; INLINE_LEN];
+                bytes[..value.len()].copy_from_slice(value.as_bytes());
+                IdRepr::Inline { len, bytes }
+            }
+            _ => IdRepr::Shared(Arc::from(value)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            IdRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            IdRepr::Shared(s) => s.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Inline bytes were copied from a validated (ASCII) `str`.
+            IdRepr::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            IdRepr::Shared(s) => s,
+        }
+    }
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Arc<str>);
+        #[derive(Clone)]
+        pub struct $name(IdRepr);
 
         impl $name {
             /// Validates `value` as this kind of id.
             pub fn new(value: impl AsRef<str>) -> Result<Self, IdError> {
                 let value = value.as_ref();
                 validate($what, value)?;
-                Ok(Self(Arc::from(value)))
+                Ok(Self(IdRepr::new(value)))
             }
 
             /// The id as a string slice.
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.as_bytes() == other.0.as_bytes()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.0.as_bytes().cmp(other.0.as_bytes())
+            }
+        }
+
+        // As `str` hashes, so maps keyed by id can be searched with a `&str`.
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state);
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&*self.0, f)
+                fmt::Debug::fmt(self.as_str(), f)
             }
         }
 
@@ -101,13 +168,13 @@ macro_rules! id_type {
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
-                &self.0
+                self.as_str()
             }
         }
 
         impl std::borrow::Borrow<str> for $name {
             fn borrow(&self) -> &str {
-                &self.0
+                self.as_str()
             }
         }
 
@@ -127,7 +194,7 @@ macro_rules! id_type {
 
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
+                s.serialize_str(self.as_str())
             }
         }
 
@@ -194,6 +261,42 @@ mod tests {
             WorkflowId::new(&long).expect_err("too long").reason,
             IdErrorReason::TooLong
         );
+    }
+
+    #[test]
+    fn short_and_long_ids_behave_alike() {
+        use std::collections::{BTreeSet, HashMap};
+        let short = "t-1";
+        let edge = "x".repeat(INLINE_LEN);
+        let long = "y".repeat(INLINE_LEN + 1);
+        let ids: Vec<TaskId> = [short, &edge, &long, "a", "z9"]
+            .iter()
+            .map(|s| TaskId::new(s).expect("valid"))
+            .collect();
+        let mut map = HashMap::new();
+        for id in &ids {
+            assert_eq!(id.as_str().len(), id.to_string().len());
+            map.insert(id.clone(), id.as_str().to_string());
+        }
+        for id in &ids {
+            // Looked up by `&str` (Borrow) and by a fresh id alike.
+            assert_eq!(map.get(id.as_str()), Some(&id.as_str().to_string()));
+            assert_eq!(
+                map.get(&TaskId::new(id.as_str()).expect("valid")),
+                map.get(id.as_str())
+            );
+        }
+        let sorted: Vec<&str> = ids
+            .iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(TaskId::as_str)
+            .collect();
+        let mut expected: Vec<&str> = ids.iter().map(TaskId::as_str).collect();
+        expected.sort_unstable();
+        assert_eq!(sorted, expected, "ordered as strings");
+        assert_eq!(std::mem::size_of::<TaskId>(), 24);
+        assert_eq!(std::mem::size_of::<Option<TaskId>>(), 24);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use baton_service::{
     consumer::{Batches, ConsumerSpec},
     http::{self, Health},
     liveness::{self, Progress, wall_now},
-    outbox::Outbox,
+    outbox::{Outbox, SoleWriter},
     shutdown::Shutdown,
     snapshot::Checkpoint,
 };
@@ -236,6 +236,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
     let ingest = Ingest {
         js: js.clone(),
         outbox: Outbox::new(js),
+        state_writer: Arc::new(tokio::sync::Mutex::new(SoleWriter::new(format!(
+            "KV_{}",
+            subjects::TASKS_BUCKET
+        )))),
         checkpoint,
         book,
         metrics,
@@ -334,6 +338,9 @@ fn record_decisions(book: &mut Book, entries: Vec<read::Stored>) {
 struct Ingest {
     js: jetstream::Context,
     outbox: Outbox,
+    /// Task states go to KV with one acknowledgement per flush: only the
+    /// orchestrator writes `baton-tasks`.
+    state_writer: Arc<tokio::sync::Mutex<SoleWriter>>,
     checkpoint: Checkpoint,
     book: Arc<Mutex<Book>>,
     metrics: Metrics,
@@ -578,14 +585,21 @@ impl Ingest {
     fn flush_state(&self, folded: &mut BatchOut, upto: u64) -> StateFlush {
         let writes = self.book_lock().state_writes(folded);
         let outbox = self.outbox.clone();
+        let writer = self.state_writer.clone();
         let shutdown = self.shutdown.clone();
         let metrics = self.metrics.clone();
         let health = self.health.clone();
         let checkpoint = self.checkpoint.clone();
         let task = tokio::spawn(async move {
-            match outbox.deliver(&writes, &shutdown).await {
+            let delivered = writer
+                .lock()
+                .await
+                .deliver(&outbox, &writes, &shutdown)
+                .await;
+            match delivered {
                 Ok(d) => {
                     metrics.outbox_retries.inc_by(d.retries as u64);
+                    metrics.flush_fallbacks.inc_by(u64::from(d.fell_back));
                     metrics.kv_writes.inc_by(writes.len() as u64);
                     metrics.flushes.inc();
                 }

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub alerts: Family<KindLabel, Counter>,
     pub kv_writes: Counter,
     pub flushes: Counter,
+    pub flush_fallbacks: Counter,
     pub outbox_retries: Counter,
     pub consumer_pending: Gauge,
     pub tasks: Gauge,
@@ -48,6 +49,7 @@ impl Metrics {
             alerts: Family::default(),
             kv_writes: Counter::default(),
             flushes: Counter::default(),
+            flush_fallbacks: Counter::default(),
             outbox_retries: Counter::default(),
             consumer_pending: Gauge::default(),
             tasks: Gauge::default(),
@@ -95,8 +97,13 @@ impl Metrics {
         );
         r.register(
             "flushes",
-            "Batches made durable and acknowledged",
+            "State flushes: touched task states written to KV, then the checkpoint",
             self.flushes.clone(),
+        );
+        r.register(
+            "flush_fallbacks",
+            "State flushes that could not prove their one-acknowledgement delivery and wrote again with an acknowledgement per task",
+            self.flush_fallbacks.clone(),
         );
         r.register(
             "outbox_retries",

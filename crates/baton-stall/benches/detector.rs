@@ -24,6 +24,10 @@ use baton_service::shutdown;
 use baton_testkit::NatsServer;
 use futures::{StreamExt, stream::FuturesUnordered};
 
+// The allocator the `baton` binary runs with (RSS depends on it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

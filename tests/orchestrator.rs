@@ -667,7 +667,8 @@ async fn kill_9_and_restart_loses_nothing_and_applies_nothing_twice() {
     rig.orchestrator.as_mut().expect("running").kill9();
     let mut ev = Events::new("w2");
     let mut acks = futures::stream::FuturesUnordered::new();
-    for round in 0..40 {
+    // Big enough that its replay outlasts several state flushes.
+    for round in 0..200 {
         for t in 0..tasks {
             let id = format!("t{t}");
             let e = if round % 2 == 0 {
@@ -695,21 +696,32 @@ async fn kill_9_and_restart_loses_nothing_and_applies_nothing_twice() {
     }
     let backlog_flags = ["--max-batch", "64", "--catch-up-lag", "50ms"];
     rig.start_orchestrator(&backlog_flags).await;
+    // Kill it each time its checkpoint moves (after a state flush), while
+    // the replay is still under way.
+    let mut replay_kills = 0;
     for _ in 0..3 {
         let from = seen;
         seen = wait_kv(
             &rig.js,
-            subjects::SERVICES_BUCKET,
-            &format!("orchestrator.o{}", rig.starts),
+            subjects::CHECKPOINTS_BUCKET,
+            subjects::ORCHESTRATOR_CONSUMER,
             |b| {
-                let s = pb::ServiceStatus::decode(b).ok()?;
-                (s.applied_seq > from).then_some(s.applied_seq)
+                let checkpoint: u64 = std::str::from_utf8(b).ok()?.trim().parse().ok()?;
+                (checkpoint > from).then_some(checkpoint)
             },
         )
         .await;
+        if seen >= sent as u64 {
+            break;
+        }
         rig.orchestrator.as_mut().expect("running").kill9();
         rig.start_orchestrator(&backlog_flags).await;
+        replay_kills += 1;
     }
+    assert!(
+        replay_kills > 0,
+        "the whole backlog was replayed before its first state flush: make it bigger"
+    );
     assert_eq!(rig.last_seq().await, sent as u64);
     rig.wait_caught_up().await;
 

@@ -3,8 +3,9 @@
 //!
 //! 1. Pre-publishes `BATON_BENCH_EVENTS` (default 1,000,000) events over
 //!    `BATON_BENCH_TASKS` (default 100,000) tasks: create, claim, heartbeats.
-//! 2. Raw JetStream consume rate: a durable pull consumer with the same ack
-//!    mode (AckPolicy::All, one ack per batch) doing no work.
+//! 2. Raw JetStream consume rate: a durable pull consumer with the
+//!    orchestrator's settings (AckPolicy::All, one ack per batch) doing no
+//!    work.
 //! 3. Orchestrator ingest rate to fully materialised state (every event's
 //!    effects acknowledged by the broker, KV written).
 //! 4. Publish → KV-visible latency p50/p99 at a steady offered load
@@ -126,7 +127,9 @@ async fn publish_all(js: &jetstream::Context, events: &[Event]) -> Duration {
     started.elapsed()
 }
 
-/// Raw consume: same stream, same ack policy, one ack per batch, no work.
+/// Raw consume: same stream and consumer settings as the orchestrator's
+/// (filter, AckPolicy::All, max_ack_pending, pull batch, heartbeat), one ack
+/// per received batch, no work.
 async fn raw_consume(js: &jetstream::Context, total: u64) -> Duration {
     let stream = js
         .get_stream(subjects::EVENTS_STREAM)
@@ -136,7 +139,8 @@ async fn raw_consume(js: &jetstream::Context, total: u64) -> Duration {
         .create_consumer(pull::Config {
             durable_name: Some("bench-raw".into()),
             ack_policy: AckPolicy::All,
-            max_ack_pending: 200_000,
+            max_ack_pending: 40_000,
+            filter_subject: subjects::EVENTS_ALL.into(),
             ..Default::default()
         })
         .await
@@ -145,6 +149,8 @@ async fn raw_consume(js: &jetstream::Context, total: u64) -> Duration {
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(10_000)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
         .messages()
         .await
         .expect("messages");
@@ -180,10 +186,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    if std::env::var("BATON_BENCH_TRACE").is_ok() {
-        tracing_subscriber::fmt()
-            .with_env_filter("baton_orchestrator=info")
-            .init();
+    // e.g. BATON_BENCH_TRACE=baton_orchestrator=debug
+    if let Ok(filter) = std::env::var("BATON_BENCH_TRACE") {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
     }
     let total = env_usize("BATON_BENCH_EVENTS", 1_000_000);
     let tasks = env_usize("BATON_BENCH_TASKS", 100_000);
@@ -232,17 +237,10 @@ fn main() {
     let orch_url = url.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let orch = std::thread::spawn(move || {
-        let rt = if std::env::var("BATON_BENCH_MT").is_ok() {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        }
-        .expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async move {
             let started = Instant::now();
             let mut config = baton_orchestrator::Config::new(NatsOptions::new(orch_url));

@@ -8,13 +8,17 @@
 //!    the snapshot: every task's last stored state from KV `baton-tasks`
 //!    (start-up time grows with live tasks, not with history) and the
 //!    decision records.
-//! 2. Re-creates its durable consumer at the ack floor, so nothing that
-//!    was delivered but not acknowledged before a crash is skipped.
+//! 2. Re-creates its durable consumer just after the checkpoint (KV
+//!    `baton-checkpoints`): every event up to it has its state in KV, so
+//!    nothing is skipped and nothing is applied twice after a crash.
 //! 3. Loops: take a batch ([`book::Book`] folds it and says what to
-//!    publish), make the effects durable through the outbox, then
-//!    acknowledge the batch's last message (ack policy `All`). Under load
-//!    several batches are folded before one flush, so a task touched many
-//!    times costs one KV write; `max_lag` bounds how stale KV may get.
+//!    publish), make its alerts and dead letters durable through the
+//!    outbox, then acknowledge the batch's last message (ack policy `All`).
+//!    Task states go to KV in state flushes, each followed by the
+//!    checkpoint: at once when caught up, at most `max_lag` behind while
+//!    live, every `catch_up_lag` while replaying a backlog. A task touched
+//!    many times between flushes costs one KV write, and the flush is
+//!    stored in the background while the next batches fold.
 //! 4. Answers queries under `baton.api.v1` ([`api`]), writes its liveness
 //!    record, serves `/metrics` and `/healthz`, and stops on shutdown
 //!    after flushing what it has applied.
@@ -322,6 +326,15 @@ async fn fetch_decisions(
     .await?)
 }
 
+/// The stored time of the newest event in `BATON_EVENTS`.
+async fn newest_event_time(js: &jetstream::Context) -> Result<Time, OrchestratorError> {
+    let stream = js
+        .get_stream(subjects::EVENTS_STREAM)
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
+    Ok(read::time_of(stream.cached_info().state.last_timestamp))
+}
+
 fn record_decisions(book: &mut Book, entries: Vec<read::Stored>) {
     for stored in entries {
         match ContextEntry::decode(&stored.payload) {
@@ -358,6 +371,14 @@ struct StateFlush {
     task: tokio::task::JoinHandle<bool>,
 }
 
+/// What the ingest loop woke for.
+enum Woke {
+    /// The next batch (empty after `idle`), or `None` on shutdown.
+    Batch(Option<Vec<jetstream::Message>>),
+    /// The state flush in flight finished: stored, or not.
+    Flushed(Result<bool, tokio::task::JoinError>),
+}
+
 impl Ingest {
     async fn run(mut self) -> Result<(), OrchestratorError> {
         let mut folded = BatchOut::default();
@@ -373,8 +394,28 @@ impl Ingest {
         let idle = self.config.max_lag.min(Duration::from_millis(500));
         loop {
             let mut shutdown = self.shutdown.clone();
-            let Some(batch) = self.batches.next(idle, &mut shutdown).await else {
-                break;
+            // Wake for the next batch, or as soon as a state flush is
+            // stored (so progress moves and the next flush can start).
+            let woke = match in_flight.as_mut() {
+                Some(flush) => tokio::select! {
+                    biased;
+                    stored = &mut flush.task => Woke::Flushed(stored),
+                    batch = self.batches.next(idle, &mut shutdown) => Woke::Batch(batch),
+                },
+                None => Woke::Batch(self.batches.next(idle, &mut shutdown).await),
+            };
+            let batch = match woke {
+                Woke::Batch(Some(batch)) => batch,
+                Woke::Batch(None) => break,
+                Woke::Flushed(stored) => {
+                    let Some(flush) = in_flight.take() else {
+                        break;
+                    };
+                    if !self.flush_stored(flush.upto, stored) {
+                        break;
+                    }
+                    Vec::new()
+                }
             };
             let mut gap = false;
             if !batch.is_empty() {
@@ -413,12 +454,10 @@ impl Ingest {
                     decoded.push((msg, d, Some(event)));
                 }
                 if newest_checked > decisions_watermark {
-                    // Every decision stored before these events is in the
-                    // stream by now: catch up, then they can be judged.
-                    let known = self.book_lock().decisions_seq();
-                    let entries = fetch_decisions(&self.js, known).await?;
-                    record_decisions(&mut self.book_lock(), entries);
-                    decisions_watermark = newest_checked;
+                    let Some(covered) = self.catch_up_decisions().await else {
+                        break;
+                    };
+                    decisions_watermark = newest_checked.max(covered);
                 }
                 {
                     let mut book = self.book_lock();
@@ -515,6 +554,46 @@ impl Ingest {
         Ok(())
     }
 
+    /// Reads the decisions recorded since the last catch-up, so that every
+    /// event stored until now can be judged against the record: every
+    /// decision stored before such an event is in the stream by now.
+    /// Returns the stored time of the newest event covered (read before the
+    /// record, so one catch-up covers a whole backlog, not just a batch).
+    /// Retries until it succeeds; `None` on shutdown.
+    async fn catch_up_decisions(&self) -> Option<Time> {
+        let mut backoff = Duration::from_millis(100);
+        let mut failed = false;
+        loop {
+            let attempt = async {
+                let covered = newest_event_time(&self.js).await?;
+                let known = self.book_lock().decisions_seq();
+                let entries = fetch_decisions(&self.js, known).await?;
+                record_decisions(&mut self.book_lock(), entries);
+                Ok::<_, OrchestratorError>(covered)
+            };
+            match attempt.await {
+                Ok(covered) => {
+                    if failed {
+                        self.health.set_problem(None);
+                    }
+                    return Some(covered);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the decision record; retrying before judging these events");
+                    self.health
+                        .set_problem(Some(format!("cannot read the decision record: {e}")));
+                    failed = true;
+                }
+            }
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait() => return None,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
     fn book_lock(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book
             .lock()
@@ -564,12 +643,18 @@ impl Ingest {
 
     /// Waits for a state flush; false if it could not be stored (shutdown).
     async fn finished(&self, flush: StateFlush) -> bool {
-        match flush.task.await {
+        let stored = flush.task.await;
+        self.flush_stored(flush.upto, stored)
+    }
+
+    /// Records a state flush's outcome; false if it was not stored.
+    fn flush_stored(&self, upto: u64, stored: Result<bool, tokio::task::JoinError>) -> bool {
+        match stored {
             Ok(true) => {
-                self.progress.set(flush.upto, self.progress.pending());
+                self.progress.set(upto, self.progress.pending());
                 self.metrics
                     .applied_seq
-                    .set(i64::try_from(flush.upto).unwrap_or(i64::MAX));
+                    .set(i64::try_from(upto).unwrap_or(i64::MAX));
                 true
             }
             Ok(false) => false,
@@ -583,7 +668,9 @@ impl Ingest {
     /// Encodes every task touched since the last flush and, in the
     /// background, writes them to KV and then moves the checkpoint to `upto`.
     fn flush_state(&self, folded: &mut BatchOut, upto: u64) -> StateFlush {
+        let started = tokio::time::Instant::now();
         let writes = self.book_lock().state_writes(folded);
+        let encoded = started.elapsed();
         let outbox = self.outbox.clone();
         let writer = self.state_writer.clone();
         let shutdown = self.shutdown.clone();
@@ -613,7 +700,13 @@ impl Ingest {
                 // The next flush moves it; a restart re-reads a little more.
                 tracing::warn!(error = %e, "could not store the checkpoint");
             }
-            tracing::debug!(kv_writes = writes.len(), upto, "state durable");
+            tracing::debug!(
+                kv_writes = writes.len(),
+                upto,
+                encode_ms = encoded.as_millis(),
+                total_ms = started.elapsed().as_millis(),
+                "state durable"
+            );
             true
         });
         StateFlush { upto, task }

@@ -210,16 +210,98 @@ pub struct Delivery {
 
 /// Reads the delivery facts from a JetStream message's reply subject.
 pub fn delivery_of(msg: &jetstream::Message) -> Option<Delivery> {
-    let info = msg.info().ok()?;
-    let stored_at =
-        Time::from_unix_nanos(u64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0));
+    parse_ack_subject(msg.reply.as_deref()?)
+}
+
+/// Parses a JetStream ack subject (ADR-15), in its original form
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<nanos>.<pending>`
+/// or with domain and account hash after `ACK` (and possibly more tokens at
+/// the end). Done here rather than with `Message::info`, which builds a
+/// calendar date from the timestamp: this runs once per event and the
+/// services only need the numbers.
+pub fn parse_ack_subject(reply: &str) -> Option<Delivery> {
+    let rest = reply.strip_prefix("$JS.ACK.")?;
+    let mut tokens = [""; 12];
+    let mut count = 0;
+    for token in rest.split('.') {
+        if count == tokens.len() {
+            break;
+        }
+        tokens[count] = token;
+        count += 1;
+    }
+    // The numbers start after stream and consumer, and after domain and
+    // account hash in the longer form.
+    let numbers = match count {
+        7 => &tokens[2..7],
+        n if n >= 9 => &tokens[4..9],
+        _ => return None,
+    };
+    let number = |t: &str| -> Option<u64> {
+        if t.is_empty() || t.len() > 20 {
+            return None;
+        }
+        t.bytes().try_fold(0u64, |n, b| {
+            let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        })
+    };
     Some(Delivery {
         meta: EventMeta {
-            seq: info.stream_sequence,
-            stored_at,
+            seq: number(numbers[1])?,
+            stored_at: Time::from_unix_nanos(number(numbers[3])?),
         },
-        pending: info.pending,
-        consumer_seq: info.consumer_sequence,
-        delivered: info.delivered,
+        pending: number(numbers[4])?,
+        consumer_seq: number(numbers[2])?,
+        delivered: i64::try_from(number(numbers[0])?).ok()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_ack_subject_forms() {
+        let expected = Delivery {
+            meta: EventMeta {
+                seq: 42,
+                stored_at: Time::from_unix_nanos(1_700_000_000_123_456_789),
+            },
+            pending: 7,
+            consumer_seq: 40,
+            delivered: 2,
+        };
+        assert_eq!(
+            parse_ack_subject("$JS.ACK.BATON_EVENTS.orchestrator.2.42.40.1700000000123456789.7"),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_ack_subject(
+                "$JS.ACK._.ACCHASH.BATON_EVENTS.orchestrator.2.42.40.1700000000123456789.7.tok"
+            ),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_ack_subject(
+                "$JS.ACK.hub.ACCHASH.BATON_EVENTS.orchestrator.2.42.40.1700000000123456789.7.tok.more.x"
+            ),
+            Some(expected)
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_ack_subject() {
+        for bad in [
+            "",
+            "_INBOX.abc",
+            "$JS.ACK.S.C.1.2.3",
+            "$JS.ACK.S.C.1.2.3.4.x",
+            "$JS.ACK.S.C.1.-2.3.4.5",
+            "$JS.ACK.S.C.1.99999999999999999999999.3.4.5",
+            "$JS.ACK.S.C.1..3.4.5",
+        ] {
+            assert_eq!(parse_ack_subject(bad), None, "{bad:?}");
+        }
+    }
 }

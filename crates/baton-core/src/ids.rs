@@ -48,10 +48,13 @@ fn validate(what: &'static str, value: &str) -> Result<(), IdError> {
     if value.len() > MAX_ID_LEN {
         return Err(fail(IdErrorReason::TooLong));
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    // Bytes, not chars: this runs for every id of every event. The first
+    // byte that is not allowed starts the character to report.
+    if let Some(at) = value
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
     {
+        let bad = value[at..].chars().next().unwrap_or('\u{fffd}');
         return Err(fail(IdErrorReason::BadChar(bad)));
     }
     if !value.as_bytes()[0].is_ascii_alphanumeric() {

@@ -745,3 +745,41 @@ async fn kill_9_and_restart_loses_nothing_and_applies_nothing_twice() {
         .count();
     assert_eq!(alerts_total, refused, "no violation alerted twice");
 }
+
+/// Stopping while an event's alert cannot be stored loses nothing: the
+/// checkpoint stays before that event, and the next start raises the alert.
+#[tokio::test]
+async fn an_alert_not_stored_before_a_stop_is_raised_after_the_restart() {
+    let mut rig = Rig::new().await;
+    rig.start_orchestrator(&[]).await;
+    let mut ev = Events::new("w");
+    publish(&rig.js, &ev.created("t1", "planner")).await;
+    publish(&rig.js, &ev.claimed("t1", "owner")).await;
+    wait_task(&rig.js, "t1", |t| t.owner.is_some()).await;
+
+    // Alerts cannot be stored while their stream is gone.
+    rig.js
+        .delete_stream(subjects::ALERTS_STREAM)
+        .await
+        .expect("delete BATON_ALERTS");
+    let seq = publish(&rig.js, &ev.claimed("t1", "intruder")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !rig.log(1).contains("publish not acknowledged; retrying") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orchestrator never tried to publish the alert:\n{}",
+            rig.log(1)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        rig.orchestrator.as_mut().expect("running").terminate(),
+        "stops cleanly on SIGTERM"
+    );
+
+    // The next start re-creates the stream and re-reads the event.
+    rig.start_orchestrator(&[]).await;
+    let (alert, _) = wait_alert(&rig.js, is_alert(AlertKind::OwnershipViolation, "t1")).await;
+    assert_eq!(alert.event_seq, seq);
+    assert_eq!(alert.agents, vec![agent("intruder"), agent("owner")]);
+}

@@ -389,6 +389,10 @@ impl Ingest {
         // At most one state flush in flight: the next batches fold while
         // the broker stores the previous flush.
         let mut in_flight: Option<StateFlush> = None;
+        // False once a batch's effects or a state flush could not be
+        // stored: the checkpoint must then stay where it is, so that a
+        // restart re-reads (and re-publishes) from there.
+        let mut clean = true;
         let mut expected_consumer_seq: Option<u64> = None;
         let mut decisions_watermark = Time::EPOCH;
         let idle = self.config.max_lag.min(Duration::from_millis(500));
@@ -412,6 +416,7 @@ impl Ingest {
                         break;
                     };
                     if !self.flush_stored(flush.upto, stored) {
+                        clean = false;
                         break;
                     }
                     Vec::new()
@@ -484,6 +489,7 @@ impl Ingest {
                 // Effects first, then the acknowledgement.
                 let effects = folded.take_effects();
                 if !self.publish_effects(&effects).await {
+                    clean = false;
                     break;
                 }
                 self.count(
@@ -509,6 +515,7 @@ impl Ingest {
                 && let Some(f) = in_flight.take()
                 && !self.finished(f).await
             {
+                clean = false;
                 break;
             }
             let backlog = pending > self.config.max_batch as u64;
@@ -525,6 +532,7 @@ impl Ingest {
                 if let Some(f) = in_flight.take()
                     && !self.finished(f).await
                 {
+                    clean = false;
                     break;
                 }
                 in_flight = Some(self.flush_state(&mut folded, folded_seq));
@@ -541,9 +549,13 @@ impl Ingest {
         }
         // Shutting down: store what was folded, then the checkpoint.
         if let Some(f) = in_flight.take() {
-            self.finished(f).await;
+            clean &= self.finished(f).await;
         }
-        if folded.dirty_len() > 0 {
+        if !clean {
+            tracing::warn!(
+                "stopping with effects or task states not stored; the next start re-reads the events since the last checkpoint"
+            );
+        } else if folded.dirty_len() > 0 {
             let f = self.flush_state(&mut folded, folded_seq);
             self.finished(f).await;
         } else if folded_seq > self.progress.applied_seq() {

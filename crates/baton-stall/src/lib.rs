@@ -307,7 +307,11 @@ impl Service {
         mut liveness_watch: kv::Watch,
     ) -> Result<(), DetectorError> {
         let mut silences: HashMap<String, Silence> = HashMap::new();
-        let mut in_flight: Option<tokio::task::JoinHandle<Option<u64>>> = None;
+        let mut in_flight: Option<tokio::task::JoinHandle<SnapshotWrite>> = None;
+        // False once alerts or a snapshot could not be stored: the
+        // checkpoint must then stay where it is, so that a restart re-reads
+        // from there.
+        let mut clean = true;
         let mut dirty: Vec<TaskId> = Vec::new();
         let mut folded_seq = self.progress.applied_seq();
         let mut unflushed_since: Option<tokio::time::Instant> = None;
@@ -370,6 +374,7 @@ impl Service {
                         alerts.extend(self.det.handle_timeout(self.now()));
                     }
                     if !self.publish(&alerts).await {
+                        clean = false;
                         break;
                     }
                     alerts.clear();
@@ -381,11 +386,17 @@ impl Service {
                     self.metrics.consumer_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
                     self.progress.set(self.progress.applied_seq(), pending);
                     if gap {
-                        if let Some(f) = in_flight.take() {
-                            self.snapshot_done(f).await;
+                        if let Some(f) = in_flight.take()
+                            && !self.snapshot_done(f).await
+                        {
+                            clean = false;
+                            break;
                         }
                         let f = self.start_snapshot(&mut dirty, folded_seq);
-                        self.snapshot_done(f).await;
+                        if !self.snapshot_done(f).await {
+                            clean = false;
+                            break;
+                        }
                         unflushed_since = None;
                         let consumer = consumer::restart_from(&self.js, &self.spec, folded_seq + 1).await?;
                         self.batches = Batches::new(&consumer, self.config.max_batch).await?;
@@ -442,6 +453,7 @@ impl Service {
             let now = self.config.clock.now();
             alerts.retain(|a| a.task.is_some() || !silences.values().any(|s| s.mutes(a, now)));
             if !self.publish(&alerts).await {
+                clean = false;
                 break;
             }
             // Snapshot: at once when live and idle; every max_lag live;
@@ -453,8 +465,10 @@ impl Service {
             };
             if in_flight.as_ref().is_some_and(|f| f.is_finished())
                 && let Some(f) = in_flight.take()
+                && !self.snapshot_done(f).await
             {
-                self.snapshot_done(f).await;
+                clean = false;
+                break;
             }
             let behind = !dirty.is_empty() || folded_seq > self.progress.applied_seq();
             // One snapshot write in flight at a time; folding goes on meanwhile.
@@ -467,9 +481,13 @@ impl Service {
             }
         }
         if let Some(f) = in_flight.take() {
-            self.snapshot_done(f).await;
+            clean &= self.snapshot_done(f).await;
         }
-        if !dirty.is_empty() || folded_seq > self.progress.applied_seq() {
+        if !clean {
+            tracing::warn!(
+                "stopping with alerts or snapshot writes not stored; the next start re-reads the events since the last checkpoint"
+            );
+        } else if !dirty.is_empty() || folded_seq > self.progress.applied_seq() {
             let f = self.start_snapshot(&mut dirty, folded_seq);
             self.snapshot_done(f).await;
         }
@@ -555,7 +573,7 @@ impl Service {
         &self,
         dirty: &mut Vec<TaskId>,
         upto: u64,
-    ) -> tokio::task::JoinHandle<Option<u64>> {
+    ) -> tokio::task::JoinHandle<SnapshotWrite> {
         dirty.sort();
         dirty.dedup();
         let prefix = format!("$KV.{}.", subjects::DETECTOR_BUCKET);
@@ -579,26 +597,51 @@ impl Service {
                 Ok(_) => {
                     metrics.snapshot_writes.inc_by(writes.len() as u64);
                     if let Err(e) = checkpoint.store(upto).await {
+                        // The next snapshot moves it; a restart re-reads a
+                        // little more.
                         tracing::warn!(error = %e, "could not store the checkpoint");
-                        return None;
+                        return SnapshotWrite::Stored { checkpoint: None };
                     }
-                    Some(upto)
+                    SnapshotWrite::Stored {
+                        checkpoint: Some(upto),
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "snapshot not stored; it is rebuilt from events after restart");
-                    None
+                    SnapshotWrite::NotStored
                 }
             }
         })
     }
 
-    /// Waits for a snapshot write and records its checkpoint.
-    async fn snapshot_done(&self, flush: tokio::task::JoinHandle<Option<u64>>) {
-        if let Ok(Some(upto)) = flush.await {
-            self.progress.set(upto, self.progress.pending());
-            self.metrics
-                .applied_seq
-                .set(i64::try_from(upto).unwrap_or(i64::MAX));
+    /// Waits for a snapshot write and records its checkpoint; false if the
+    /// snapshot was not stored.
+    async fn snapshot_done(&self, flush: tokio::task::JoinHandle<SnapshotWrite>) -> bool {
+        match flush.await {
+            Ok(SnapshotWrite::Stored { checkpoint }) => {
+                if let Some(upto) = checkpoint {
+                    self.progress.set(upto, self.progress.pending());
+                    self.metrics
+                        .applied_seq
+                        .set(i64::try_from(upto).unwrap_or(i64::MAX));
+                }
+                true
+            }
+            Ok(SnapshotWrite::NotStored) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot write failed");
+                false
+            }
         }
     }
+}
+
+/// What became of a snapshot write.
+#[derive(Debug, Clone, Copy)]
+enum SnapshotWrite {
+    /// Every task state stored; the checkpoint moved to `checkpoint`
+    /// (`None` if storing it failed).
+    Stored { checkpoint: Option<u64> },
+    /// Not stored (stopped while retrying): the checkpoint did not move.
+    NotStored,
 }

@@ -562,6 +562,15 @@ impl Ingest {
             // Nothing to write, but the checkpoint can move on.
             let _ = self.checkpoint.store(folded_seq).await;
         }
+        if !self.shutdown.is_triggered() {
+            // Not asked to stop: exit with an error so that a supervisor
+            // restarts the service (it resumes from the last checkpoint).
+            return Err(OrchestratorError::Setup(if clean {
+                "stopped: the consumer's message stream ended".into()
+            } else {
+                "stopped: effects or state could not be stored (see the log)".into()
+            }));
+        }
         tracing::info!("orchestrator stopped");
         Ok(())
     }

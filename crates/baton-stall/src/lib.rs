@@ -491,6 +491,15 @@ impl Service {
             let f = self.start_snapshot(&mut dirty, folded_seq);
             self.snapshot_done(f).await;
         }
+        if !self.shutdown.is_triggered() {
+            // Not asked to stop: exit with an error so that a supervisor
+            // restarts the service (it resumes from the last checkpoint).
+            return Err(DetectorError::Setup(if clean {
+                "stopped: the consumer's message stream ended".into()
+            } else {
+                "stopped: effects or state could not be stored (see the log)".into()
+            }));
+        }
         tracing::info!("stall detector stopped");
         Ok(())
     }

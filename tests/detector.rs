@@ -240,8 +240,15 @@ async fn a_handoff_nobody_accepts_names_sender_and_recipient_and_inhibits_not_st
     );
     // NOT_STARTED for the same handoff would be due at 120 s: inhibited.
     v.quiet_after(70).await;
-    v.send(&ev.make("t1", "reviewer", 0, EventBody::HandoffAccepted))
-        .await;
+    v.send(&ev.make(
+        "t1",
+        "reviewer",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: None,
+        },
+    ))
+    .await;
     let r = v.next_alert().await;
     assert_eq!(
         (r.kind, r.state),

@@ -88,7 +88,14 @@ async fn materialises_state_and_single_owner_in_kv() {
     );
     publish(
         &rig.js,
-        &ev.make("post-1", "editor", 0, EventBody::HandoffAccepted),
+        &ev.make(
+            "post-1",
+            "editor",
+            0,
+            EventBody::HandoffAccepted {
+                heartbeat_within: None,
+            },
+        ),
     )
     .await;
     let t = wait_task(&rig.js, "post-1", |t| t.epoch == 2).await;
@@ -167,7 +174,14 @@ async fn ownership_violations_raise_alerts_naming_both_agents() {
     publish(&rig.js, &offer).await;
     publish(
         &rig.js,
-        &ev.make("draft-7", "intern", 0, EventBody::HandoffAccepted),
+        &ev.make(
+            "draft-7",
+            "intern",
+            0,
+            EventBody::HandoffAccepted {
+                heartbeat_within: None,
+            },
+        ),
     )
     .await;
     publish(
@@ -604,7 +618,14 @@ async fn kill_9_and_restart_loses_nothing_and_applies_nothing_twice() {
                         },
                     )],
                     r if r % 4 == 0 => vec![
-                        ev.make(&id, "a1", 0, EventBody::HandoffAccepted),
+                        ev.make(
+                            &id,
+                            "a1",
+                            0,
+                            EventBody::HandoffAccepted {
+                                heartbeat_within: None,
+                            },
+                        ),
                         ev.heartbeat(&id, "a1", 2),
                     ],
                     _ => vec![

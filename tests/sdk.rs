@@ -164,7 +164,14 @@ async fn the_wrong_agent_is_refused_by_the_sdk_and_caught_by_the_orchestrator() 
     }
     // Forced past the SDK: a raw accept from the intruder.
     let mut ev = Events::new("w");
-    let forced = ev.make("t", "intruder", 0, EventBody::HandoffAccepted);
+    let forced = ev.make(
+        "t",
+        "intruder",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: None,
+        },
+    );
     publish(&rig.js, &forced).await;
     let (alert, _) = wait_alert(&rig.js, is_alert(AlertKind::OwnershipViolation, "t")).await;
     assert_eq!(alert.agents, vec![agent_id("intruder"), agent_id("b")]);

@@ -9,9 +9,8 @@ use std::{
 
 use async_nats::jetstream::{self, kv, publish::PublishAck};
 use baton_core::{
-    AgentId, Event, EventBody, EventMeta, HandoffTarget, Policy, StageName, Task, TaskCreated,
-    TaskId, TaskStatus, TaskWindows, WorkflowId, apply, subjects, wire::check_subject,
-    wire::decode_event,
+    AgentId, Event, EventBody, EventMeta, HandoffTarget, StageName, Task, TaskCreated, TaskId,
+    TaskStatus, TaskWindows, WorkflowId, apply, subjects, wire::read_event,
 };
 use baton_jetstream::{Cas, NatsOptions, PublishError, Retry, publish_durable, read};
 
@@ -384,9 +383,25 @@ impl Agent {
         for _ in 0..8 {
             let (state, last_seq) = self.current(task).await?;
             let state = self.check_offer(task, state)?;
-            let event = self.event(task, &state.workflow, 0, EventBody::HandoffAccepted);
+            if state
+                .pending_handoff
+                .as_deref()
+                .is_some_and(|p| p.from == self.inner.id)
+            {
+                return Err(HandoffError::OwnOffer { task: task.clone() });
+            }
+            // The new owner commits to its lease, as a claim does, so the
+            // detector expects heartbeats at the pace the SDK sends them.
+            let lease = self.inner.lease;
+            let event = self.event(
+                task,
+                &state.workflow,
+                0,
+                EventBody::HandoffAccepted {
+                    heartbeat_within: Some(lease),
+                },
+            );
             if let Some(seq) = self.publish_cas(&event, last_seq).await? {
-                let lease = state.windows().heartbeat_within.unwrap_or(self.inner.lease);
                 return Ok(Ownership::start(
                     self.clone(),
                     task.clone(),
@@ -535,13 +550,18 @@ impl Agent {
         event: &Event,
         cas: Option<u64>,
     ) -> Result<PublishAck, PublishError> {
+        let subject = subjects::event(&event.task, &event.agent);
+        baton_core::wire::check_limits(event).map_err(|e| PublishError::Invalid {
+            subject: subject.clone(),
+            reason: e.to_string(),
+        })?;
         let cas = cas.map(|expected| Cas {
             expected,
             scope: subjects::task_events(&event.task),
         });
         publish_durable(
             &self.inner.js,
-            &subjects::event(&event.task, &event.agent),
+            &subject,
             event.encode_to_vec().into(),
             &event.event_id,
             cas.as_ref(),
@@ -596,9 +616,10 @@ impl Agent {
     /// The task's exact current state and the sequence of its last event.
     pub(crate) async fn current(&self, task: &TaskId) -> Result<(Option<Task>, u64), BrokerError> {
         let scope = subjects::task_events(task);
-        let (snapshot, last) = tokio::join!(
+        let (snapshot, last, policy) = tokio::join!(
             self.inner.tasks.get(task.as_str()),
             read::last_on_subject(&self.inner.js, subjects::EVENTS_STREAM, &scope),
+            baton_jetstream::policy::read_or_default(&self.inner.js),
         );
         let last_seq = last?.map_or(0, |s| s.seq);
         let mut slot = match snapshot {
@@ -617,14 +638,15 @@ impl Agent {
                 last_seq,
             )
             .await?;
-            let policy = Policy::default();
+            // The orchestrator's policy (operators, unknown tasks), so the
+            // SDK never believes what the orchestrator refuses.
+            let policy =
+                policy.map_err(|e| BrokerError::Other(format!("reading the policy: {e}")))?;
             for stored in tail {
-                // As the orchestrator does: an event whose subject does not
-                // match its payload (a forgery, or a broken client) is not
-                // part of the task's history.
-                if let Ok(event) = decode_event(&stored.payload)
-                    && check_subject(&event, &stored.subject).is_ok()
-                {
+                // The one read path, as the orchestrator's: an event over a
+                // limit or whose subject does not match its payload (a
+                // forgery, or a broken client) is not part of the history.
+                if let Ok(event) = read_event(&stored.subject, &stored.payload) {
                     apply(
                         &mut slot,
                         &event,

@@ -2,7 +2,9 @@
 //! when deciding something others depend on. Append-only; a version is a
 //! stream sequence.
 
-use baton_core::{AgentId, Time, WorkflowId, context::ContextEntry, subjects};
+use baton_core::{
+    AgentId, Time, WorkflowId, context::ContextEntry, subjects, wire::read_context_entry,
+};
 use baton_jetstream::{Cas, PublishError, publish_durable, read};
 
 use crate::{
@@ -28,6 +30,17 @@ pub struct Snapshot {
     /// anywhere yet).
     pub version: u64,
     pub decisions: Vec<Decision>,
+    /// Entries every reader skips (undecodable, over a limit, or recorded
+    /// under another author's name); the orchestrator dead-letters and
+    /// reports each once. They never make the record unreadable.
+    pub refused: Vec<RefusedEntry>,
+}
+
+/// A decision-record entry that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedEntry {
+    pub version: u64,
+    pub reason: String,
 }
 
 /// Handle on one workflow's decision record.
@@ -52,7 +65,7 @@ impl ContextRecord {
         let stored = read::read_subject(
             &self.agent.inner.js,
             subjects::CONTEXT_STREAM,
-            &subjects::context(&self.workflow),
+            &subjects::workflow_context(&self.workflow),
             0,
             None,
         )
@@ -60,16 +73,18 @@ impl ContextRecord {
         .map_err(BrokerError::from)?;
         let mut snapshot = Snapshot::default();
         for s in stored {
-            let entry = ContextEntry::decode(&s.payload).map_err(|e| ContextError::Corrupt {
-                version: s.seq,
-                message: e.to_string(),
-            })?;
             snapshot.version = s.seq;
-            snapshot.decisions.push(Decision {
-                version: s.seq,
-                stored_at: s.stored_at,
-                entry,
-            });
+            match read_context_entry(&s.subject, &s.payload) {
+                Ok(entry) => snapshot.decisions.push(Decision {
+                    version: s.seq,
+                    stored_at: s.stored_at,
+                    entry,
+                }),
+                Err(e) => snapshot.refused.push(RefusedEntry {
+                    version: s.seq,
+                    reason: e.to_string(),
+                }),
+            }
         }
         snapshot.version = snapshot.version.max(position);
         self.agent
@@ -118,6 +133,8 @@ impl ContextRecord {
                 .unwrap_or(0),
             )),
         };
+        baton_core::wire::check_entry_limits(&entry)
+            .map_err(|e| ContextError::Invalid(e.to_string()))?;
         let read_version = self.agent.context_version(&self.workflow);
         let latest = self.latest().await?;
         if latest > read_version {
@@ -130,12 +147,12 @@ impl ContextRecord {
         // between our check and our append makes this fail instead.
         let cas = Cas {
             expected: latest,
-            scope: subjects::context(&self.workflow),
+            scope: subjects::workflow_context(&self.workflow),
         };
         let msg_id = nuid::next().to_string();
         match publish_durable(
             &self.agent.inner.js,
-            &subjects::context(&self.workflow),
+            &subjects::context(&self.workflow, self.agent.id()),
             entry.encode_to_vec().into(),
             &msg_id,
             Some(&cas),
@@ -160,7 +177,7 @@ impl ContextRecord {
         Ok(read::last_on_subject(
             &self.agent.inner.js,
             subjects::CONTEXT_STREAM,
-            &subjects::context(&self.workflow),
+            &subjects::workflow_context(&self.workflow),
         )
         .await
         .map_err(BrokerError::from)?

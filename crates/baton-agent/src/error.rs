@@ -61,9 +61,10 @@ pub enum HandoffError {
     /// The offer names another agent.
     #[error("the handoff of task {task} is offered to {recipient}, not to this agent")]
     NotForYou { task: TaskId, recipient: AgentId },
-    /// The offer's sender cannot reject its own offer (the orchestrator
-    /// would refuse it); it may release the task instead.
-    #[error("task {task} was offered by this agent; it cannot reject its own offer")]
+    /// The offer's sender can neither accept nor reject its own offer, not
+    /// even a stage offer (the orchestrator would refuse it); it may release
+    /// the task instead.
+    #[error("task {task} was offered by this agent; it cannot accept or reject its own offer")]
     OwnOffer { task: TaskId },
     /// The offer was accepted by someone else first.
     #[error("the handoff of task {task} was taken by {owner}")]
@@ -105,8 +106,10 @@ pub enum ContextError {
         "the decision record of {workflow} changed since it was read (latest version {latest}); read it again before recording"
     )]
     Stale { workflow: String, latest: u64 },
-    #[error("decision record entry {version} is unreadable: {message}")]
-    Corrupt { version: u64, message: String },
+    /// The entry would be refused by every reader (e.g. over a size limit);
+    /// nothing was recorded.
+    #[error("decision not recorded: {0}")]
+    Invalid(String),
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }

@@ -73,7 +73,7 @@ mod ownership;
 pub mod pipeline;
 
 pub use agent::{Agent, AgentOptions, NewTask};
-pub use context::{ContextRecord, Decision, Snapshot};
+pub use context::{ContextRecord, Decision, RefusedEntry, Snapshot};
 pub use error::{AgentError, BrokerError, ClaimError, ContextError, HandoffError, OwnershipError};
 pub use ownership::{ActError, Offer, Ownership};
 pub use pipeline::{Flushed, Pipeline};

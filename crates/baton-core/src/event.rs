@@ -74,7 +74,10 @@ pub enum EventBody {
         output_location: String,
         accept_within: Option<Duration>,
     },
-    HandoffAccepted,
+    HandoffAccepted {
+        /// The lease the new owner commits to, as on a claim (decision 10).
+        heartbeat_within: Option<Duration>,
+    },
     HandoffRejected {
         reason: String,
     },
@@ -204,7 +207,7 @@ impl EventBody {
             EventBody::Heartbeat { .. } => EventKind::Heartbeat,
             EventBody::Blocked { .. } => EventKind::Blocked,
             EventBody::HandoffOffered { .. } => EventKind::HandoffOffered,
-            EventBody::HandoffAccepted => EventKind::HandoffAccepted,
+            EventBody::HandoffAccepted { .. } => EventKind::HandoffAccepted,
             EventBody::HandoffRejected { .. } => EventKind::HandoffRejected,
             EventBody::Completed { .. } => EventKind::Completed,
             EventBody::Failed { .. } => EventKind::Failed,
@@ -230,7 +233,7 @@ impl EventBody {
                 }
                 parts.join(", ")
             }
-            EventBody::Claimed { .. } | EventBody::HandoffAccepted => String::new(),
+            EventBody::Claimed { .. } | EventBody::HandoffAccepted { .. } => String::new(),
             EventBody::Heartbeat { note, progress } => match (progress, note.is_empty()) {
                 (true, true) => "progress".into(),
                 (true, false) => format!("progress: {note}"),

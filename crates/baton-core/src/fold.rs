@@ -413,7 +413,7 @@ fn transition(task: &mut Task, event: &Event, at: Mark, policy: &Policy) -> Resu
             task.blocked_since = None;
             task.set_blocked_reason("");
         }
-        EventBody::HandoffAccepted => {
+        EventBody::HandoffAccepted { heartbeat_within } => {
             let Some(pending) = task.pending_handoff.as_deref() else {
                 return Err(refuse(
                     task,
@@ -438,7 +438,7 @@ fn transition(task: &mut Task, event: &Event, at: Mark, policy: &Policy) -> Resu
                 }
             }
             take_ownership(task, &event.agent, at);
-            task.lease = None;
+            task.lease = *heartbeat_within;
         }
         EventBody::HandoffRejected { .. } => {
             let Some(pending) = task.pending_handoff.as_deref() else {

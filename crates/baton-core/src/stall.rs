@@ -215,12 +215,21 @@ impl Interner {
     }
 }
 
+/// The detector's snapshot value for a task that ended (completed, failed,
+/// cancelled): the task is no longer tracked, but it is remembered, so a
+/// later event for it (a late `TaskCreated`, anything) never makes the
+/// detector track it again (decision 10: terminal stays terminal).
+pub const ENDED_SNAPSHOT: &[u8] = b"baton.ended";
+
 /// The stall detector's state: tracked tasks, their deadlines, firing alerts.
 #[derive(Debug)]
 pub struct Detector {
     rules: Rules,
     policy: Policy,
     tasks: Store,
+    /// Tasks that ended: never tracked again. An id costs a few dozen bytes,
+    /// as a task's record in the orchestrator's KV does.
+    ended: HashSet<TaskId, foldhash::fast::RandomState>,
     /// (next check, slot), earliest first.
     schedule: BTreeSet<(Time, u32)>,
     ids: Interner,
@@ -234,6 +243,7 @@ impl Detector {
             rules,
             policy,
             tasks: Store::default(),
+            ended: HashSet::default(),
             schedule: BTreeSet::new(),
             ids: Interner::default(),
             silences: Vec::new(),
@@ -266,6 +276,16 @@ impl Detector {
     /// A tracked task's state.
     pub fn task(&self, id: &TaskId) -> Option<&Task> {
         self.tasks.get(id).map(|t| &t.task)
+    }
+
+    /// Whether the task ended (and is therefore not tracked).
+    pub fn has_ended(&self, id: &TaskId) -> bool {
+        self.ended.contains(id)
+    }
+
+    /// Tasks known to have ended.
+    pub fn ended_count(&self) -> usize {
+        self.ended.len()
     }
 
     /// The ids of alerts firing for a task.
@@ -301,6 +321,7 @@ impl Detector {
     /// Adds a task from a snapshot (restart).
     pub fn restore(&mut self, mut task: Task) {
         if task.status.is_terminal() {
+            self.restore_ended(task.id);
             return;
         }
         self.ids.share(&mut task);
@@ -315,6 +336,17 @@ impl Detector {
         );
         let next = self.next_check(&id);
         self.reschedule(&id, next);
+    }
+
+    /// Remembers from a snapshot that a task ended ([`ENDED_SNAPSHOT`]).
+    pub fn restore_ended(&mut self, id: TaskId) {
+        if let Some(slot) = self.tasks.slot(&id) {
+            if let Some(next) = self.tasks.at(slot).and_then(|t| t.next_check) {
+                self.schedule.remove(&(next, slot));
+            }
+            self.tasks.remove(&id);
+        }
+        self.ended.insert(id);
     }
 
     /// Adopts an alert that was firing before a restart (the latest alert of
@@ -350,6 +382,11 @@ impl Detector {
     /// Folds an event; returns the resolutions it causes.
     pub fn handle_event(&mut self, event: &Event, meta: EventMeta) -> Vec<Alert> {
         let id = &event.task;
+        if self.ended.contains(id) {
+            // The orchestrator refuses it (after terminal); nothing is
+            // expected of an ended task.
+            return Vec::new();
+        }
         let duplicate = match self.tasks.get_mut(id) {
             Some(tracked) => {
                 let outcome = apply_known(&mut tracked.task, event, meta, &self.policy);
@@ -388,6 +425,7 @@ impl Detector {
         {
             self.reschedule(id, None);
             self.tasks.remove(id);
+            self.ended.insert(id.clone());
             return out;
         }
         let next = self.next_check(id);

@@ -7,7 +7,7 @@ use crate::{
 
 /// Status events: `baton.evt.<task>.<agent>`.
 pub const EVENTS_STREAM: &str = "BATON_EVENTS";
-/// Decision records: `baton.ctx.<workflow>`.
+/// Decision records: `baton.ctx.<workflow>.<author>`.
 pub const CONTEXT_STREAM: &str = "BATON_CONTEXT";
 /// Alerts: `baton.alert.<kind>.<task>`.
 pub const ALERTS_STREAM: &str = "BATON_ALERTS";
@@ -19,6 +19,10 @@ pub const TASKS_BUCKET: &str = "baton-tasks";
 pub const SERVICES_BUCKET: &str = "baton-services";
 /// Silences, key = silence id.
 pub const SILENCES_BUCKET: &str = "baton-silences";
+/// The orchestrator's fold policy (`baton.v1.FoldPolicy`), key [`POLICY_KEY`].
+pub const POLICY_BUCKET: &str = "baton-policy";
+/// The one key of [`POLICY_BUCKET`].
+pub const POLICY_KEY: &str = "policy";
 /// The stall detector's own snapshot of task state, key = task id.
 pub const DETECTOR_BUCKET: &str = "baton-detector";
 /// How far each service's snapshot is complete: key = consumer name, value
@@ -54,9 +58,22 @@ pub fn task_events(task: &TaskId) -> String {
     format!("baton.evt.{task}.*")
 }
 
-/// `baton.ctx.<workflow>`
-pub fn context(workflow: &WorkflowId) -> String {
-    format!("baton.ctx.{workflow}")
+/// `baton.ctx.<workflow>.<author>`: where `author` records a decision.
+pub fn context(workflow: &WorkflowId, author: &AgentId) -> String {
+    format!("baton.ctx.{workflow}.{author}")
+}
+
+/// `baton.ctx.<workflow>.*`: a workflow's whole decision record, and the
+/// compare-and-set scope of recording in it.
+pub fn workflow_context(workflow: &WorkflowId) -> String {
+    format!("baton.ctx.{workflow}.*")
+}
+
+/// The workflow and author tokens of a decision-record subject, if it is one.
+pub fn parse_context(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix("baton.ctx.")?;
+    let (workflow, author) = rest.split_once('.')?;
+    (!author.contains('.')).then_some((workflow, author))
 }
 
 /// `baton.alert.<kind>.<task or _system>`
@@ -98,6 +115,12 @@ mod tests {
         assert_eq!(parse_event("baton.evt.t1.a1"), Some(("t1", "a1")));
         assert_eq!(parse_event("baton.evt.t1.a1.x"), None);
         assert_eq!(parse_event("baton.evt.t1"), None);
+        let workflow = WorkflowId::new("w1").expect("valid");
+        assert_eq!(context(&workflow, &agent), "baton.ctx.w1.a1");
+        assert_eq!(workflow_context(&workflow), "baton.ctx.w1.*");
+        assert_eq!(parse_context("baton.ctx.w1.a1"), Some(("w1", "a1")));
+        assert_eq!(parse_context("baton.ctx.w1"), None);
+        assert_eq!(parse_context("baton.ctx.w1.a1.x"), None);
         assert_eq!(
             alert(AlertKind::HeartbeatMissed, Some(&task)),
             "baton.alert.heartbeat_missed.t1"

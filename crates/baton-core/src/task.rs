@@ -107,11 +107,13 @@ impl PendingHandoff {
             .map(|w| self.offered.at.saturating_add(w))
     }
 
-    /// Whether `agent` may accept (or reject) this offer.
+    /// Whether `agent` may accept (or reject) this offer: the named agent,
+    /// or for a stage offer any agent but the sender (who still owns the
+    /// task and may not hand it to itself).
     pub fn is_for(&self, agent: &AgentId) -> bool {
         match &self.to {
             HandoffTarget::Agent(to) => to == agent,
-            HandoffTarget::Stage(_) => true,
+            HandoffTarget::Stage(_) => *agent != self.from,
         }
     }
 }

@@ -12,9 +12,10 @@ use baton_proto::{
 };
 
 use crate::{
-    alert::{Alert, AlertKind, AlertState, Severity},
+    alert::{Alert, AlertKind, AlertState, MAX_ALERT_TEXT, Severity, clip},
     context::ContextEntry,
     event::{Event, EventBody, EventKind, HandoffTarget, TaskCreated, TaskWindows},
+    fold::{Policy, UnknownTaskPolicy},
     ids::{AgentId, IdError, StageName, TaskId, WorkflowId},
     stall::Silence,
     subjects,
@@ -24,6 +25,99 @@ use crate::{
 
 /// Longest accepted event id, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 256;
+
+/// Size limits of text fields, in bytes (decision 7). They are written in
+/// the proto comments too; every reader enforces them at decode, so any task
+/// state, alert, timeline entry or reply built from accepted input fits the
+/// broker's max payload (1 MiB by default) with room to spare.
+pub mod limits {
+    /// `TaskCreated.title`.
+    pub const TITLE: usize = 1024;
+    /// `Heartbeat.note`.
+    pub const NOTE: usize = 1024;
+    /// Every `reason` (blocked, rejected, failed, released, revoked,
+    /// cancelled).
+    pub const REASON: usize = 2048;
+    /// Every `output_location` (offer, completion).
+    pub const OUTPUT_LOCATION: usize = 2048;
+    /// `Completed.summary`.
+    pub const SUMMARY: usize = 4096;
+    /// `ContextEntry.summary`.
+    pub const DECISION_SUMMARY: usize = 1024;
+    /// `ContextEntry.body`.
+    pub const DECISION_BODY: usize = 64 * 1024;
+    /// A whole event payload: the sum of the field limits plus ids, with
+    /// margin. Anything larger is refused before it is decoded.
+    pub const EVENT_PAYLOAD: usize = 16 * 1024;
+    /// A whole decision-record entry payload.
+    pub const CONTEXT_PAYLOAD: usize = DECISION_BODY + DECISION_SUMMARY + 1024;
+}
+
+/// Refuses a text field longer than `max` bytes, naming the field.
+fn bounded(field: &str, text: String, max: usize) -> Result<String, WireError> {
+    within(field, &text, max)?;
+    Ok(text)
+}
+
+fn within(field: &str, text: &str, max: usize) -> Result<(), WireError> {
+    if text.len() > max {
+        return Err(WireError::TooLarge {
+            field: field.to_string(),
+            len: text.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Checks an event's text fields against [`limits`]: what every reader
+/// refuses at decode, and what a sender checks before publishing, so an
+/// over-limit event is an error at the sender rather than a dead letter.
+pub fn check_limits(event: &Event) -> Result<(), WireError> {
+    if event.event_id.len() > MAX_EVENT_ID_LEN {
+        return Err(WireError::field(
+            "event_id",
+            format!("longer than {MAX_EVENT_ID_LEN} bytes"),
+        ));
+    }
+    match &event.body {
+        EventBody::Created(c) => within("created.title", &c.title, limits::TITLE),
+        EventBody::Claimed { .. } | EventBody::HandoffAccepted { .. } => Ok(()),
+        EventBody::Heartbeat { note, .. } => within("heartbeat.note", note, limits::NOTE),
+        EventBody::Blocked { reason } => within("blocked.reason", reason, limits::REASON),
+        EventBody::HandoffOffered {
+            output_location, ..
+        } => within(
+            "handoff_offered.output_location",
+            output_location,
+            limits::OUTPUT_LOCATION,
+        ),
+        EventBody::HandoffRejected { reason } => {
+            within("handoff_rejected.reason", reason, limits::REASON)
+        }
+        EventBody::Completed {
+            output_location,
+            summary,
+        } => {
+            within(
+                "completed.output_location",
+                output_location,
+                limits::OUTPUT_LOCATION,
+            )?;
+            within("completed.summary", summary, limits::SUMMARY)
+        }
+        EventBody::Failed { reason, .. } => within("failed.reason", reason, limits::REASON),
+        EventBody::Released { reason } => within("released.reason", reason, limits::REASON),
+        EventBody::Revoked { reason } => within("revoked.reason", reason, limits::REASON),
+        EventBody::Cancelled { reason } => within("cancelled.reason", reason, limits::REASON),
+    }
+}
+
+/// Checks a decision-record entry's text fields against [`limits`].
+pub fn check_entry_limits(entry: &ContextEntry) -> Result<(), WireError> {
+    within("summary", &entry.summary, limits::DECISION_SUMMARY)?;
+    within("body", &entry.body, limits::DECISION_BODY)
+}
 
 /// Why bytes or a wire message could not become a domain value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -40,6 +134,13 @@ pub enum WireError {
     /// The subject's tokens do not match the payload.
     #[error("subject {subject:?} does not match the payload: {message}")]
     Subject { subject: String, message: String },
+    /// A field (or the whole payload) is over its size limit.
+    #[error("field `{field}` is {len} bytes, over its limit of {max}")]
+    TooLarge {
+        field: String,
+        len: usize,
+        max: usize,
+    },
 }
 
 impl WireError {
@@ -56,6 +157,7 @@ impl WireError {
             WireError::Decode { .. } => "undecodable",
             WireError::Field { .. } => "invalid",
             WireError::Subject { .. } => "subject_mismatch",
+            WireError::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -124,8 +226,28 @@ pub fn duration_to_wire(d: Duration) -> prost_types::Duration {
     }
 }
 
-/// Decodes and validates an event payload.
+/// The one read path for status events: bytes from `subject` become a
+/// validated event or a typed refusal. Every reader (services, query API,
+/// CLI, backtester, SDK) calls this, so they all accept and refuse the same
+/// events: undecodable bytes, invalid ids, fields over their limits, and an
+/// event whose payload ids do not match its subject (decision 6).
+pub fn read_event(subject: &str, bytes: &[u8]) -> Result<Event, WireError> {
+    let event = decode_event(bytes)?;
+    check_subject(&event, subject)?;
+    Ok(event)
+}
+
+/// Decodes and validates an event payload, without the subject check; for
+/// bytes that did not come from a subject (test vectors, fixtures). Readers
+/// of the stream use [`read_event`].
 pub fn decode_event(bytes: &[u8]) -> Result<Event, WireError> {
+    if bytes.len() > limits::EVENT_PAYLOAD {
+        return Err(WireError::TooLarge {
+            field: "payload".into(),
+            len: bytes.len(),
+            max: limits::EVENT_PAYLOAD,
+        });
+    }
     let wire = pb::Event::decode(bytes).map_err(|source| WireError::Decode {
         what: "baton.v1.Event",
         source,
@@ -245,7 +367,12 @@ impl TryFrom<pb::Event> for Event {
                     )?,
                 }
             }
-            Some(B::HandoffAccepted(_)) => EventBody::HandoffAccepted,
+            Some(B::HandoffAccepted(a)) => EventBody::HandoffAccepted {
+                heartbeat_within: duration_from_wire(
+                    "handoff_accepted.heartbeat_within",
+                    a.heartbeat_within.as_ref(),
+                )?,
+            },
             Some(B::HandoffRejected(r)) => EventBody::HandoffRejected { reason: r.reason },
             Some(B::Completed(c)) => EventBody::Completed {
                 output_location: c.output_location,
@@ -259,7 +386,7 @@ impl TryFrom<pb::Event> for Event {
             Some(B::Revoked(r)) => EventBody::Revoked { reason: r.reason },
             Some(B::Cancelled(c)) => EventBody::Cancelled { reason: c.reason },
         };
-        Ok(Event {
+        let event = Event {
             event_id: w.event_id,
             task,
             workflow,
@@ -268,7 +395,9 @@ impl TryFrom<pb::Event> for Event {
             context_version: w.context_version,
             occurred_at,
             body,
-        })
+        };
+        check_limits(&event)?;
+        Ok(event)
     }
 }
 
@@ -316,7 +445,11 @@ impl From<&Event> for pb::Event {
                 output_location: output_location.clone(),
                 accept_within: dur(*accept_within),
             }),
-            EventBody::HandoffAccepted => B::HandoffAccepted(pb::HandoffAccepted {}),
+            EventBody::HandoffAccepted { heartbeat_within } => {
+                B::HandoffAccepted(pb::HandoffAccepted {
+                    heartbeat_within: dur(*heartbeat_within),
+                })
+            }
             EventBody::HandoffRejected { reason } => B::HandoffRejected(pb::HandoffRejected {
                 reason: reason.clone(),
             }),
@@ -655,7 +788,7 @@ impl From<&Alert> for pb::Alert {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             agents: a.agents.iter().map(ToString::to_string).collect(),
-            expected: a.expected.clone(),
+            expected: clip(&a.expected, MAX_ALERT_TEXT).into_owned(),
             due_at: opt_time(a.due_at),
             observed_at: Some(time_to_wire(a.observed_at)),
             last_event: a.last_event.as_ref().map(|e| pb::LastEvent {
@@ -664,7 +797,7 @@ impl From<&Alert> for pb::Alert {
                 at: Some(time_to_wire(e.at)),
                 seq: e.seq,
             }),
-            summary: a.summary.clone(),
+            summary: clip(&a.summary, MAX_ALERT_TEXT).into_owned(),
             resolves: a.resolves.clone().unwrap_or_default(),
             epoch: a.epoch,
             late_by: a.late_by.map(duration_to_wire),
@@ -673,7 +806,7 @@ impl From<&Alert> for pb::Alert {
             missed_versions: a.missed_versions.clone(),
             event_id: a.event_id.clone().unwrap_or_default(),
             event_seq: a.event_seq,
-            detail: a.detail.clone(),
+            detail: clip(&a.detail, MAX_ALERT_TEXT).into_owned(),
         }
     }
 }
@@ -768,14 +901,44 @@ impl Alert {
     }
 }
 
+/// The one read path for decision-record entries: bytes from `subject`
+/// (`baton.ctx.<workflow>.<author>`) become a validated entry or a typed
+/// refusal. An entry whose workflow or author does not match its subject is
+/// refused, so nobody can record a decision as someone else.
+pub fn read_context_entry(subject: &str, bytes: &[u8]) -> Result<ContextEntry, WireError> {
+    let entry = ContextEntry::decode(bytes)?;
+    let mismatch = |message: String| WireError::Subject {
+        subject: subject.to_string(),
+        message,
+    };
+    let Some((workflow, author)) = subjects::parse_context(subject) else {
+        return Err(mismatch(
+            "not of the form baton.ctx.<workflow>.<author>".into(),
+        ));
+    };
+    if workflow != entry.workflow.as_str() {
+        return Err(mismatch(format!(
+            "subject workflow {workflow:?} but payload workflow_id {:?}",
+            entry.workflow.as_str()
+        )));
+    }
+    if author != entry.author.as_str() {
+        return Err(mismatch(format!(
+            "subject author {author:?} but payload author {:?}",
+            entry.author.as_str()
+        )));
+    }
+    Ok(entry)
+}
+
 impl TryFrom<pb::ContextEntry> for ContextEntry {
     type Error = WireError;
     fn try_from(w: pb::ContextEntry) -> Result<Self, WireError> {
         Ok(ContextEntry {
             workflow: id("workflow_id", WorkflowId::new(&w.workflow_id))?,
             author: id("author", AgentId::new(&w.author))?,
-            summary: w.summary,
-            body: w.body,
+            summary: bounded("summary", w.summary, limits::DECISION_SUMMARY)?,
+            body: bounded("body", w.body, limits::DECISION_BODY)?,
             supersedes: w.supersedes,
             recorded_at: time_from_wire("recorded_at", w.recorded_at.as_ref())?,
         })
@@ -801,8 +964,16 @@ impl ContextEntry {
         pb::ContextEntry::from(self).encode_to_vec()
     }
 
-    /// Decodes an entry payload.
+    /// Decodes an entry payload, without the subject check; readers of the
+    /// stream use [`read_context_entry`].
     pub fn decode(bytes: &[u8]) -> Result<ContextEntry, WireError> {
+        if bytes.len() > limits::CONTEXT_PAYLOAD {
+            return Err(WireError::TooLarge {
+                field: "payload".into(),
+                len: bytes.len(),
+                max: limits::CONTEXT_PAYLOAD,
+            });
+        }
         let wire = pb::ContextEntry::decode(bytes).map_err(|source| WireError::Decode {
             what: "baton.v1.ContextEntry",
             source,
@@ -811,9 +982,70 @@ impl ContextEntry {
     }
 }
 
+impl From<&Policy> for pb::FoldPolicy {
+    fn from(p: &Policy) -> Self {
+        pb::FoldPolicy {
+            operators: p.operators.iter().map(ToString::to_string).collect(),
+            unknown_task: match p.unknown_task {
+                UnknownTaskPolicy::Alert => pb::UnknownTaskPolicy::Alert,
+                UnknownTaskPolicy::AutoCreate => pb::UnknownTaskPolicy::Create,
+            } as i32,
+            max_event_bytes: limits::EVENT_PAYLOAD as u64,
+        }
+    }
+}
+
+impl TryFrom<pb::FoldPolicy> for Policy {
+    type Error = WireError;
+    fn try_from(w: pb::FoldPolicy) -> Result<Self, WireError> {
+        let unknown_task = match pb::UnknownTaskPolicy::try_from(w.unknown_task) {
+            Ok(pb::UnknownTaskPolicy::Unspecified | pb::UnknownTaskPolicy::Alert) => {
+                UnknownTaskPolicy::Alert
+            }
+            Ok(pb::UnknownTaskPolicy::Create) => UnknownTaskPolicy::AutoCreate,
+            Err(_) => {
+                return Err(WireError::field(
+                    "unknown_task",
+                    format!("unknown value {}", w.unknown_task),
+                ));
+            }
+        };
+        Ok(Policy {
+            operators: w
+                .operators
+                .iter()
+                .map(|a| id("operators", AgentId::new(a)))
+                .collect::<Result<_, _>>()?,
+            unknown_task,
+        })
+    }
+}
+
+impl Policy {
+    /// The protobuf encoding of this policy (the `baton-policy` KV value).
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        pb::FoldPolicy::from(self).encode_to_vec()
+    }
+
+    /// Decodes the `baton-policy` KV value.
+    pub fn decode(bytes: &[u8]) -> Result<Policy, WireError> {
+        let wire = pb::FoldPolicy::decode(bytes).map_err(|source| WireError::Decode {
+            what: "baton.v1.FoldPolicy",
+            source,
+        })?;
+        Policy::try_from(wire)
+    }
+}
+
 impl TryFrom<pb::Silence> for Silence {
     type Error = WireError;
     fn try_from(w: pb::Silence) -> Result<Self, WireError> {
+        if w.task_id.is_empty() && w.agent_id.is_empty() && w.kind == 0 {
+            return Err(WireError::field(
+                "task_id",
+                "a silence needs at least one matcher (task, kind or agent); one that matches everything would mute every page",
+            ));
+        }
         let kind = match pb::AlertKind::try_from(w.kind) {
             Ok(pb::AlertKind::Unspecified) => None,
             Ok(k) => Some(AlertKind::try_from(k)?),

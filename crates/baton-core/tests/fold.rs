@@ -345,7 +345,13 @@ fn offer_rules() {
 fn accept_by_the_recipient_moves_ownership() {
     let mut sim = Sim::owned_by("a1");
     sim.send("a1", 1, offer_to("b2"));
-    applied(&sim.send("b2", 0, EventBody::HandoffAccepted));
+    applied(&sim.send(
+        "b2",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: None,
+        },
+    ));
     let t = sim.task();
     assert_eq!(sim.owner(), Some("b2"));
     assert_eq!(t.epoch, 2);
@@ -370,7 +376,13 @@ fn accept_by_the_wrong_agent_names_the_recipient() {
     let mut sim = Sim::owned_by("a1");
     sim.send("a1", 1, offer_to("b2"));
     let before = ownership(&sim);
-    let outcome = sim.send("c3", 0, EventBody::HandoffAccepted);
+    let outcome = sim.send(
+        "c3",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: None,
+        },
+    );
     let v = refused(&outcome, ViolationReason::NotRecipient);
     assert_eq!((v.actor, v.counterpart), (agent("c3"), Some(agent("b2"))));
     assert_eq!(ownership(&sim), before);
@@ -388,7 +400,13 @@ fn accept_by_the_wrong_agent_names_the_recipient() {
 fn accept_without_an_offer_is_refused() {
     let mut sim = Sim::owned_by("a1");
     let v = refused(
-        &sim.send("b2", 0, EventBody::HandoffAccepted),
+        &sim.send(
+            "b2",
+            0,
+            EventBody::HandoffAccepted {
+                heartbeat_within: None,
+            },
+        ),
         ViolationReason::NoPendingHandoff,
     );
     assert_eq!(v.counterpart, Some(agent("a1")));
@@ -399,10 +417,68 @@ fn accept_without_an_offer_is_refused() {
 fn a_stage_offer_may_be_accepted_by_any_agent_and_moves_the_stage() {
     let mut sim = Sim::owned_by("a1");
     applied(&sim.send("a1", 1, offer_stage("review")));
-    applied(&sim.send("r9", 0, EventBody::HandoffAccepted));
+    applied(&sim.send(
+        "r9",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: None,
+        },
+    ));
     assert_eq!(sim.owner(), Some("r9"));
     assert_eq!(sim.task().stage, Some(stage("review")));
     assert_eq!(sim.epoch(), 2);
+}
+
+#[test]
+fn the_sender_may_not_accept_or_reject_its_own_stage_offer() {
+    let mut sim = Sim::owned_by("a1");
+    applied(&sim.send("a1", 1, offer_stage("review")));
+    let before = ownership(&sim);
+    refused(
+        &sim.send(
+            "a1",
+            1,
+            EventBody::HandoffAccepted {
+                heartbeat_within: None,
+            },
+        ),
+        ViolationReason::NotRecipient,
+    );
+    refused(
+        &sim.send(
+            "a1",
+            1,
+            EventBody::HandoffRejected {
+                reason: String::new(),
+            },
+        ),
+        ViolationReason::NotRecipient,
+    );
+    assert_eq!(ownership(&sim), before, "still a1's, offer still pending");
+    assert_eq!(sim.task().status, TaskStatus::HandoffPending);
+    // Any other agent may reject it; the sender keeps the task.
+    applied(&sim.send(
+        "r9",
+        0,
+        EventBody::HandoffRejected {
+            reason: "busy".into(),
+        },
+    ));
+    assert_eq!(sim.owner(), Some("a1"));
+}
+
+#[test]
+fn an_accept_sets_the_new_owners_lease() {
+    let mut sim = Sim::owned_by("a1");
+    sim.send("a1", 1, offer_to("b2"));
+    applied(&sim.send(
+        "b2",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: Some(std::time::Duration::from_secs(90)),
+        },
+    ));
+    assert_eq!(sim.task().lease, Some(std::time::Duration::from_secs(90)));
 }
 
 #[test]
@@ -510,7 +586,13 @@ fn complete_during_a_pending_offer_withdraws_it() {
     ));
     assert_eq!(sim.task().pending_handoff, None);
     refused(
-        &sim.send("b2", 0, EventBody::HandoffAccepted),
+        &sim.send(
+            "b2",
+            0,
+            EventBody::HandoffAccepted {
+                heartbeat_within: None,
+            },
+        ),
         ViolationReason::AfterTerminal,
     );
 }
@@ -597,7 +679,13 @@ fn release_lets_go_at_the_next_epoch() {
     );
     assert_eq!(t.pending_handoff, None, "releasing withdraws the offer");
     refused(
-        &sim.send("b2", 0, EventBody::HandoffAccepted),
+        &sim.send(
+            "b2",
+            0,
+            EventBody::HandoffAccepted {
+                heartbeat_within: None,
+            },
+        ),
         ViolationReason::NoPendingHandoff,
     );
     refused(
@@ -700,7 +788,9 @@ fn every_event_after_a_terminal_state_is_a_violation() {
             reason: String::new(),
         },
         offer_to("b2"),
-        EventBody::HandoffAccepted,
+        EventBody::HandoffAccepted {
+            heartbeat_within: None,
+        },
         EventBody::HandoffRejected {
             reason: String::new(),
         },
@@ -865,7 +955,14 @@ fn timeline_shows_owner_and_epoch_after_each_event() {
     push(&mut sim, "a1", 0, claim());
     push(&mut sim, "b2", 0, claim());
     push(&mut sim, "a1", 1, offer_to("b2"));
-    push(&mut sim, "b2", 0, EventBody::HandoffAccepted);
+    push(
+        &mut sim,
+        "b2",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: None,
+        },
+    );
     let tl = baton_core::timeline::timeline(events, &sim.policy);
     let rows: Vec<_> = tl
         .iter()

@@ -47,7 +47,7 @@ fn arb_body() -> impl Strategy<Value = EventBody> {
         1 => text.prop_map(|reason| EventBody::Blocked { reason }),
         3 => (prop_oneof![arb_agent().prop_map(HandoffTarget::Agent), prop::sample::select(vec!["draft", "review"]).prop_map(|s| HandoffTarget::Stage(stage(s)))], text, arb_window())
             .prop_map(|(to, output_location, accept_within)| EventBody::HandoffOffered { to, output_location, accept_within }),
-        3 => Just(EventBody::HandoffAccepted),
+        3 => arb_window().prop_map(|heartbeat_within| EventBody::HandoffAccepted { heartbeat_within }),
         1 => text.prop_map(|reason| EventBody::HandoffRejected { reason }),
         1 => (text, text).prop_map(|(output_location, summary)| EventBody::Completed { output_location, summary }),
         1 => (text, any::<bool>()).prop_map(|(reason, retryable)| EventBody::Failed { reason, retryable }),
@@ -174,7 +174,7 @@ proptest! {
                 Disposition::Applied => {
                     let moved = a.owner != b.owner || a.epoch != b.epoch;
                     let explicit = match &event.body {
-                        EventBody::Claimed { .. } | EventBody::HandoffAccepted
+                        EventBody::Claimed { .. } | EventBody::HandoffAccepted { .. }
                         | EventBody::Released { .. } | EventBody::Revoked { .. } => true,
                         EventBody::Failed { retryable, .. } => *retryable,
                         _ => false,

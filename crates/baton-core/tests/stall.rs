@@ -218,7 +218,14 @@ fn handoff_not_accepted_names_sender_and_recipient_and_resolves_on_accept() {
     );
     assert_eq!(a.stage, Some(stage("draft")));
 
-    let resolved = rig.send(70, "reviewer", 0, EventBody::HandoffAccepted);
+    let resolved = rig.send(
+        70,
+        "reviewer",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: None,
+        },
+    );
     assert_eq!(
         kinds(&resolved),
         vec![(AlertKind::HandoffNotAccepted, AlertState::Resolved)]
@@ -276,7 +283,14 @@ fn downstream_not_started_is_inhibited_while_the_handoff_alert_fires() {
     // Start was due at 120 s: same handoff, so no separate page.
     assert!(rig.tick(125).is_empty());
     assert_eq!(rig.det.stats().inhibited, 1);
-    let resolved = rig.send(130, "b2", 0, EventBody::HandoffAccepted);
+    let resolved = rig.send(
+        130,
+        "b2",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: None,
+        },
+    );
     assert_eq!(
         kinds(&resolved),
         vec![(AlertKind::HandoffNotAccepted, AlertState::Resolved)]
@@ -644,7 +658,7 @@ mod restart_property {
                 output_location: String::new(),
                 accept_within: None,
             }),
-            2 => Just(EventBody::HandoffAccepted),
+            2 => Just(EventBody::HandoffAccepted { heartbeat_within: None }),
             1 => Just(EventBody::Released { reason: String::new() }),
             1 => Just(EventBody::Completed { output_location: String::new(), summary: String::new() }),
         ];
@@ -719,6 +733,208 @@ mod restart_property {
             let mut clock = after_cut_clock;
             let got = run(&mut second, &steps[cut..], &mut clock);
             prop_assert_eq!(got, expected);
+        }
+    }
+}
+
+#[test]
+fn a_late_create_for_a_completed_task_never_pages() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(10, "a1");
+    rig.send(
+        20,
+        "a1",
+        1,
+        EventBody::Completed {
+            output_location: String::new(),
+            summary: String::new(),
+        },
+    );
+    assert!(rig.det.has_ended(&task_id("t1")));
+    // A buggy client creates the task again; the orchestrator refuses it.
+    rig.create(30, TaskCreated::default());
+    assert!(rig.det.task(&task_id("t1")).is_none(), "not tracked again");
+    assert_eq!(rig.det.poll_timeout(), None, "nothing armed");
+    assert!(
+        rig.tick(10_000).is_empty(),
+        "no NOT_STARTED for a completed task"
+    );
+
+    // The same holds after a restart from the snapshot's ended marker.
+    let mut restarted = Rig::new(RULES);
+    restarted.seq = rig.seq;
+    restarted.det.restore_ended(task_id("t1"));
+    restarted.create(40, TaskCreated::default());
+    assert!(restarted.tick(10_000).is_empty());
+}
+
+#[test]
+fn an_accept_carries_the_new_owners_lease() {
+    let mut rig = Rig::new(RULES);
+    rig.create(0, TaskCreated::default());
+    rig.claim(0, "a1");
+    rig.send(
+        5,
+        "a1",
+        1,
+        EventBody::HandoffOffered {
+            to: HandoffTarget::Agent(agent("b2")),
+            output_location: String::new(),
+            accept_within: None,
+        },
+    );
+    // b2 commits to a 90 s lease, longer than the rules' 30 s default.
+    rig.send(
+        10,
+        "b2",
+        0,
+        EventBody::HandoffAccepted {
+            heartbeat_within: Some(Duration::from_secs(90)),
+        },
+    );
+    assert_eq!(
+        rig.det.task(&task_id("t1")).and_then(|t| t.lease),
+        Some(Duration::from_secs(90))
+    );
+    assert!(
+        rig.tick(99).is_empty(),
+        "no false HEARTBEAT_MISSED inside the lease"
+    );
+    assert_eq!(
+        kinds(&rig.tick(101)),
+        vec![(AlertKind::HeartbeatMissed, AlertState::Firing)]
+    );
+}
+
+mod agreement_property {
+    //! The orchestrator's fold and the detector's engine must agree about
+    //! every task, whatever arrives: forged owners, stale epochs, late and
+    //! duplicate deliveries, and more events after a task ended.
+
+    use std::collections::HashMap;
+
+    use baton_core::{Task, TaskId, UnknownTaskPolicy, apply};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arb_body() -> impl Strategy<Value = EventBody> {
+        let window = prop_oneof![
+            Just(None),
+            (1u64..200).prop_map(|s| Some(Duration::from_secs(s)))
+        ];
+        prop_oneof![
+            2 => Just(EventBody::Created(TaskCreated::default())),
+            3 => window.clone().prop_map(|heartbeat_within| EventBody::Claimed { heartbeat_within }),
+            4 => any::<bool>().prop_map(|progress| EventBody::Heartbeat { note: String::new(), progress }),
+            1 => Just(EventBody::Blocked { reason: "input".into() }),
+            2 => prop_oneof![
+                prop::sample::select(vec!["a1", "a2", "a3"]).prop_map(|a| HandoffTarget::Agent(agent(a))),
+                Just(HandoffTarget::Stage(stage("review"))),
+            ].prop_map(|to| EventBody::HandoffOffered { to, output_location: String::new(), accept_within: None }),
+            2 => window.prop_map(|heartbeat_within| EventBody::HandoffAccepted { heartbeat_within }),
+            1 => Just(EventBody::HandoffRejected { reason: String::new() }),
+            1 => Just(EventBody::Completed { output_location: String::new(), summary: String::new() }),
+            1 => any::<bool>().prop_map(|retryable| EventBody::Failed { reason: String::new(), retryable }),
+            1 => Just(EventBody::Released { reason: String::new() }),
+            1 => Just(EventBody::Revoked { reason: String::new() }),
+            1 => Just(EventBody::Cancelled { reason: String::new() }),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Step {
+        task: &'static str,
+        who: &'static str,
+        epoch: u64,
+        body: EventBody,
+        after: u64,
+        /// Deliver this event twice (a redelivery after a lost ack).
+        redeliver: bool,
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        (
+            prop::sample::select(vec!["t1", "t2", "t3"]),
+            prop::sample::select(vec!["a1", "a2", "a3", "ops"]),
+            0u64..5,
+            arb_body(),
+            0u64..120,
+            prop::bool::weighted(0.1),
+        )
+            .prop_map(|(task, who, epoch, body, after, redeliver)| Step {
+                task,
+                who,
+                epoch,
+                body,
+                after,
+                redeliver,
+            })
+    }
+
+    fn arb_policy() -> impl Strategy<Value = Policy> {
+        (any::<bool>(), any::<bool>()).prop_map(|(ops, create)| Policy {
+            operators: if ops { vec![agent("ops")] } else { Vec::new() },
+            unknown_task: if create {
+                UnknownTaskPolicy::AutoCreate
+            } else {
+                UnknownTaskPolicy::Alert
+            },
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn detector_and_orchestrator_agree_on_every_task(
+            steps in prop::collection::vec(arb_step(), 1..60),
+            policy in arb_policy(),
+        ) {
+            let rules = Rules::from_toml(RULES).expect("rules");
+            let mut det = Detector::new(rules, policy.clone());
+            let mut orchestrator: HashMap<TaskId, Option<Task>> = HashMap::new();
+            let mut secs = 0;
+            for (i, step) in steps.iter().enumerate() {
+                secs += step.after;
+                let event = Event::new(
+                    format!("e{i}"),
+                    task_id(step.task),
+                    workflow("w1"),
+                    agent(step.who),
+                    step.body.clone(),
+                )
+                .with_epoch(step.epoch);
+                let meta = EventMeta { seq: i as u64 + 1, stored_at: at(secs) };
+                let deliveries = if step.redeliver { 2 } else { 1 };
+                for _ in 0..deliveries {
+                    let slot = orchestrator.entry(event.task.clone()).or_default();
+                    apply(slot, &event, meta, &policy);
+                    det.handle_timeout(meta.stored_at.saturating_sub(Duration::from_nanos(1)));
+                    det.handle_event(&event, meta);
+                }
+                for (id, slot) in &orchestrator {
+                    match slot {
+                        None => prop_assert!(det.task(id).is_none() && !det.has_ended(id)),
+                        Some(task) if task.status.is_terminal() => {
+                            prop_assert!(det.task(id).is_none(), "{id} ended but is tracked");
+                            prop_assert!(det.has_ended(id), "{id} ended but is not remembered");
+                        }
+                        Some(task) => {
+                            let tracked = det.task(id);
+                            prop_assert!(tracked.is_some(), "{id} is live but not tracked");
+                            let tracked = tracked.expect("tracked");
+                            prop_assert_eq!(tracked.status, task.status);
+                            prop_assert_eq!(&tracked.owner, &task.owner);
+                            prop_assert_eq!(tracked.epoch, task.epoch);
+                            prop_assert_eq!(tracked.lease, task.lease);
+                            prop_assert_eq!(&tracked.pending_handoff, &task.pending_handoff);
+                            prop_assert_eq!(tracked, task);
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -162,3 +162,137 @@ fn zero_windows_mean_unset() {
         }
     );
 }
+
+mod trust_at_the_edges {
+    use baton_core::{
+        Policy, UnknownTaskPolicy,
+        wire::{check_limits, limits, read_context_entry, read_event},
+    };
+    use baton_proto::{prost::Message, v1 as pb};
+
+    use super::valid;
+
+    fn created_with_title(len: usize) -> pb::Event {
+        let mut e = valid();
+        e.body = Some(pb::event::Body::Created(pb::TaskCreated {
+            title: "x".repeat(len),
+            ..Default::default()
+        }));
+        e
+    }
+
+    #[test]
+    fn a_field_over_its_limit_is_refused_naming_the_field() {
+        let ok = created_with_title(limits::TITLE);
+        read_event("baton.evt.t1.a1", &ok.encode_to_vec()).expect("at the limit is fine");
+        let over = created_with_title(limits::TITLE + 1);
+        let err = read_event("baton.evt.t1.a1", &over.encode_to_vec()).expect_err("over");
+        assert_eq!(err.reason(), "too_large");
+        assert!(err.to_string().contains("created.title"), "{err}");
+        let mut completed = valid();
+        completed.body = Some(pb::event::Body::Completed(pb::Completed {
+            output_location: "s".repeat(600_000),
+            summary: String::new(),
+        }));
+        let err = read_event("baton.evt.t1.a1", &completed.encode_to_vec()).expect_err("huge");
+        assert_eq!(err.reason(), "too_large");
+    }
+
+    #[test]
+    fn senders_check_the_same_limits_readers_enforce() {
+        let over = created_with_title(limits::TITLE + 1);
+        let event = baton_core::Event::try_from(created_with_title(1)).expect("valid");
+        check_limits(&event).expect("small is fine");
+        let mut big = event.clone();
+        if let baton_core::EventBody::Created(c) = &mut big.body {
+            c.title = "x".repeat(limits::TITLE + 1);
+        }
+        let err = check_limits(&big).expect_err("over");
+        assert!(err.to_string().contains("created.title"), "{err}");
+        // The same event on the wire is refused by readers.
+        assert!(read_event("baton.evt.t1.a1", &over.encode_to_vec()).is_err());
+    }
+
+    #[test]
+    fn a_forged_event_is_refused_by_the_one_read_path() {
+        let bytes = valid().encode_to_vec();
+        read_event("baton.evt.t1.a1", &bytes).expect("own subject");
+        let err = read_event("baton.evt.t1.mallory", &bytes).expect_err("forged");
+        assert_eq!(err.reason(), "subject_mismatch");
+        let err = read_event("baton.evt.t2.a1", &bytes).expect_err("other task");
+        assert_eq!(err.reason(), "subject_mismatch");
+    }
+
+    fn entry(author: &str) -> pb::ContextEntry {
+        pb::ContextEntry {
+            workflow_id: "w1".into(),
+            author: author.into(),
+            summary: "use British spelling".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_decision_recorded_as_someone_else_is_refused() {
+        let bytes = entry("alice").encode_to_vec();
+        read_context_entry("baton.ctx.w1.alice", &bytes).expect("own subject");
+        let err = read_context_entry("baton.ctx.w1.mallory", &bytes).expect_err("forged");
+        assert_eq!(err.reason(), "subject_mismatch");
+        let err = read_context_entry("baton.ctx.w2.alice", &bytes).expect_err("other workflow");
+        assert_eq!(err.reason(), "subject_mismatch");
+        let err = read_context_entry("baton.ctx.w1", &bytes).expect_err("old subject form");
+        assert_eq!(err.reason(), "subject_mismatch");
+        let mut big = entry("alice");
+        big.body = "b".repeat(limits::DECISION_BODY + 1);
+        let err = read_context_entry("baton.ctx.w1.alice", &big.encode_to_vec()).expect_err("big");
+        assert_eq!(err.reason(), "too_large");
+    }
+
+    #[test]
+    fn a_silence_without_a_matcher_is_refused() {
+        let silence = pb::Silence {
+            silence_id: "s1".into(),
+            until: Some(baton_proto::prost_types::Timestamp {
+                seconds: 2_000_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let err = baton_core::stall::Silence::try_from(silence.clone()).expect_err("mutes all");
+        assert!(err.to_string().contains("at least one matcher"), "{err}");
+        let with_kind = pb::Silence {
+            kind: pb::AlertKind::HeartbeatMissed as i32,
+            ..silence
+        };
+        baton_core::stall::Silence::try_from(with_kind).expect("one matcher is enough");
+    }
+
+    #[test]
+    fn the_published_policy_round_trips() {
+        let policy = Policy {
+            operators: vec![baton_core::AgentId::new("ops").expect("id")],
+            unknown_task: UnknownTaskPolicy::AutoCreate,
+        };
+        let back = Policy::decode(&policy.encode_to_vec()).expect("decode");
+        assert_eq!(back.operators, policy.operators);
+        assert_eq!(back.unknown_task, policy.unknown_task);
+        assert_eq!(
+            Policy::decode(&[]).expect("empty = default").unknown_task,
+            UnknownTaskPolicy::Alert
+        );
+    }
+
+    #[test]
+    fn alert_texts_are_cut_on_the_wire() {
+        let mut alert = baton_core::Alert::firing(
+            baton_core::AlertKind::OwnershipViolation,
+            "id".into(),
+            None,
+            baton_core::Time::default(),
+        );
+        alert.summary = "é".repeat(10_000);
+        let back = baton_core::Alert::decode(&alert.encode_to_vec()).expect("decode");
+        assert!(back.summary.len() <= baton_core::alert::MAX_ALERT_TEXT);
+        assert!(back.summary.ends_with('…'));
+    }
+}

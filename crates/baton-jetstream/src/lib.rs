@@ -7,8 +7,11 @@
 //! - [`publish`]: durable publishing with idempotent retries and
 //!   compare-and-set.
 //! - [`read`]: reading a stream's history for one subject.
+//! - [`policy`]: the orchestrator's fold policy, published in KV for every
+//!   reader.
 
 pub mod connect;
+pub mod policy;
 pub mod publish;
 pub mod read;
 pub mod topology;

@@ -60,6 +60,10 @@ pub enum PublishError {
     /// subject, message too large).
     #[error("the broker refused the message on {subject}: {reason}")]
     Refused { subject: String, reason: String },
+    /// Not published: every reader would refuse it (e.g. a field over its
+    /// size limit), so publishing it would only make a dead letter.
+    #[error("not published on {subject}: {reason}")]
+    Invalid { subject: String, reason: String },
 }
 
 /// Publishes `payload` to `subject` with `Nats-Msg-Id: msg_id` (and an

@@ -69,7 +69,9 @@ impl Topology {
     pub fn context(&self) -> stream::Config {
         stream::Config {
             name: subjects::CONTEXT_STREAM.into(),
-            description: Some("Baton decision records: baton.ctx.<workflow>, append-only".into()),
+            description: Some(
+                "Baton decision records: baton.ctx.<workflow>.<author>, append-only".into(),
+            ),
             subjects: vec![subjects::CONTEXT_ALL.into()],
             storage: StorageType::File,
             retention: RetentionPolicy::Limits,
@@ -153,6 +155,13 @@ impl Topology {
         )
     }
 
+    pub fn policy_bucket(&self) -> kv::Config {
+        self.bucket(
+            subjects::POLICY_BUCKET,
+            "Baton fold policy (baton.v1.FoldPolicy), written by the orchestrator",
+        )
+    }
+
     pub fn detector_bucket(&self) -> kv::Config {
         self.bucket(
             subjects::DETECTOR_BUCKET,
@@ -178,6 +187,7 @@ pub async fn ensure(js: &jetstream::Context, topology: &Topology) -> Result<(), 
         topology.silences_bucket(),
         topology.detector_bucket(),
         topology.checkpoints_bucket(),
+        topology.policy_bucket(),
     ] {
         ensure_bucket(js, config).await?;
     }

@@ -18,7 +18,7 @@ use async_nats::{
 use baton_core::{
     Event, EventMeta, TaskId, TaskStatus, subjects,
     timeline::timeline,
-    wire::{decode_event, time_to_wire},
+    wire::{read_event, time_to_wire},
 };
 use baton_jetstream::read;
 use baton_proto::{prost::Message, v1 as pb};
@@ -212,7 +212,7 @@ async fn task_timeline(js: &jetstream::Context, book: &Mutex<Book>, payload: &[u
             seq: s.seq,
             stored_at: s.stored_at,
         };
-        match decode_event(&s.payload) {
+        match read_event(&s.subject, &s.payload) {
             Ok(e) => events.push((e, meta)),
             Err(e) => undecodable.push(pb::TimelineEntry {
                 seq: s.seq,

@@ -10,13 +10,14 @@ use std::collections::HashMap;
 
 use async_nats::HeaderMap;
 use baton_core::{
-    AgentId, Alert, AlertKind, Disposition, Event, EventMeta, Policy, Task, TaskId,
-    alert::alert_id,
+    Alert, AlertKind, Disposition, Event, EventMeta, Policy, Task, TaskId,
+    alert::{Malformed, malformed_alert},
     context::{ContextEntry, DecisionLog, MissingVersion, stale_context_alert},
     fold::apply_known,
     subjects,
-    wire::{WireError, check_subject, decode_event},
+    wire::{WireError, read_event},
 };
+use baton_jetstream::read;
 use baton_service::{
     deadletter::{Rejected, dead_letter},
     outbox::Outgoing,
@@ -130,6 +131,36 @@ impl Book {
         self.decisions.skip(seq);
     }
 
+    /// The dead letter and `MALFORMED_EVENT` report of a decision-record
+    /// entry that cannot be used. Both carry ids derived from its sequence,
+    /// so a repeat within the duplicate windows is stored once.
+    pub fn refuse_decision(&self, stored: &read::Stored, err: &WireError) -> [Outgoing; 2] {
+        let letter = dead_letter(
+            Rejected {
+                stream: subjects::CONTEXT_STREAM,
+                seq: stored.seq,
+                subject: &stored.subject,
+                payload: &stored.payload,
+                headers: stored.headers.as_ref(),
+            },
+            err.reason(),
+            &err.to_string(),
+            self.max_payload,
+        )
+        .with_msg_id(format!("dlq.{}.{}", subjects::CONTEXT_STREAM, stored.seq));
+        let alert = malformed_alert(
+            Malformed {
+                stream: subjects::CONTEXT_STREAM,
+                seq: stored.seq,
+                subject: &stored.subject,
+                stored_at: stored.stored_at,
+                reason: err.reason(),
+            },
+            err,
+        );
+        [letter, alert_message(&alert)]
+    }
+
     /// Highest decision-record sequence known.
     pub fn decisions_seq(&self) -> u64 {
         self.decisions.last_seq()
@@ -158,7 +189,7 @@ impl Book {
     /// Decodes and validates a message (no state needed: done before
     /// taking the lock).
     pub fn decode(raw: Raw<'_>) -> Result<Event, WireError> {
-        decode_event(raw.payload).and_then(|e| check_subject(&e, raw.subject).map(|()| e))
+        read_event(raw.subject, raw.payload)
     }
 
     /// Validates and folds one message.
@@ -258,32 +289,15 @@ impl Book {
             &err.to_string(),
             self.max_payload,
         ));
-        let tokens = subjects::parse_event(raw.subject);
-        let task = tokens.and_then(|(t, _)| TaskId::new(t).ok());
-        let agent = tokens.and_then(|(_, a)| AgentId::new(a).ok());
-        let mut alert = Alert::firing(
-            AlertKind::MalformedEvent,
-            alert_id(
-                AlertKind::MalformedEvent,
-                task.as_ref(),
-                0,
-                &format!("s{}", raw.meta.seq),
-            ),
-            task,
-            raw.meta.stored_at,
-        );
-        alert.agents = agent.into_iter().collect();
-        alert.event_seq = raw.meta.seq;
-        alert.expected = "a valid baton.v1.Event matching its subject".into();
-        alert.detail = format!(
-            "BATON_DLQ subject {}, header Baton-Dlq-Source: {}:{}",
-            subjects::dlq(err.reason()),
-            subjects::EVENTS_STREAM,
-            raw.meta.seq
-        );
-        alert.summary = format!(
-            "An event on {} (BATON_EVENTS seq {}) was set aside: {err}. Its bytes are in BATON_DLQ; fix the sender and publish it again.",
-            raw.subject, raw.meta.seq
+        let alert = malformed_alert(
+            Malformed {
+                stream: subjects::EVENTS_STREAM,
+                seq: raw.meta.seq,
+                subject: raw.subject,
+                stored_at: raw.meta.stored_at,
+                reason: err.reason(),
+            },
+            err,
         );
         out.raise(&alert);
     }
@@ -308,7 +322,7 @@ impl Book {
 
 #[cfg(test)]
 mod tests {
-    use baton_core::{EventBody, TaskCreated, Time, WorkflowId};
+    use baton_core::{AgentId, EventBody, TaskCreated, Time, WorkflowId};
     use baton_proto::prost::Message;
 
     use super::*;

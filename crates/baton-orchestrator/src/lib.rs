@@ -34,17 +34,13 @@ use std::{
 };
 
 use async_nats::jetstream;
-use baton_core::{
-    Policy, Task, Time,
-    context::{ContextEntry, MissingVersion},
-    subjects,
-};
+use baton_core::{Policy, Task, Time, context::MissingVersion, subjects, wire::read_context_entry};
 use baton_jetstream::{NatsOptions, Topology, read};
 use baton_service::{
     consumer::{Batches, ConsumerSpec},
     http::{self, Health},
     liveness::{self, Progress, wall_now},
-    outbox::{Outbox, SoleWriter},
+    outbox::{Outbox, Outgoing, SoleWriter},
     shutdown::Shutdown,
     snapshot::Checkpoint,
 };
@@ -164,6 +160,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
     let client = config.nats.connect().await?;
     let js = jetstream::new(client.clone());
     baton_jetstream::ensure(&js, &config.topology).await?;
+    // Every other reader folds with the policy this orchestrator runs.
+    baton_jetstream::policy::publish(&js, &config.policy)
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
     let max_payload = client.server_info().max_payload;
     let mut book = Book::new(
         config.policy.clone(),
@@ -171,7 +171,22 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
         max_payload,
     );
     let restored = load_snapshot(&js, &mut book).await?;
-    record_decisions(&mut book, fetch_decisions(&js, 0).await?);
+    let context_checkpoint = Checkpoint::open(&js, CONTEXT_CHECKPOINT)
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
+    let reported = context_checkpoint
+        .load()
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
+    let refused = record_decisions(&mut book, fetch_decisions(&js, 0).await?, reported);
+    report_refused_decisions(
+        &Outbox::new(js.clone()),
+        &context_checkpoint,
+        &refused,
+        book.decisions_seq(),
+        &shutdown,
+    )
+    .await?;
     tracing::info!(tasks = restored, "snapshot loaded");
 
     let spec = ConsumerSpec {
@@ -245,6 +260,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
             subjects::TASKS_BUCKET
         )))),
         checkpoint,
+        context_checkpoint,
         book,
         metrics,
         health,
@@ -335,16 +351,53 @@ async fn newest_event_time(js: &jetstream::Context) -> Result<Time, Orchestrator
     Ok(read::time_of(stream.cached_info().state.last_timestamp))
 }
 
-fn record_decisions(book: &mut Book, entries: Vec<read::Stored>) {
+/// Checkpoint key: the decision-record sequence up to which every refused
+/// entry has been dead-lettered and reported, so each is reported once.
+const CONTEXT_CHECKPOINT: &str = "baton-orchestrator-context";
+
+/// Records decision-record entries in stream order. An entry that cannot
+/// be used (undecodable, over a limit, on a subject that does not name its
+/// workflow and author) is skipped, as every reader skips it; if it is newer
+/// than `reported`, its dead letter and `MALFORMED_EVENT` report are
+/// returned for publishing.
+fn record_decisions(book: &mut Book, entries: Vec<read::Stored>, reported: u64) -> Vec<Outgoing> {
+    let mut refused = Vec::new();
     for stored in entries {
-        match ContextEntry::decode(&stored.payload) {
+        match read_context_entry(&stored.subject, &stored.payload) {
             Ok(entry) => book.record_decision(&entry, stored.seq, stored.stored_at),
             Err(e) => {
-                tracing::warn!(seq = stored.seq, error = %e, "undecodable decision-record entry skipped");
+                tracing::warn!(seq = stored.seq, subject = %stored.subject, error = %e, "decision-record entry refused and skipped");
                 book.skip_decision(stored.seq);
+                if stored.seq > reported {
+                    refused.extend(book.refuse_decision(&stored, &e));
+                }
             }
         }
     }
+    refused
+}
+
+/// Publishes the reports of refused decision-record entries, then moves the
+/// checkpoint past them (to `upto`), so a restart does not report them again.
+async fn report_refused_decisions(
+    outbox: &Outbox,
+    checkpoint: &Checkpoint,
+    refused: &[Outgoing],
+    upto: u64,
+    shutdown: &Shutdown,
+) -> Result<(), OrchestratorError> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    outbox.deliver(refused, shutdown).await.map_err(|e| {
+        OrchestratorError::Setup(format!(
+            "cannot store the report of a refused decision-record entry: {e}"
+        ))
+    })?;
+    checkpoint
+        .store(upto)
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))
 }
 
 /// The ingest loop's state.
@@ -355,6 +408,8 @@ struct Ingest {
     /// orchestrator writes `baton-tasks`.
     state_writer: Arc<tokio::sync::Mutex<SoleWriter>>,
     checkpoint: Checkpoint,
+    /// Where refused decision-record entries have been reported up to.
+    context_checkpoint: Checkpoint,
     book: Arc<Mutex<Book>>,
     metrics: Metrics,
     health: Health,
@@ -589,7 +644,16 @@ impl Ingest {
                 let covered = newest_event_time(&self.js).await?;
                 let known = self.book_lock().decisions_seq();
                 let entries = fetch_decisions(&self.js, known).await?;
-                record_decisions(&mut self.book_lock(), entries);
+                let refused = record_decisions(&mut self.book_lock(), entries, known);
+                let upto = self.book_lock().decisions_seq();
+                report_refused_decisions(
+                    &self.outbox,
+                    &self.context_checkpoint,
+                    &refused,
+                    upto,
+                    &self.shutdown,
+                )
+                .await?;
                 Ok::<_, OrchestratorError>(covered)
             };
             match attempt.await {

@@ -9,7 +9,7 @@ use async_nats::jetstream::{
     consumer::{DeliverPolicy, pull::OrderedConfig},
 };
 use baton_core::{
-    Alert, EventMeta, Policy, Time, rules::Rules, stall::Detector, subjects, wire::decode_event,
+    Alert, EventMeta, Policy, Time, rules::Rules, stall::Detector, subjects, wire::read_event,
 };
 use futures::StreamExt;
 
@@ -90,7 +90,7 @@ pub async fn backtest(
             }
             report.first.get_or_insert((meta.seq, meta.stored_at));
             report.last = Some((meta.seq, meta.stored_at));
-            match decode_event(&msg.payload) {
+            match read_event(msg.subject.as_str(), &msg.payload) {
                 Ok(event) => {
                     report.alerts.extend(
                         det.handle_timeout(meta.stored_at.saturating_sub(Duration::from_nanos(1))),

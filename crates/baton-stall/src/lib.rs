@@ -35,9 +35,9 @@ use async_nats::{
 use baton_core::{
     Alert, AlertState, Policy, Task, TaskId, Time,
     rules::Rules,
-    stall::{Detector, Silence},
+    stall::{Detector, ENDED_SNAPSHOT, Silence},
     subjects,
-    wire::decode_event,
+    wire::read_event,
 };
 use baton_jetstream::{NatsOptions, Topology, read};
 use baton_proto::{prost::Message, v1 as pb};
@@ -148,7 +148,29 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
     let js = jetstream::new(client.clone());
     baton_jetstream::ensure(&js, &config.topology).await?;
 
-    let mut det = Detector::new(config.rules.clone(), config.policy.clone());
+    // The orchestrator's published policy wins over this process's flags:
+    // both services must judge every event the same way.
+    let policy = match baton_jetstream::policy::read(&js).await.map_err(setup)? {
+        Some(published) => {
+            if published.operators != config.policy.operators
+                || published.unknown_task != config.policy.unknown_task
+            {
+                tracing::warn!(
+                    published = ?published,
+                    configured = ?config.policy,
+                    "using the orchestrator's published policy, not this detector's flags"
+                );
+            }
+            published
+        }
+        None => {
+            tracing::info!(
+                "no policy published yet (orchestrator not started); using this detector's flags"
+            );
+            config.policy.clone()
+        }
+    };
+    let mut det = Detector::new(config.rules.clone(), policy);
     let mut restored_tasks = 0;
     read::for_each_last_per_subject(
         &js,
@@ -156,6 +178,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
         &format!("$KV.{}.>", subjects::DETECTOR_BUCKET),
         |stored| {
             if stored.is_kv_tombstone() {
+                return;
+            }
+            if stored.payload.as_ref() == ENDED_SNAPSHOT {
+                if let Some(id) = stored
+                    .subject
+                    .strip_prefix(&format!("$KV.{}.", subjects::DETECTOR_BUCKET))
+                    .and_then(|id| TaskId::new(id).ok())
+                {
+                    det.restore_ended(id);
+                }
                 return;
             }
             match Task::decode(&stored.payload) {
@@ -352,9 +384,7 @@ impl Service {
                         expected_consumer_seq = Some(d.consumer_seq + 1);
                         // The orchestrator dead-letters what cannot be
                         // decoded; here it is simply not an expectation.
-                        if let Ok(event) = decode_event(&msg.payload)
-                            && baton_core::wire::check_subject(&event, msg.subject.as_str()).is_ok()
-                        {
+                        if let Ok(event) = read_event(msg.subject.as_str(), &msg.payload) {
                             // Deadlines that passed before this event was
                             // stored fire first, even when it is processed late.
                             alerts.extend(self.det.handle_timeout(d.meta.stored_at.saturating_sub(Duration::from_nanos(1))));
@@ -590,6 +620,9 @@ impl Service {
             .drain(..)
             .map(|id| match self.det.task(&id) {
                 Some(task) => Outgoing::new(format!("{prefix}{id}"), task.encode_to_vec()),
+                None if self.det.has_ended(&id) => {
+                    Outgoing::new(format!("{prefix}{id}"), ENDED_SNAPSHOT.to_vec())
+                }
                 None => {
                     let mut h = HeaderMap::new();
                     h.insert("KV-Operation", "DEL");

@@ -131,7 +131,9 @@ impl EmitArgs {
                 output_location: self.output.clone(),
                 accept_within: self.accept_within,
             },
-            EventKind::HandoffAccepted => EventBody::HandoffAccepted,
+            EventKind::HandoffAccepted => EventBody::HandoffAccepted {
+                heartbeat_within: None,
+            },
             EventKind::HandoffRejected => EventBody::HandoffRejected {
                 reason: self.reason.clone(),
             },
@@ -266,7 +268,7 @@ pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> 
             ) => return refused(&e),
             Err(e) => return Err(e.into()),
         },
-        EventBody::HandoffAccepted => match agent.accept_handoff(&task).await {
+        EventBody::HandoffAccepted { .. } => match agent.accept_handoff(&task).await {
             Ok(owned) => {
                 let epoch = owned.epoch();
                 owned.detach();

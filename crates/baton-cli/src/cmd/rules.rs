@@ -128,7 +128,8 @@ pub async fn rules(nats: &NatsArgs, args: &RulesArgs) -> anyhow::Result<()> {
             );
             let options = BacktestOptions {
                 rules,
-                policy: baton_core::Policy::default(),
+                // The orchestrator's policy, so replayed ownership matches.
+                policy: baton_jetstream::policy::read_or_default(&conn.js).await?,
                 from: *from,
                 to: *to,
                 tail: then.unwrap_or_default(),
@@ -159,7 +160,10 @@ pub async fn rules(nats: &NatsArgs, args: &RulesArgs) -> anyhow::Result<()> {
                 report.first.map_or(0, |f| f.0),
                 report.last.map_or(0, |l| l.0),
                 if report.undecodable > 0 {
-                    format!(", skipped {} undecodable", report.undecodable)
+                    format!(
+                        ", skipped {} refused (undecodable, over a limit or forged)",
+                        report.undecodable
+                    )
                 } else {
                     String::new()
                 }

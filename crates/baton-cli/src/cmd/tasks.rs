@@ -338,8 +338,9 @@ async fn timeline(
         None,
     )
     .await?;
+    let policy = baton_jetstream::policy::read_or_default(&conn.js).await?;
     let events = stored.iter().filter_map(|s| {
-        let e = baton_core::wire::decode_event(&s.payload).ok()?;
+        let e = baton_core::wire::read_event(&s.subject, &s.payload).ok()?;
         Some((
             e,
             baton_core::EventMeta {
@@ -348,21 +349,19 @@ async fn timeline(
             },
         ))
     });
-    Ok(
-        baton_core::timeline::timeline(events, &baton_core::Policy::default())
-            .into_iter()
-            .map(|e| TimelineRow {
-                seq: e.meta.seq,
-                stored_at: e.meta.stored_at.to_rfc3339(),
-                agent_id: e.event.agent.to_string(),
-                kind: e.event.kind().as_str().to_string(),
-                event_epoch: e.event.epoch,
-                owner_after: e.owner.map(|o| o.to_string()),
-                epoch_after: e.epoch,
-                status_after: e.status.map(|s| s.to_string()).unwrap_or_default(),
-                refused: e.refused,
-                detail: e.event.body.describe(),
-            })
-            .collect(),
-    )
+    Ok(baton_core::timeline::timeline(events, &policy)
+        .into_iter()
+        .map(|e| TimelineRow {
+            seq: e.meta.seq,
+            stored_at: e.meta.stored_at.to_rfc3339(),
+            agent_id: e.event.agent.to_string(),
+            kind: e.event.kind().as_str().to_string(),
+            event_epoch: e.event.epoch,
+            owner_after: e.owner.map(|o| o.to_string()),
+            epoch_after: e.epoch,
+            status_after: e.status.map(|s| s.to_string()).unwrap_or_default(),
+            refused: e.refused,
+            detail: e.event.body.describe(),
+        })
+        .collect())
 }

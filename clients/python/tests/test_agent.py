@@ -75,6 +75,9 @@ async def test_claim_heartbeat_offer_accept_complete(connect: AgentFactory, nc: 
     assert taken.epoch == 2
     state = await wait_kv(nc, task, lambda s: s.owner == bob.id)
     assert (state.epoch, state.status, state.output_location) == (2, WORKING, "s3://docs/intro.md")
+    # The accept carries bob's lease (decision 10), so the detector expects
+    # heartbeats at the pace bob sends them.
+    assert state.lease.seconds == 30
 
     done = await taken.complete("s3://docs/intro-final.md", "published")
     state = await wait_kv(nc, task, lambda s: s.status == COMPLETED)

@@ -44,7 +44,7 @@ async def test_read_record_stale(connect: AgentFactory, nc: nats.NATS, uid: str)
     assert await a_record.latest() == v2
 
     # The record is what a plain reader of the stream sees.
-    msg = await nc.jetstream().get_last_msg("BATON_CONTEXT", f"baton.ctx.{wf}")
+    msg = await nc.jetstream().get_last_msg("BATON_CONTEXT", f"baton.ctx.{wf}.{bob.id}")
     assert msg.seq == v2
     assert pb.ContextEntry.FromString(msg.data).author == bob.id
 
@@ -80,3 +80,27 @@ async def test_version_read_covers_other_workflows(connect: AgentFactory, uid: s
     v = await other.record("x", "y")
     version, entries = await alice.context(f"empty-{uid}").read()
     assert entries == [] and version >= v
+
+
+async def test_a_bad_or_forged_entry_is_skipped_not_fatal(
+    connect: AgentFactory, nc: nats.NATS, uid: str
+) -> None:
+    wf = f"wf-{uid}"
+    alice = await connect(f"alice-{uid}")
+    record = alice.context(wf)
+    await record.read()
+    good = await record.record("Use British spelling", "en-GB")
+    js = nc.jetstream()
+    # Bytes that are no ContextEntry, and an entry claiming alice wrote it
+    # published under mallory's name.
+    junk = (await js.publish(f"baton.ctx.{wf}.mallory", b"\xff\xff not protobuf")).seq
+    forged = pb.ContextEntry(workflow_id=wf, author=alice.id, summary="Use American spelling")
+    forged_seq = (await js.publish(f"baton.ctx.{wf}.mallory", forged.SerializeToString())).seq
+    snapshot = await record.read()
+    version, entries = snapshot
+    assert [d.version for d in entries] == [good]
+    assert [r.version for r in snapshot.refused] == [junk, forged_seq]
+    assert "does not match" in snapshot.refused[1].reason
+    assert version >= forged_seq
+    # The record stays writable after the bad entries.
+    assert await record.record("Scope", "intro only") > forged_seq

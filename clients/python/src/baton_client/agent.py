@@ -129,6 +129,7 @@ class Agent:
         self._nc = nc
         self._id = agent_id
         self._tasks = tasks
+        self._policy_kv: Any = None
         self._lease = lease
         self._retry = retry
         self._operators = operators
@@ -175,8 +176,8 @@ class Agent:
             lease: the lease this agent commits to when claiming, in seconds;
                 heartbeats go out automatically at a third of it.
             retry: how long to retry a publish the broker did not acknowledge.
-            operators: the orchestrator's operators (``--operators``), for the
-                local fold's revoke/cancel rule; empty = anyone (its default).
+            operators: used only until an orchestrator has published its
+                policy (KV ``baton-policy``), which every fold here follows.
             name: connection name shown in server monitoring.
         """
         check_agent_id(agent_id)
@@ -408,10 +409,19 @@ class Agent:
         for _ in range(CAS_ATTEMPTS):
             view, last_seq = await self._current(task)
             view = self._check_offer(task, view)
-            event = self.event(task, view.workflow_id, 0, handoff_accepted=pb.HandoffAccepted())
+            if view.owner == self._id:
+                # Not even a stage offer may be accepted by its own sender.
+                raise HandoffError(
+                    f"task {task}: the pending offer is this agent's own; it cannot accept it"
+                )
+            # The new owner commits to its lease, as a claim does, so the
+            # detector expects heartbeats at the pace this client sends them.
+            lease = self._lease
+            accepted = pb.HandoffAccepted()
+            accepted.heartbeat_within.FromNanoseconds(int(lease * 1e9))
+            event = self.event(task, view.workflow_id, 0, handoff_accepted=accepted)
             seq = await self._publish_cas(event, last_seq)
             if seq is not None:
-                lease = view.heartbeat_within or self._lease
                 return Ownership._start(self, task, view.workflow_id, view.epoch + 1, seq, lease)
         raise BrokerError(
             f"task {task} kept changing while accepting; giving up after {CAS_ATTEMPTS} attempts"
@@ -631,11 +641,36 @@ class Agent:
             raise BrokerError(f"reading task {task}: {type(e).__name__}: {e}") from e
         return entry.value
 
+    async def policy(self) -> tuple[frozenset[str], bool]:
+        """The orchestrator's published fold policy (KV ``baton-policy``):
+        the operators (empty = anyone) and whether events of tasks never
+        created create them. Falls back to the ``operators`` given to
+        :meth:`connect` while no orchestrator has published one."""
+        try:
+            if self._policy_kv is None:
+                self._policy_kv = await self._nc.jetstream().key_value(subjects.POLICY_BUCKET)
+            entry = await self._policy_kv.get(subjects.POLICY_KEY)
+        except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
+            return self._operators, False
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return self._operators, False
+        except nats.errors.Error as e:
+            raise BrokerError(f"reading the policy: {type(e).__name__}: {e}") from e
+        try:
+            published = pb.FoldPolicy.FromString(entry.value or b"")
+        except DecodeError as e:
+            raise BrokerError(f"the published policy is unreadable: {e}") from e
+        return (
+            frozenset(published.operators),
+            published.unknown_task == pb.UNKNOWN_TASK_POLICY_CREATE,
+        )
+
     async def _current(self, task: str) -> tuple[TaskView | None, int]:
         """The task's exact current state and the sequence of its last event."""
-        raw, last = await asyncio.gather(
+        raw, last, (operators, auto_create) = await asyncio.gather(
             self._kv_get(task),
             last_on_subject(self._nc, subjects.EVENTS_STREAM, subjects.task_events(task)),
+            self.policy(),
         )
         view: TaskView | None = None
         if raw is not None:
@@ -654,7 +689,7 @@ class Agent:
                     event = pb.Event.FromString(stored.data)
                 except DecodeError:
                     continue
-                view, _, _ = apply(view, event, stored.seq, stored.subject, self._operators)
+                view, _, _ = apply(view, event, stored.seq, stored.subject, operators, auto_create)
             if tail:
                 last_seq = max(last_seq, tail[-1].seq)
         return view, last_seq

@@ -13,7 +13,7 @@ SDK (``baton_agent::error``):
 - :class:`OwnershipError`: an act on an owned task failed
   (:class:`OwnershipLost`, :class:`HandleSpent`, :class:`ActRefused`, ...).
 - :class:`ContextError`: a decision-record operation failed
-  (:class:`ContextStale`, :class:`ContextCorrupt`).
+  (:class:`ContextStale`, :class:`ContextInvalid`).
 
 :class:`UnknownTask` and :class:`TaskEnded` can happen in claims, handoffs
 and owner acts alike, so they derive from all three of those bases.
@@ -44,7 +44,7 @@ __all__ = [
     "HandleSpent",
     "ActRefused",
     "ContextStale",
-    "ContextCorrupt",
+    "ContextInvalid",
 ]
 
 
@@ -264,10 +264,10 @@ class ContextStale(ContextError):
         )
 
 
-class ContextCorrupt(ContextError):
-    """A decision-record entry could not be decoded."""
+class ContextInvalid(ContextError):
+    """The entry would be refused by every reader (e.g. over a size limit);
+    nothing was recorded."""
 
-    def __init__(self, version: int, message: str) -> None:
-        self.version = version
+    def __init__(self, message: str) -> None:
         self.message = message
-        super().__init__(f"decision record entry {version} is unreadable: {message}")
+        super().__init__(f"decision not recorded: {message}")

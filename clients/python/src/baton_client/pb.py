@@ -31,6 +31,9 @@ from ._pb.baton.v1.event_pb2 import (
     TaskCreated,
 )
 from ._pb.baton.v1.service_pb2 import (
+    UNKNOWN_TASK_POLICY_ALERT,
+    UNKNOWN_TASK_POLICY_CREATE,
+    FoldPolicy,
     GetTaskRequest,
     GetTaskResponse,
     ListTasksRequest,
@@ -68,6 +71,9 @@ __all__ = [
     "Released",
     "Revoked",
     "TaskCreated",
+    "FoldPolicy",
+    "UNKNOWN_TASK_POLICY_ALERT",
+    "UNKNOWN_TASK_POLICY_CREATE",
     "GetTaskRequest",
     "GetTaskResponse",
     "ListTasksRequest",

@@ -44,6 +44,27 @@ __all__ = [
 #: Longest accepted event id, in bytes (as ``baton_core::wire``).
 MAX_EVENT_ID_LEN = 256
 
+#: Size limits of text fields in bytes (``baton_core::wire::limits``, written
+#: in the proto comments): every reader refuses an event over one.
+LIMITS: dict[str, int] = {
+    "created.title": 1024,
+    "heartbeat.note": 1024,
+    "blocked.reason": 2048,
+    "handoff_offered.output_location": 2048,
+    "handoff_rejected.reason": 2048,
+    "completed.output_location": 2048,
+    "completed.summary": 4096,
+    "failed.reason": 2048,
+    "released.reason": 2048,
+    "revoked.reason": 2048,
+    "cancelled.reason": 2048,
+}
+#: Largest event payload any reader accepts.
+MAX_EVENT_BYTES = 16 * 1024
+#: Decision-record entry limits.
+MAX_DECISION_SUMMARY = 1024
+MAX_DECISION_BODY = 64 * 1024
+
 
 class TaskStatus(enum.IntEnum):
     """Lifecycle of a task; values are the wire values of ``baton.v1.TaskStatus``."""
@@ -81,8 +102,11 @@ class Offer:
     accept_within: float | None = None
 
     def is_for(self, agent: str) -> bool:
-        """Whether ``agent`` may accept (or reject) this offer."""
-        return self.to_agent is None or self.to_agent == agent
+        """Whether ``agent`` may accept (or reject) this offer: the named agent,
+        or for a stage offer anyone but its sender."""
+        if self.to_agent is None:
+            return agent != self.from_agent
+        return self.to_agent == agent
 
 
 @dataclass
@@ -238,6 +262,12 @@ def validate_event(event: pb.Event, subject: str | None = None) -> None:
     kind = event.WhichOneof("body")
     if kind is None:
         raise WireError("body", "no body set: exactly one is required")
+    for name, limit in LIMITS.items():
+        body, _, field = name.partition(".")
+        if body == kind:
+            size = len(getattr(getattr(event, body), field).encode("utf-8"))
+            if size > limit:
+                raise WireError(name, f"is {size} bytes, over its limit of {limit}")
     if kind == "created":
         c = event.created
         _opt_id(stage_name, "created.stage", c.stage)
@@ -246,6 +276,8 @@ def validate_event(event: pb.Event, subject: str | None = None) -> None:
             _duration(c, f)
     elif kind == "claimed":
         _duration(event.claimed, "heartbeat_within")
+    elif kind == "handoff_accepted":
+        _duration(event.handoff_accepted, "heartbeat_within")
     elif kind == "handoff_offered":
         o = event.handoff_offered
         target = o.WhichOneof("target")
@@ -288,12 +320,15 @@ def apply(
     seq: int,
     subject: str | None = None,
     operators: frozenset[str] = frozenset(),
+    auto_create: bool = False,
 ) -> tuple[TaskView | None, Disposition, str]:
     """Folds one stored event into a task (``None`` = no such task yet).
 
     Returns the new view (a copy; ``view`` is not modified), what happened,
     and on refusal why. ``operators`` are the agents allowed to revoke and
-    cancel (empty = anyone, the orchestrator's default).
+    cancel (empty = anyone) and ``auto_create`` whether an event of a task
+    never created creates it: the orchestrator's published policy
+    (:class:`FoldPolicy`, read by :class:`~baton_client.Agent`).
     """
     try:
         validate_event(event, subject)
@@ -302,7 +337,15 @@ def apply(
     if view is None:
         if event.WhichOneof("body") == "created":
             return _created(event, seq), Disposition.APPLIED, ""
-        return None, Disposition.UNKNOWN_TASK, f"task {event.task_id} was never created"
+        if not auto_create:
+            return None, Disposition.UNKNOWN_TASK, f"task {event.task_id} was never created"
+        # As the orchestrator's AutoCreate: an implicit task, then the event.
+        view = TaskView(
+            task_id=event.task_id,
+            workflow_id=event.workflow_id,
+            status=TaskStatus.SUBMITTED,
+            last_event_seq=0,
+        )
     if seq <= view.last_event_seq:
         return view, Disposition.DUPLICATE, ""
     task = view.copy()
@@ -404,7 +447,7 @@ def _transition(task: TaskView, event: pb.Event, seq: int, operators: frozenset[
             task.stage = pending.to_stage
         task.output_location = pending.output_location
         _take_ownership(task, actor)
-        task.lease = None
+        task.lease = _duration(event.handoff_accepted, "heartbeat_within")
         return None
     if kind == "handoff_rejected":
         pending = task.pending_handoff

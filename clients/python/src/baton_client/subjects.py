@@ -9,10 +9,14 @@ __all__ = [
     "DLQ_STREAM",
     "TASKS_BUCKET",
     "SERVICES_BUCKET",
+    "POLICY_BUCKET",
+    "POLICY_KEY",
     "SYSTEM_TOKEN",
     "event",
     "task_events",
     "context",
+    "workflow_context",
+    "parse_context",
     "alert",
     "parse_event",
     "parse_alert",
@@ -20,7 +24,7 @@ __all__ = [
 
 #: Status events: ``baton.evt.<task>.<agent>``.
 EVENTS_STREAM = "BATON_EVENTS"
-#: Decision records: ``baton.ctx.<workflow>``.
+#: Decision records: ``baton.ctx.<workflow>.<author>``.
 CONTEXT_STREAM = "BATON_CONTEXT"
 #: Alerts: ``baton.alert.<kind>.<task>``.
 ALERTS_STREAM = "BATON_ALERTS"
@@ -28,6 +32,9 @@ ALERTS_STREAM = "BATON_ALERTS"
 DLQ_STREAM = "BATON_DLQ"
 #: Materialised task state (``baton.v1.TaskState``), key = task id.
 TASKS_BUCKET = "baton-tasks"
+#: The orchestrator's fold policy (``baton.v1.FoldPolicy``), key :data:`POLICY_KEY`.
+POLICY_BUCKET = "baton-policy"
+POLICY_KEY = "policy"
 #: Service liveness (``baton.v1.ServiceStatus``), key = ``<service>.<instance>``.
 SERVICES_BUCKET = "baton-services"
 #: Task token of alerts about Baton itself (no task may be called this).
@@ -44,9 +51,26 @@ def task_events(task: str) -> str:
     return f"baton.evt.{task}.*"
 
 
-def context(workflow: str) -> str:
-    """``baton.ctx.<workflow>``"""
-    return f"baton.ctx.{workflow}"
+def context(workflow: str, author: str) -> str:
+    """``baton.ctx.<workflow>.<author>``: where ``author`` records a decision."""
+    return f"baton.ctx.{workflow}.{author}"
+
+
+def workflow_context(workflow: str) -> str:
+    """``baton.ctx.<workflow>.*``: a workflow's whole decision record, and the
+    compare-and-set scope of recording in it."""
+    return f"baton.ctx.{workflow}.*"
+
+
+def parse_context(subject: str) -> tuple[str, str] | None:
+    """The workflow and author tokens of a decision-record subject, if it is one."""
+    prefix = "baton.ctx."
+    if not subject.startswith(prefix):
+        return None
+    workflow, sep, author = subject[len(prefix) :].partition(".")
+    if not sep or "." in author:
+        return None
+    return workflow, author
 
 
 def alert(kind: str, task: str | None) -> str:

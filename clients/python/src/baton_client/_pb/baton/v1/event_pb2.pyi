@@ -102,8 +102,10 @@ class HandoffOffered(_message.Message):
     def __init__(self, to_agent: _Optional[str] = ..., to_stage: _Optional[str] = ..., output_location: _Optional[str] = ..., accept_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class HandoffAccepted(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("heartbeat_within",)
+    HEARTBEAT_WITHIN_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_within: _duration_pb2.Duration
+    def __init__(self, heartbeat_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class HandoffRejected(_message.Message):
     __slots__ = ("reason",)

@@ -4,12 +4,22 @@ from baton_client._pb.baton.v1 import alert_pb2 as _alert_pb2
 from baton_client._pb.baton.v1 import task_pb2 as _task_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class UnknownTaskPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UNKNOWN_TASK_POLICY_UNSPECIFIED: _ClassVar[UnknownTaskPolicy]
+    UNKNOWN_TASK_POLICY_ALERT: _ClassVar[UnknownTaskPolicy]
+    UNKNOWN_TASK_POLICY_CREATE: _ClassVar[UnknownTaskPolicy]
+UNKNOWN_TASK_POLICY_UNSPECIFIED: UnknownTaskPolicy
+UNKNOWN_TASK_POLICY_ALERT: UnknownTaskPolicy
+UNKNOWN_TASK_POLICY_CREATE: UnknownTaskPolicy
 
 class ServiceStatus(_message.Message):
     __slots__ = ("service", "instance", "version", "started_at", "reported_at", "interval_ms", "applied_seq", "pending", "http_addr")
@@ -32,6 +42,16 @@ class ServiceStatus(_message.Message):
     pending: int
     http_addr: str
     def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_ms: _Optional[int] = ..., applied_seq: _Optional[int] = ..., pending: _Optional[int] = ..., http_addr: _Optional[str] = ...) -> None: ...
+
+class FoldPolicy(_message.Message):
+    __slots__ = ("operators", "unknown_task", "max_event_bytes")
+    OPERATORS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_TASK_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    operators: _containers.RepeatedScalarFieldContainer[str]
+    unknown_task: UnknownTaskPolicy
+    max_event_bytes: int
+    def __init__(self, operators: _Optional[_Iterable[str]] = ..., unknown_task: _Optional[_Union[UnknownTaskPolicy, str]] = ..., max_event_bytes: _Optional[int] = ...) -> None: ...
 
 class Silence(_message.Message):
     __slots__ = ("silence_id", "task_id", "kind", "agent_id", "until", "created_by", "reason", "created_at")

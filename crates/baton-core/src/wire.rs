@@ -241,6 +241,13 @@ pub fn read_event(subject: &str, bytes: &[u8]) -> Result<Event, WireError> {
 /// bytes that did not come from a subject (test vectors, fixtures). Readers
 /// of the stream use [`read_event`].
 pub fn decode_event(bytes: &[u8]) -> Result<Event, WireError> {
+    let wire = pb::Event::decode(bytes).map_err(|source| WireError::Decode {
+        what: "baton.v1.Event",
+        source,
+    })?;
+    // Field limits first, so the refusal names the field; then the whole
+    // payload (unknown fields count too).
+    let event = Event::try_from(wire)?;
     if bytes.len() > limits::EVENT_PAYLOAD {
         return Err(WireError::TooLarge {
             field: "payload".into(),
@@ -248,11 +255,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, WireError> {
             max: limits::EVENT_PAYLOAD,
         });
     }
-    let wire = pb::Event::decode(bytes).map_err(|source| WireError::Decode {
-        what: "baton.v1.Event",
-        source,
-    })?;
-    Event::try_from(wire)
+    Ok(event)
 }
 
 /// Checks that an event arrived on its own subject
@@ -967,6 +970,11 @@ impl ContextEntry {
     /// Decodes an entry payload, without the subject check; readers of the
     /// stream use [`read_context_entry`].
     pub fn decode(bytes: &[u8]) -> Result<ContextEntry, WireError> {
+        let wire = pb::ContextEntry::decode(bytes).map_err(|source| WireError::Decode {
+            what: "baton.v1.ContextEntry",
+            source,
+        })?;
+        let entry = ContextEntry::try_from(wire)?;
         if bytes.len() > limits::CONTEXT_PAYLOAD {
             return Err(WireError::TooLarge {
                 field: "payload".into(),
@@ -974,11 +982,7 @@ impl ContextEntry {
                 max: limits::CONTEXT_PAYLOAD,
             });
         }
-        let wire = pb::ContextEntry::decode(bytes).map_err(|source| WireError::Decode {
-            what: "baton.v1.ContextEntry",
-            source,
-        })?;
-        ContextEntry::try_from(wire)
+        Ok(entry)
     }
 }
 

@@ -315,3 +315,44 @@ async fn an_accept_carries_the_new_owners_lease_and_a_sender_cannot_take_its_own
     assert_eq!(kv.lease, Some(Duration::from_secs(90)));
     drop(taken);
 }
+
+/// Polls `/healthz` until its status is `want`; returns the body.
+async fn wait_health(addr: &str, want: u16) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = http_get(addr, "/healthz").await;
+        if code == want {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz stayed {code} ({body}), want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn healthz_says_so_while_effects_are_not_being_stored() {
+    let mut rig = Rig::new().await;
+    let status = rig.start_orchestrator(&[]).await;
+    let addr = status.http_addr.clone();
+    wait_health(&addr, 200).await;
+    // Alerts cannot be stored: their stream is gone.
+    rig.js
+        .delete_stream(subjects::ALERTS_STREAM)
+        .await
+        .expect("delete alerts stream");
+    let mut ev = Events::new("w");
+    publish(&rig.js, &ev.created("t1", "maker")).await;
+    publish(&rig.js, &ev.claimed("t1", "writer")).await;
+    publish(&rig.js, &ev.heartbeat("t1", "intruder", 0)).await; // a violation
+    let body = wait_health(&addr, 503).await;
+    assert!(body.contains("effects not stored"), "{body}");
+    // The stream comes back: the outbox delivers and the service is healthy.
+    baton_jetstream::ensure(&rig.js, &baton_jetstream::Topology::default())
+        .await
+        .expect("recreate");
+    wait_health(&addr, 200).await;
+    wait_alert(&rig.js, |a| a.kind == AlertKind::OwnershipViolation).await;
+}

@@ -254,7 +254,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
     let running_metrics = metrics.clone();
     let ingest = Ingest {
         js: js.clone(),
-        outbox: Outbox::new(js),
+        outbox: Outbox::new(js).reporting_to(health.clone()),
         state_writer: Arc::new(tokio::sync::Mutex::new(SoleWriter::new(format!(
             "KV_{}",
             subjects::TASKS_BUCKET

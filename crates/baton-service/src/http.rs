@@ -16,23 +16,35 @@ use tokio::{
 
 use crate::shutdown::Shutdown;
 
-/// What `/healthz` reports: healthy, or why not.
+/// What `/healthz` reports: healthy, or every reason why not. Each concern
+/// (storing effects, a watch, the decision record) sets and clears its own
+/// condition, so one recovering never hides another.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
-    problem: Arc<Mutex<Option<String>>>,
+    problems: Arc<Mutex<std::collections::BTreeMap<&'static str, String>>>,
 }
 
 impl Health {
-    /// Marks the service unhealthy with a reason (`None` = healthy).
+    /// Marks the service unhealthy with a reason (`None` = healthy) for the
+    /// general concern of storing its effects.
     pub fn set_problem(&self, problem: Option<String>) {
-        if let Ok(mut p) = self.problem.lock() {
-            *p = problem;
+        self.set_condition("effects", problem);
+    }
+
+    /// Sets (`Some`) or clears (`None`) the problem of one concern.
+    pub fn set_condition(&self, concern: &'static str, problem: Option<String>) {
+        if let Ok(mut p) = self.problems.lock() {
+            match problem {
+                Some(why) => p.insert(concern, why),
+                None => p.remove(concern),
+            };
         }
     }
 
-    /// The current problem, if any.
+    /// The current problems, if any, in one line.
     pub fn problem(&self) -> Option<String> {
-        self.problem.lock().ok().and_then(|p| p.clone())
+        let p = self.problems.lock().ok()?;
+        (!p.is_empty()).then(|| p.values().cloned().collect::<Vec<_>>().join("; "))
     }
 }
 

@@ -20,6 +20,7 @@ use async_nats::{
 use bytes::Bytes;
 use futures::{StreamExt, stream::FuturesUnordered};
 
+use crate::http::Health;
 use crate::shutdown::Shutdown;
 
 /// Acknowledgements in flight at once; below async-nats' default
@@ -71,11 +72,18 @@ impl Outgoing {
     }
 }
 
-/// Delivery stopped because shutdown was requested; nothing may be acked.
+/// Why a delivery did not store everything; nothing may be acked, and no
+/// checkpoint may move past it (decision 7).
 #[derive(Debug, thiserror::Error)]
-#[error("delivery interrupted by shutdown with {pending} message(s) unacknowledged")]
-pub struct Interrupted {
-    pub pending: usize,
+pub enum Interrupted {
+    /// Shutdown was requested while messages were unacknowledged.
+    #[error("delivery interrupted by shutdown with {pending} message(s) unacknowledged")]
+    Shutdown { pending: usize },
+    /// A message is larger than the broker accepts: it can never be stored.
+    /// The size limits on input make this a bug, so it stops the service
+    /// loudly instead of being skipped.
+    #[error("a message on {subject} ({len} bytes) is larger than the broker accepts; not stored")]
+    TooLarge { subject: String, len: usize },
 }
 
 /// What a delivery took.
@@ -84,9 +92,6 @@ pub struct Delivered {
     pub published: usize,
     /// Attempts that failed and were retried.
     pub retries: usize,
-    /// Messages the broker can never accept (larger than its max payload);
-    /// logged and skipped.
-    pub dropped: usize,
     /// A [`SoleWriter`] could not prove its fast delivery and published
     /// everything again with an acknowledgement each.
     pub fell_back: bool,
@@ -96,11 +101,30 @@ pub struct Delivered {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     js: jetstream::Context,
+    /// Told when effects keep failing to be stored, so `/healthz` says so
+    /// while the outbox is still retrying.
+    health: Option<Health>,
 }
+
+/// How long deliveries may keep failing before the service reports itself
+/// unhealthy (a leader election takes a few seconds; longer is an outage).
+const UNHEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 impl Outbox {
     pub fn new(js: jetstream::Context) -> Outbox {
-        Outbox { js }
+        Outbox { js, health: None }
+    }
+
+    /// Reports deliveries that keep failing to `health` (`/healthz`).
+    pub fn reporting_to(mut self, health: Health) -> Outbox {
+        self.health = Some(health);
+        self
+    }
+
+    fn report(&self, problem: Option<String>) {
+        if let Some(h) = &self.health {
+            h.set_condition("outbox", problem);
+        }
     }
 
     /// Publishes every item and waits for every acknowledgement, retrying
@@ -116,36 +140,49 @@ impl Outbox {
         };
         let mut pending: Vec<usize> = (0..items.len()).collect();
         let mut backoff = Duration::from_millis(50);
+        let since = tokio::time::Instant::now();
         loop {
             let failed = self.publish_all(items, &pending).await;
             if failed.is_empty() {
+                if stats.retries > 0 {
+                    self.report(None);
+                }
                 return Ok(stats);
             }
             let mut retry = Vec::with_capacity(failed.len());
             for (i, err) in failed {
                 if err.kind() == PublishErrorKind::MaxPayloadExceeded {
-                    tracing::error!(subject = %items[i].subject, error = %err, "message larger than the broker accepts; skipped");
-                    stats.dropped += 1;
-                } else {
-                    if retry.is_empty() {
-                        tracing::warn!(subject = %items[i].subject, error = %err, "publish not acknowledged; retrying");
-                    }
-                    retry.push(i);
+                    tracing::error!(subject = %items[i].subject, error = %err, "message larger than the broker accepts; not stored");
+                    self.report(Some(format!(
+                        "a message on {} is larger than the broker accepts",
+                        items[i].subject
+                    )));
+                    return Err(Interrupted::TooLarge {
+                        subject: items[i].subject.clone(),
+                        len: items[i].payload.len(),
+                    });
                 }
-            }
-            if retry.is_empty() {
-                return Ok(stats);
+                if retry.is_empty() {
+                    tracing::warn!(subject = %items[i].subject, error = %err, "publish not acknowledged; retrying");
+                    if since.elapsed() >= UNHEALTHY_AFTER {
+                        self.report(Some(format!(
+                            "effects not stored for {}s: {err}",
+                            since.elapsed().as_secs()
+                        )));
+                    }
+                }
+                retry.push(i);
             }
             stats.retries += retry.len();
             if shutdown.is_triggered() {
-                return Err(Interrupted {
+                return Err(Interrupted::Shutdown {
                     pending: retry.len(),
                 });
             }
             let mut s = shutdown.clone();
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = s.wait() => return Err(Interrupted { pending: retry.len() }),
+                _ = s.wait() => return Err(Interrupted::Shutdown { pending: retry.len() }),
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
             pending = retry;

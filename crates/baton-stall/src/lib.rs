@@ -284,7 +284,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
     let running_progress = progress.clone();
     let running_metrics = metrics.clone();
     let service = Service {
-        outbox: Outbox::new(js.clone()),
+        outbox: Outbox::new(js.clone()).reporting_to(health.clone()),
         js,
         det,
         watch,
@@ -339,6 +339,7 @@ impl Service {
         mut liveness_watch: kv::Watch,
     ) -> Result<(), DetectorError> {
         let mut silences: HashMap<String, Silence> = HashMap::new();
+        let (mut silences_ended, mut liveness_ended) = (false, false);
         let mut in_flight: Option<tokio::task::JoinHandle<SnapshotWrite>> = None;
         // False once alerts or a snapshot could not be stored: the
         // checkpoint must then stay where it is, so that a restart re-reads
@@ -441,12 +442,31 @@ impl Service {
                 } => {
                     alerts.extend(self.det.handle_timeout(self.now()));
                 }
-                entry = silence_watch.next() => {
-                    if let Some(Ok(entry)) = entry {
+                entry = silence_watch.next(), if !silences_ended => {
+                    let entry = match entry {
+                        Some(Ok(entry)) => entry,
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "silence watch error");
+                            continue;
+                        }
+                        None => {
+                            // Silences set from now on would not be seen.
+                            silences_ended = true;
+                            self.health.set_condition("silences", Some("the watch of KV baton-silences ended; restart the detector".into()));
+                            continue;
+                        }
+                    };
+                    {
                         match entry.operation {
                             kv::Operation::Put => match pb::Silence::decode(entry.value.clone()).map_err(|e| e.to_string()).and_then(|s| Silence::try_from(s).map_err(|e| e.to_string())) {
                                 Ok(s) => { silences.insert(entry.key.clone(), s); }
-                                Err(e) => tracing::warn!(key = %entry.key, error = %e, "unreadable silence ignored"),
+                                Err(e) => {
+                                    // Refused (e.g. no matcher: it would mute
+                                    // everything): it mutes nothing, and
+                                    // replaces whatever the key held.
+                                    tracing::warn!(key = %entry.key, error = %e, "silence refused; it mutes nothing");
+                                    silences.remove(&entry.key);
+                                }
                             },
                             _ => { silences.remove(&entry.key); }
                         }
@@ -455,7 +475,13 @@ impl Service {
                         alerts.extend(self.det.handle_timeout(now));
                     }
                 }
-                entry = liveness_watch.next() => {
+                entry = liveness_watch.next(), if !liveness_ended => {
+                    if entry.is_none() {
+                        // The orchestrator's liveness would no longer be seen.
+                        liveness_ended = true;
+                        self.health.set_condition("liveness", Some("the watch of KV baton-services ended; restart the detector".into()));
+                        continue;
+                    }
                     if let Some(Ok(entry)) = entry
                         && entry.operation == kv::Operation::Put
                         && let Ok(status) = pb::ServiceStatus::decode(entry.value.clone())

@@ -40,55 +40,55 @@ pub struct EmitArgs {
     #[arg(long, env = "BATON_CONTEXT_VERSION", value_name = "N")]
     pub context_version: Option<u64>,
     /// created: stage
-    #[arg(long, help_heading = "Event: created")]
+    #[arg(long, help_heading = "For created")]
     pub stage: Option<String>,
     /// created: title
-    #[arg(long, help_heading = "Event: created", default_value = "")]
+    #[arg(long, help_heading = "For created", default_value = "")]
     pub title: String,
     /// created: only this agent may claim
-    #[arg(long, help_heading = "Event: created")]
+    #[arg(long, help_heading = "For created")]
     pub assignee: Option<String>,
     /// created: must be claimed within
-    #[arg(long, help_heading = "Event: created", value_parser = duration)]
+    #[arg(long, help_heading = "For created", value_parser = duration)]
     pub start_within: Option<Duration>,
     /// created: must end within
-    #[arg(long, help_heading = "Event: created", value_parser = duration)]
+    #[arg(long, help_heading = "For created", value_parser = duration)]
     pub deadline_within: Option<Duration>,
     /// created: owner heartbeat lease
-    #[arg(long, help_heading = "Event: created", value_parser = duration)]
+    #[arg(long, help_heading = "For created", value_parser = duration)]
     pub heartbeat_within: Option<Duration>,
     /// created: progress must advance within
-    #[arg(long, help_heading = "Event: created", value_parser = duration)]
+    #[arg(long, help_heading = "For created", value_parser = duration)]
     pub progress_within: Option<Duration>,
     /// claimed: the lease committed to
-    #[arg(long, help_heading = "Event: claimed", value_parser = duration, default_value = "30s")]
+    #[arg(long, help_heading = "For claimed", value_parser = duration, default_value = "30s")]
     pub lease: Duration,
     /// heartbeat: a note
-    #[arg(long, help_heading = "Event: heartbeat", default_value = "")]
+    #[arg(long, help_heading = "For heartbeat", default_value = "")]
     pub note: String,
     /// heartbeat: output advanced
-    #[arg(long, help_heading = "Event: heartbeat")]
+    #[arg(long, help_heading = "For heartbeat")]
     pub progress: bool,
     /// handoff_offered: recipient agent
-    #[arg(long, help_heading = "Event: handoff_offered", conflicts_with = "to_stage")]
+    #[arg(long, help_heading = "For handoff_offered", conflicts_with = "to_stage")]
     pub to_agent: Option<String>,
     /// handoff_offered: recipient stage
-    #[arg(long, help_heading = "Event: handoff_offered")]
+    #[arg(long, help_heading = "For handoff_offered")]
     pub to_stage: Option<String>,
     /// handoff_offered / completed: where the output is
-    #[arg(long, help_heading = "Event: handoff_offered, completed", default_value = "")]
+    #[arg(long, help_heading = "For handoff_offered and completed", default_value = "")]
     pub output: String,
     /// handoff_offered: must be accepted within
-    #[arg(long, help_heading = "Event: handoff_offered", value_parser = duration)]
+    #[arg(long, help_heading = "For handoff_offered", value_parser = duration)]
     pub accept_within: Option<Duration>,
     /// completed: summary
-    #[arg(long, help_heading = "Event: completed", default_value = "")]
+    #[arg(long, help_heading = "For completed", default_value = "")]
     pub summary: String,
     /// blocked / handoff_rejected / failed / released / revoked / cancelled: why
-    #[arg(long, help_heading = "Reasons", default_value = "")]
+    #[arg(long, help_heading = "For blocked, handoff_rejected, failed, released, revoked, cancelled", default_value = "")]
     pub reason: String,
     /// failed: the task may be claimed again
-    #[arg(long, help_heading = "Event: failed")]
+    #[arg(long, help_heading = "For failed")]
     pub retryable: bool,
     /// Print JSON
     #[arg(long)]

@@ -811,3 +811,83 @@ async fn small_inconsistencies_are_gone() {
     let help = ok(&baton(&url, &["status", "--help"]));
     assert!(help.contains("Exit status:") && help.contains("2  down"), "{help}");
 }
+
+/// `baton dlq`: list and show what the services could not use (reason,
+/// subject, headers, bytes), and re-drive a dead letter to the events
+/// stream once it passes the checks (stored once however often re-driven).
+#[tokio::test]
+async fn dlq_lists_shows_and_redrives() {
+    use baton_core::subjects::{DLQ_ALL, DLQ_STREAM, EVENTS_STREAM};
+    let mut rig = Rig::new().await;
+    let url = rig.server.url();
+    rig.start_orchestrator(&[]).await;
+    publish_raw(
+        &rig.js,
+        "baton.evt.t.a",
+        b"\xde\xad\xbe\xef not protobuf".to_vec(),
+        Some("junk-1"),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while read_all(&rig.js, DLQ_STREAM, DLQ_ALL).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing was dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list = json(&baton(&url, &["dlq", "list", "--json"]));
+    let letter = &list[0];
+    assert_eq!(letter["subject"], "baton.evt.t.a", "{list:#}");
+    assert_eq!(letter["original_msg_id"], "junk-1");
+    assert!(letter["source"].as_str().is_some_and(|s| s.starts_with("BATON_EVENTS:")));
+    assert!(letter["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    let seq = letter["seq"].as_u64().expect("seq").to_string();
+    let table = ok(&baton(&url, &["dlq", "list"]));
+    assert!(table.contains("baton.evt.t.a"), "{table}");
+    let shown = ok(&baton(&url, &["dlq", "show", &seq]));
+    assert!(
+        shown.contains("subject   baton.evt.t.a")
+            && shown.contains("00000000  de ad be ef 20 6e 6f 74"),
+        "{shown}"
+    );
+    let shown = json(&baton(&url, &["dlq", "show", &seq, "--json"]));
+    assert!(shown["payload_hex"].as_str().is_some_and(|h| h.starts_with("deadbeef")));
+    // Still undecodable: refused, nothing published.
+    let before = read_all(&rig.js, EVENTS_STREAM, "baton.evt.>").await.len();
+    let out = baton(&url, &["dlq", "redrive", &seq]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("would be refused again"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_all(&rig.js, EVENTS_STREAM, "baton.evt.>").await.len(), before);
+    let missing = baton(&url, &["dlq", "show", "999"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no dead letter at sequence 999"));
+
+    // A dead letter whose event passes now (as after a fix), stored as the
+    // services store one.
+    let mut ev = Events::new("w");
+    let created = ev.created("t2", "p");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Baton-Dlq-Subject", "baton.evt.t2.p");
+    headers.insert("Baton-Dlq-Reason", "refused by a bug since fixed");
+    headers.insert("Baton-Dlq-Source", "BATON_EVENTS:1");
+    let fixed = rig
+        .js
+        .publish_with_headers("baton.dlq.invalid", headers, created.encode_to_vec().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence
+        .to_string();
+    let redriven = json(&baton(&url, &["dlq", "redrive", &fixed, "--json"]));
+    assert_eq!(redriven["duplicate"], false);
+    assert_eq!(redriven["subject"], "baton.evt.t2.p");
+    wait_task(&rig.js, "t2", |_| true).await;
+    let again = json(&baton(&url, &["dlq", "redrive", &fixed, "--json"]));
+    assert_eq!(again["duplicate"], true, "re-driving twice stores it once");
+    assert_eq!(
+        read_all(&rig.js, EVENTS_STREAM, "baton.evt.t2.*").await.len(),
+        1
+    );
+}

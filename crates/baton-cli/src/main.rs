@@ -71,6 +71,8 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Check stall rules, or backtest them on recorded history
     Rules(cmd::rules::RulesArgs),
+    /// Dead letters: list, show (headers, hex), re-drive to the events stream
+    Dlq(cmd::dlq::DlqArgs),
 }
 
 fn init_logging(cli: &Cli, default: &str) {
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
             Command::Silence(args) => cmd::silence::silence(nats, args).await,
             Command::Status(args) => return Ok(cmd::status::status(nats, args).await),
             Command::Rules(args) => cmd::rules::rules(nats, args).await,
+            Command::Dlq(args) => return cmd::dlq::dlq(nats, args).await,
         };
         done.map(|()| ExitCode::SUCCESS)
     });

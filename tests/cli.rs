@@ -617,7 +617,16 @@ async fn emit_created_refuses_a_task_that_exists() {
     let mut rig = Rig::new().await;
     let url = rig.server.url();
     rig.start_orchestrator(&[]).await;
-    let create = ["emit", "created", "--task", "t", "--agent", "p", "--workflow", "w"];
+    let create = [
+        "emit",
+        "created",
+        "--task",
+        "t",
+        "--agent",
+        "p",
+        "--workflow",
+        "w",
+    ];
     ok(&baton(&url, &create));
     let again = baton(&url, &create);
     assert_eq!(again.status.code(), Some(2), "an existing task exits 2");
@@ -626,7 +635,12 @@ async fn emit_created_refuses_a_task_that_exists() {
         err.contains("task t already exists (submitted): nothing was published"),
         "{err}"
     );
-    let stored = read_all(&rig.js, baton_core::subjects::EVENTS_STREAM, "baton.evt.t.*").await;
+    let stored = read_all(
+        &rig.js,
+        baton_core::subjects::EVENTS_STREAM,
+        "baton.evt.t.*",
+    )
+    .await;
     assert_eq!(stored.len(), 1, "the second creation was not stored");
 }
 
@@ -651,7 +665,10 @@ async fn a_closed_pipe_ends_baton_quietly() {
         .output()
         .expect("run baton");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
     assert_eq!(out.status.code(), Some(141), "{err}");
 
     // Following: the first alert written to the closed pipe ends it.
@@ -697,35 +714,78 @@ async fn emit_sends_the_decision_record_version() {
     let rec = json(&baton(
         &url,
         &[
-            "context", "w", "record", "--as", "editor", "--summary", "en-GB", "--json",
+            "context",
+            "w",
+            "record",
+            "--as",
+            "editor",
+            "--summary",
+            "en-GB",
+            "--json",
         ],
     ));
     let version = rec["version"].as_u64().expect("version");
     ok(&baton(
         &url,
-        &["emit", "created", "--task", "t", "--agent", "p", "--workflow", "w"],
+        &[
+            "emit",
+            "created",
+            "--task",
+            "t",
+            "--agent",
+            "p",
+            "--workflow",
+            "w",
+        ],
     ));
-    ok(&baton(&url, &["emit", "claimed", "--task", "t", "--agent", "a"]));
     ok(&baton(
         &url,
-        &["emit", "heartbeat", "--task", "t", "--agent", "a", "--progress"],
+        &["emit", "claimed", "--task", "t", "--agent", "a"],
     ));
     ok(&baton(
         &url,
         &[
-            "emit", "heartbeat", "--task", "t", "--agent", "a", "--raw", "--epoch", "1",
+            "emit",
+            "heartbeat",
+            "--task",
+            "t",
+            "--agent",
+            "a",
+            "--progress",
         ],
     ));
-    let sent: Vec<u64> = read_all(&rig.js, baton_core::subjects::EVENTS_STREAM, "baton.evt.t.*")
-        .await
-        .iter()
-        .map(|m| {
-            baton_core::wire::decode_event(&m.payload)
-                .expect("event")
-                .context_version
-        })
-        .collect();
-    assert_eq!(sent, vec![version; 4], "every event carries the version read");
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "heartbeat",
+            "--task",
+            "t",
+            "--agent",
+            "a",
+            "--raw",
+            "--epoch",
+            "1",
+        ],
+    ));
+    let sent: Vec<u64> = read_all(
+        &rig.js,
+        baton_core::subjects::EVENTS_STREAM,
+        "baton.evt.t.*",
+    )
+    .await
+    .iter()
+    .map(|m| {
+        baton_core::wire::decode_event(&m.payload)
+            .expect("event")
+            .context_version
+    })
+    .collect();
+    assert_eq!(
+        sent,
+        vec![version; 4],
+        "every event carries the version read"
+    );
     rig.wait_caught_up().await;
     let stale: Vec<_> = all_alerts(&rig.js)
         .await
@@ -737,10 +797,22 @@ async fn emit_sends_the_decision_record_version() {
     ok(&baton(
         &url,
         &[
-            "emit", "heartbeat", "--task", "t", "--agent", "a", "--context-version", "0",
+            "emit",
+            "heartbeat",
+            "--task",
+            "t",
+            "--agent",
+            "a",
+            "--context-version",
+            "0",
         ],
     ));
-    let last = read_all(&rig.js, baton_core::subjects::EVENTS_STREAM, "baton.evt.t.*").await;
+    let last = read_all(
+        &rig.js,
+        baton_core::subjects::EVENTS_STREAM,
+        "baton.evt.t.*",
+    )
+    .await;
     let last = baton_core::wire::decode_event(&last.last().expect("event").payload).expect("event");
     assert_eq!(last.context_version, 0);
 }
@@ -755,11 +827,26 @@ async fn small_inconsistencies_are_gone() {
     rig.start_orchestrator(&[]).await;
     ok(&baton(
         &url,
-        &["emit", "created", "--task", "t", "--agent", "p", "--workflow", "w"],
+        &[
+            "emit",
+            "created",
+            "--task",
+            "t",
+            "--agent",
+            "p",
+            "--workflow",
+            "w",
+        ],
     ));
     // The task status is spelled `canceled`, the event `cancelled`: both work.
-    ok(&baton(&url, &["emit", "canceled", "--task", "t", "--agent", "op"]));
-    wait_task(&rig.js, "t", |t| t.status == baton_core::TaskStatus::Canceled).await;
+    ok(&baton(
+        &url,
+        &["emit", "canceled", "--task", "t", "--agent", "op"],
+    ));
+    wait_task(&rig.js, "t", |t| {
+        t.status == baton_core::TaskStatus::Canceled
+    })
+    .await;
     for spelling in ["cancelled", "canceled"] {
         let listed = json(&baton(&url, &["tasks", "--status", spelling, "--json"]));
         assert_eq!(listed[0]["task_id"], "t", "--status {spelling}");
@@ -767,8 +854,11 @@ async fn small_inconsistencies_are_gone() {
 
     // rules check --json, valid and not.
     let good = rig.dir.path().join("good.toml");
-    std::fs::write(&good, "[defaults]\nheartbeat = \"45s\"\n[workflows.blog]\naccept = \"1m\"\n")
-        .expect("write");
+    std::fs::write(
+        &good,
+        "[defaults]\nheartbeat = \"45s\"\n[workflows.blog]\naccept = \"1m\"\n",
+    )
+    .expect("write");
     let checked = json(&baton(
         &url,
         &["rules", "check", "--json", &good.to_string_lossy()],
@@ -783,7 +873,12 @@ async fn small_inconsistencies_are_gone() {
     assert!(!out.status.success());
     let checked: Value = serde_json::from_slice(&out.stdout).expect("JSON even when invalid");
     assert_eq!(checked["valid"], false);
-    assert!(checked["error"].as_str().is_some_and(|e| e.contains("heartbeat")), "{checked}");
+    assert!(
+        checked["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("heartbeat")),
+        "{checked}"
+    );
 
     // A silence of zero length mutes nothing: refused.
     let out = baton(&url, &["silence", "add", "--task", "t", "--for", "0s"]);
@@ -809,7 +904,10 @@ async fn small_inconsistencies_are_gone() {
     let help = ok(&baton(&url, &["tasks", "--help"]));
     assert!(help.contains("Only tasks of this workflow"), "{help}");
     let help = ok(&baton(&url, &["status", "--help"]));
-    assert!(help.contains("Exit status:") && help.contains("2  down"), "{help}");
+    assert!(
+        help.contains("Exit status:") && help.contains("2  down"),
+        "{help}"
+    );
 }
 
 /// `baton dlq`: list and show what the services could not use (reason,
@@ -830,14 +928,21 @@ async fn dlq_lists_shows_and_redrives() {
     .await;
     let deadline = std::time::Instant::now() + PATIENCE;
     while read_all(&rig.js, DLQ_STREAM, DLQ_ALL).await.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "nothing was dead-lettered");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was dead-lettered"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let list = json(&baton(&url, &["dlq", "list", "--json"]));
     let letter = &list[0];
     assert_eq!(letter["subject"], "baton.evt.t.a", "{list:#}");
     assert_eq!(letter["original_msg_id"], "junk-1");
-    assert!(letter["source"].as_str().is_some_and(|s| s.starts_with("BATON_EVENTS:")));
+    assert!(
+        letter["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("BATON_EVENTS:"))
+    );
     assert!(letter["reason"].as_str().is_some_and(|r| !r.is_empty()));
     let seq = letter["seq"].as_u64().expect("seq").to_string();
     let table = ok(&baton(&url, &["dlq", "list"]));
@@ -849,7 +954,11 @@ async fn dlq_lists_shows_and_redrives() {
         "{shown}"
     );
     let shown = json(&baton(&url, &["dlq", "show", &seq, "--json"]));
-    assert!(shown["payload_hex"].as_str().is_some_and(|h| h.starts_with("deadbeef")));
+    assert!(
+        shown["payload_hex"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("deadbeef"))
+    );
     // Still undecodable: refused, nothing published.
     let before = read_all(&rig.js, EVENTS_STREAM, "baton.evt.>").await.len();
     let out = baton(&url, &["dlq", "redrive", &seq]);
@@ -859,7 +968,10 @@ async fn dlq_lists_shows_and_redrives() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(read_all(&rig.js, EVENTS_STREAM, "baton.evt.>").await.len(), before);
+    assert_eq!(
+        read_all(&rig.js, EVENTS_STREAM, "baton.evt.>").await.len(),
+        before
+    );
     let missing = baton(&url, &["dlq", "show", "999"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no dead letter at sequence 999"));
 
@@ -887,7 +999,9 @@ async fn dlq_lists_shows_and_redrives() {
     let again = json(&baton(&url, &["dlq", "redrive", &fixed, "--json"]));
     assert_eq!(again["duplicate"], true, "re-driving twice stores it once");
     assert_eq!(
-        read_all(&rig.js, EVENTS_STREAM, "baton.evt.t2.*").await.len(),
+        read_all(&rig.js, EVENTS_STREAM, "baton.evt.t2.*")
+            .await
+            .len(),
         1
     );
 }

@@ -458,7 +458,10 @@ async fn creating_a_task_that_exists_is_refused_and_nothing_is_stored() {
     assert_eq!(created, vec![first], "the second creation was not stored");
     rig.wait_caught_up().await;
     let state = stored_task(&rig.js, "t").await.expect("state");
-    assert_eq!(state.violations, 0, "nothing for the orchestrator to refuse");
+    assert_eq!(
+        state.violations, 0,
+        "nothing for the orchestrator to refuse"
+    );
 }
 
 /// Every thread of `pid` is stopped (SIGSTOP takes effect asynchronously).
@@ -497,9 +500,8 @@ async fn a_create_whose_ack_was_lost_succeeds_once() {
         assert!(std::time::Instant::now() < deadline, "server never stopped");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let create = tokio::spawn(async move {
-        a.create_task(NewTask::new("t", "w").expect("ids")).await
-    });
+    let create =
+        tokio::spawn(async move { a.create_task(NewTask::new("t", "w").expect("ids")).await });
     // Several attempts time out while the server is paused; each is queued.
     let early = tokio::time::timeout(Duration::from_secs(1), async {
         while !create.is_finished() {
@@ -508,8 +510,14 @@ async fn a_create_whose_ack_was_lost_succeeds_once() {
     })
     .await;
     signal("-CONT");
-    assert!(early.is_err(), "the create cannot finish while the broker is paused");
-    let seq = create.await.expect("join").expect("the retried create succeeds");
+    assert!(
+        early.is_err(),
+        "the create cannot finish while the broker is paused"
+    );
+    let seq = create
+        .await
+        .expect("join")
+        .expect("the retried create succeeds");
     let events = read_all(&rig.js, subjects::EVENTS_STREAM, "baton.evt.t.*").await;
     assert_eq!(
         events.iter().map(|m| m.seq).collect::<Vec<_>>(),

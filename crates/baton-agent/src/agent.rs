@@ -209,7 +209,12 @@ impl Agent {
         match self.publish_cas(&event, 0).await? {
             Some(seq) => Ok(seq),
             None => {
-                let status = self.current(&task).await.ok().and_then(|(t, _)| t).map(|t| t.status);
+                let status = self
+                    .current(&task)
+                    .await
+                    .ok()
+                    .and_then(|(t, _)| t)
+                    .map(|t| t.status);
                 Err(CreateError::Exists { task, status })
             }
         }

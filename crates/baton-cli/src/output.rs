@@ -19,7 +19,12 @@ pub const BROKEN_PIPE_EXIT: i32 = 141;
 pub fn exit_quietly_on_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let msg = info.payload_as_str().unwrap_or_default();
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
         if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
             std::process::exit(BROKEN_PIPE_EXIT);
         }
@@ -108,7 +113,11 @@ impl Table {
             .enumerate()
             .map(|(i, h)| format!("{h:<w$}", w = widths[i]))
             .collect();
-        check_stdout(writeln!(out, "{}", paint(header.join("  ").trim_end(), Color::Bold)));
+        check_stdout(writeln!(
+            out,
+            "{}",
+            paint(header.join("  ").trim_end(), Color::Bold)
+        ));
         for row in &self.rows {
             let line: Vec<String> = row
                 .iter()

@@ -58,8 +58,7 @@ impl Progress {
 
 /// Liveness writers of this process: their shutdown signal, and whether
 /// they have finished (record deleted, or given up).
-static WRITERS: Mutex<Vec<(Shutdown, tokio::sync::watch::Receiver<bool>)>> =
-    Mutex::new(Vec::new());
+static WRITERS: Mutex<Vec<(Shutdown, tokio::sync::watch::Receiver<bool>)>> = Mutex::new(Vec::new());
 
 /// How long a graceful stop waits for the record's deletion.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -87,7 +87,8 @@ impl DeadLetterJson {
             original_msg_id: d.original_msg_id.clone(),
             size: d.payload.len(),
             headers: d.headers.clone(),
-            payload_hex: with_payload.then(|| d.payload.iter().map(|b| format!("{b:02x}")).collect()),
+            payload_hex: with_payload
+                .then(|| d.payload.iter().map(|b| format!("{b:02x}")).collect()),
         }
     }
 }
@@ -111,8 +112,11 @@ pub async fn dlq(nats: &NatsArgs, args: &DlqArgs) -> anyhow::Result<ExitCode> {
                 read::read_subject(&conn.js, subjects::DLQ_STREAM, subjects::DLQ_ALL, 0, None)
                     .await?;
             let skip = stored.len().saturating_sub(*limit);
-            let letters: Vec<DeadLetter> =
-                stored.iter().skip(skip).map(DeadLetter::from_stored).collect();
+            let letters: Vec<DeadLetter> = stored
+                .iter()
+                .skip(skip)
+                .map(DeadLetter::from_stored)
+                .collect();
             if args.json {
                 print_json(
                     &letters
@@ -127,7 +131,9 @@ pub async fn dlq(nats: &NatsArgs, args: &DlqArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let now = now();
-            let mut t = Table::new(&["SEQ", "STORED", "REASON", "SUBJECT", "SOURCE", "SIZE", "WHY"]);
+            let mut t = Table::new(&[
+                "SEQ", "STORED", "REASON", "SUBJECT", "SOURCE", "SIZE", "WHY",
+            ]);
             for d in &letters {
                 let mut why: String = d.reason.chars().take(80).collect();
                 if d.reason.chars().count() > 80 {
@@ -152,7 +158,11 @@ pub async fn dlq(nats: &NatsArgs, args: &DlqArgs) -> anyhow::Result<ExitCode> {
                 print_json(&DeadLetterJson::from(&d, true));
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("dead letter {} (stored {})", d.seq, d.stored_at.to_rfc3339());
+            println!(
+                "dead letter {} (stored {})",
+                d.seq,
+                d.stored_at.to_rfc3339()
+            );
             println!("  reason    {}: {}", d.reason_token, d.reason);
             println!("  subject   {}", d.subject);
             println!("  source    {}", d.source);
@@ -263,7 +273,13 @@ fn hex_view(bytes: &[u8]) -> Vec<String> {
             let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
             let text: String = chunk
                 .iter()
-                .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+                .map(|&b| {
+                    if b.is_ascii_graphic() || b == b' ' {
+                        b as char
+                    } else {
+                        '.'
+                    }
+                })
                 .collect();
             format!("{:08x}  {:<47}  {text}", i * 16, hex.join(" "))
         })
@@ -280,7 +296,8 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                "00000000  00 01 68 65 6c 6c 6f 2c 20 64 65 61 64 20 6c 65  ..hello, dead le".to_string(),
+                "00000000  00 01 68 65 6c 6c 6f 2c 20 64 65 61 64 20 6c 65  ..hello, dead le"
+                    .to_string(),
                 "00000010  74 74 65 72 21                                   tter!".to_string(),
             ]
         );

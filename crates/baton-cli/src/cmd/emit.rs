@@ -70,13 +70,21 @@ pub struct EmitArgs {
     #[arg(long, help_heading = "For heartbeat")]
     pub progress: bool,
     /// handoff_offered: recipient agent
-    #[arg(long, help_heading = "For handoff_offered", conflicts_with = "to_stage")]
+    #[arg(
+        long,
+        help_heading = "For handoff_offered",
+        conflicts_with = "to_stage"
+    )]
     pub to_agent: Option<String>,
     /// handoff_offered: recipient stage
     #[arg(long, help_heading = "For handoff_offered")]
     pub to_stage: Option<String>,
     /// handoff_offered / completed: where the output is
-    #[arg(long, help_heading = "For handoff_offered and completed", default_value = "")]
+    #[arg(
+        long,
+        help_heading = "For handoff_offered and completed",
+        default_value = ""
+    )]
     pub output: String,
     /// handoff_offered: must be accepted within
     #[arg(long, help_heading = "For handoff_offered", value_parser = duration)]
@@ -85,7 +93,11 @@ pub struct EmitArgs {
     #[arg(long, help_heading = "For completed", default_value = "")]
     pub summary: String,
     /// blocked / handoff_rejected / failed / released / revoked / cancelled: why
-    #[arg(long, help_heading = "For blocked, handoff_rejected, failed, released, revoked, cancelled", default_value = "")]
+    #[arg(
+        long,
+        help_heading = "For blocked, handoff_rejected, failed, released, revoked, cancelled",
+        default_value = ""
+    )]
     pub reason: String,
     /// failed: the task may be claimed again
     #[arg(long, help_heading = "For failed")]

@@ -198,7 +198,8 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
             if let Ok(info) = s.consumer_info(name).await {
                 if info.num_pending > 0 || info.num_ack_pending > 0 {
                     let last_ack = info.ack_floor.last_active.unwrap_or(info.created);
-                    idle_with_work.insert(name, now.since(baton_jetstream::read::time_of(last_ack)));
+                    idle_with_work
+                        .insert(name, now.since(baton_jetstream::read::time_of(last_ack)));
                 }
                 consumers.push(ConsumerJson {
                     consumer: name.into(),
@@ -240,7 +241,9 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
                     crate::output::ago(last, now).trim_end_matches(" ago")
                 )),
             )
-        } else if let Some(idle) = idle_with_work.get(consumer).filter(|d| **d >= args.stuck_after)
+        } else if let Some(idle) = idle_with_work
+            .get(consumer)
+            .filter(|d| **d >= args.stuck_after)
         {
             (
                 "stuck",
@@ -266,7 +269,9 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
     let health = if !problems.is_empty() {
         Health::Down
     } else if firing_total > 0 {
-        problems.push(format!("{firing_total} alert(s) firing: see `baton alerts`"));
+        problems.push(format!(
+            "{firing_total} alert(s) firing: see `baton alerts`"
+        ));
         Health::Degraded
     } else {
         Health::Healthy

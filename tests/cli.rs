@@ -492,7 +492,8 @@ async fn status_says_when_nothing_is_watching() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
         text.contains("Health DOWN")
-            && text.contains("no stall-detector has reported: nothing raises stall alerts"),
+            && text.contains("no stall-detector has reported: nothing raises stall alerts")
+            && text.contains("no stall detector is watching"),
         "{text}"
     );
     let js = status_json(&url, &[]);

@@ -399,7 +399,12 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
         );
     }
     println!("\n{}", paint("Firing alerts", Color::Bold));
-    if firing.is_empty() {
+    let detector_ok = required
+        .iter()
+        .any(|r| r.service == "stall-detector" && r.state == "ok");
+    if firing.is_empty() && !detector_ok {
+        println!("  none raised, but no stall detector is watching: none could be");
+    } else if firing.is_empty() {
         println!("  none");
     } else {
         println!(

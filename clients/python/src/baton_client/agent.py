@@ -329,7 +329,7 @@ class Agent:
         if seq is None:
             try:
                 view, _ = await self._current(task)
-            except BrokerError:
+            except (BrokerError, WireError):  # only the status is missing then
                 view = None
             raise TaskExists(task, str(view.status) if view is not None else None)
         return seq

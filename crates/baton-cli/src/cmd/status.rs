@@ -25,7 +25,8 @@ Exit status:
   1  degraded: the services are fine, but alerts are firing (someone has to act)
   2  down: the orchestrator or the stall detector is missing, not reporting, or stuck
      (events pending and none acknowledged for --stuck-after); or NATS or the Baton
-     streams cannot be reached. Nothing may be watching the tasks.";
+     streams cannot be reached. Nothing may be watching the tasks.
+     (A mistyped flag also exits 2, as with every command.)";
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = EXIT_CODES)]

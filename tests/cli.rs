@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use baton_proto::prost::Message as _;
 use baton_testkit::NatsServer;
 use serde_json::Value;
 use support::*;
@@ -296,8 +297,12 @@ async fn an_operator_session() {
             && String::from_utf8_lossy(&refuse.stderr).contains("at least one of")
     );
 
-    // status: services, streams, consumers, counts, firing.
-    let status = ok(&baton(&url, &["status"]));
+    // status: services, streams, consumers, counts, firing; exit 1 while
+    // alerts are firing.
+    let out = baton(&url, &["status"]);
+    assert_eq!(out.status.code(), Some(1), "firing alerts: degraded");
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(status.contains("Health DEGRADED"), "{status}");
     for needle in [
         "orchestrator",
         "stall-detector",
@@ -309,7 +314,8 @@ async fn an_operator_session() {
     ] {
         assert!(status.contains(needle), "missing {needle:?} in\n{status}");
     }
-    let status = json(&baton(&url, &["status", "--json"]));
+    let status = status_json(&url, &[]);
+    assert_eq!(status["health"], "degraded");
     assert_eq!(status["tasks_by_status"]["submitted"], 1);
     assert!(
         status["services"]
@@ -470,4 +476,533 @@ fn dev_demo_catches_all_four_and_stops_cleanly() {
         Vec::new()
     };
     assert!(orphans.is_empty(), "left behind: {orphans:?}");
+}
+
+/// `baton status` as a healthcheck: its exit status is 0 only when an
+/// orchestrator and a stall detector are alive and nothing fires; 2 when
+/// either is missing or down; instances that stopped cleanly are forgotten.
+#[tokio::test]
+async fn status_says_when_nothing_is_watching() {
+    let mut rig = Rig::new().await;
+    let url = rig.server.url();
+    rig.start_orchestrator(&[]).await;
+    // Only the orchestrator: nothing raises stall alerts.
+    let out = baton(&url, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("Health DOWN")
+            && text.contains("no stall-detector has reported: nothing raises stall alerts")
+            && text.contains("no stall detector is watching"),
+        "{text}"
+    );
+    let js = status_json(&url, &[]);
+    assert_eq!(js["health"], "down");
+    assert_eq!(js["required"][1]["state"], "missing");
+
+    // Both services: healthy, exit 0.
+    rig.start_detector("[defaults]\nheartbeat = \"1h\"\naccept = \"1h\"\nstart = \"1h\"\n")
+        .await;
+    let out = baton(&url, &["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Health healthy"));
+
+    // The detector stops cleanly: it is gone (not listed as DOWN), and
+    // status says nothing raises stall alerts.
+    assert!(rig.extra[0].terminate(), "the detector exits 0 on SIGTERM");
+    let js = status_json(&url, &[]);
+    assert_eq!(js["health"], "down");
+    assert_eq!(js["required"][1]["state"], "missing", "{js:#}");
+    let services: Vec<&str> = js["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| s["service"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(services, vec!["orchestrator"], "{js:#}");
+
+    // The orchestrator crashes: its record stays, goes stale, and status
+    // says it is down.
+    rig.orchestrator.as_mut().expect("orchestrator").kill9();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let js = status_json(&url, &[]);
+        if js["required"][0]["state"] == "down" {
+            assert_eq!(js["services"][0]["alive"], false);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the crashed orchestrator never showed as down: {js:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = baton(&url, &["status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no orchestrator has reported for"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A service that still writes its liveness record but does not consume
+/// (wedged) is stuck: status exits 2 and says so.
+#[tokio::test]
+async fn status_says_when_a_service_is_stuck() {
+    let mut rig = Rig::new().await;
+    let url = rig.server.url();
+    let record = rig.start_orchestrator(&[]).await;
+    rig.start_detector("[defaults]\nheartbeat = \"1h\"\naccept = \"1h\"\nstart = \"1h\"\n")
+        .await;
+    // The orchestrator's consumer stops moving, while its liveness record
+    // stays fresh (as a wedged process's timer would keep it).
+    rig.orchestrator.as_mut().expect("orchestrator").kill9();
+    let services = wait_bucket(&rig.js, baton_core::subjects::SERVICES_BUCKET).await;
+    let keep_fresh = tokio::spawn(async move {
+        loop {
+            let _ = services
+                .put("orchestrator.o1", record.encode_to_vec().into())
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut ev = Events::new("w");
+    publish(&rig.js, &ev.created("t", "p")).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let js = status_json(&url, &["--stuck-after", "1s"]);
+        if js["required"][0]["state"] == "stuck" {
+            break;
+        }
+        assert_eq!(js["required"][0]["state"], "ok", "{js:#}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reported stuck: {js:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = baton(&url, &["status", "--stuck-after", "1s"]);
+    keep_fresh.abort();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("the orchestrator is alive but stuck"),
+        "{text}"
+    );
+}
+
+/// `baton status --json` (any exit status).
+fn status_json(url: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["status", "--json"];
+    args.extend_from_slice(extra);
+    let out = baton(url, &args);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `baton emit created` on a task that exists is refused before anything
+/// is published (exit 2), so a script run twice raises no alert.
+#[tokio::test]
+async fn emit_created_refuses_a_task_that_exists() {
+    let mut rig = Rig::new().await;
+    let url = rig.server.url();
+    rig.start_orchestrator(&[]).await;
+    let create = [
+        "emit",
+        "created",
+        "--task",
+        "t",
+        "--agent",
+        "p",
+        "--workflow",
+        "w",
+    ];
+    ok(&baton(&url, &create));
+    let again = baton(&url, &create);
+    assert_eq!(again.status.code(), Some(2), "an existing task exits 2");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("task t already exists (submitted): nothing was published"),
+        "{err}"
+    );
+    let stored = read_all(
+        &rig.js,
+        baton_core::subjects::EVENTS_STREAM,
+        "baton.evt.t.*",
+    )
+    .await;
+    assert_eq!(stored.len(), 1, "the second creation was not stored");
+}
+
+/// `baton status | head -1` and `baton alerts --follow | head -1`: a
+/// closed stdout ends baton quietly (no panic message), with the status a
+/// shell reports for a command stopped by a closed pipe.
+#[tokio::test]
+async fn a_closed_pipe_ends_baton_quietly() {
+    let mut rig = Rig::new().await;
+    let url = rig.server.url();
+    rig.start_orchestrator(&[]).await;
+    // A pipe whose reader is gone before baton writes anything.
+    let closed_stdout = || {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        writer
+    };
+    let out = Command::new(baton_bin())
+        .args(["--nats", &url, "status"])
+        .stdout(closed_stdout())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run baton");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(141), "{err}");
+
+    // Following: the first alert written to the closed pipe ends it.
+    let follow = Command::new(baton_bin())
+        .args(["--nats", &url, "alerts", "--follow", "--json"])
+        .stdout(closed_stdout())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut ev = Events::new("w");
+    publish(&rig.js, &ev.created("t", "p")).await;
+    publish(&rig.js, &ev.claimed("t", "a")).await;
+    publish(&rig.js, &ev.heartbeat("t", "intruder", 1)).await;
+    let out = tokio::task::spawn_blocking(move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = follow.id();
+        std::thread::spawn(move || {
+            let _ = tx.send(follow.wait_with_output());
+        });
+        let result = rx.recv_timeout(PATIENCE);
+        if result.is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        result
+    })
+    .await
+    .expect("join")
+    .expect("alerts --follow ends when its stdout is closed")
+    .expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}
+
+/// In a workflow with decisions, `baton emit` sends the record's current
+/// version (as an SDK agent that read it would), so a shell script acting
+/// as an agent raises no STALE_CONTEXT; `--context-version` overrides it.
+#[tokio::test]
+async fn emit_sends_the_decision_record_version() {
+    let mut rig = Rig::new().await;
+    let url = rig.server.url();
+    rig.start_orchestrator(&[]).await;
+    let rec = json(&baton(
+        &url,
+        &[
+            "context",
+            "w",
+            "record",
+            "--as",
+            "editor",
+            "--summary",
+            "en-GB",
+            "--json",
+        ],
+    ));
+    let version = rec["version"].as_u64().expect("version");
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "created",
+            "--task",
+            "t",
+            "--agent",
+            "p",
+            "--workflow",
+            "w",
+        ],
+    ));
+    ok(&baton(
+        &url,
+        &["emit", "claimed", "--task", "t", "--agent", "a"],
+    ));
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "heartbeat",
+            "--task",
+            "t",
+            "--agent",
+            "a",
+            "--progress",
+        ],
+    ));
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "heartbeat",
+            "--task",
+            "t",
+            "--agent",
+            "a",
+            "--raw",
+            "--epoch",
+            "1",
+        ],
+    ));
+    let sent: Vec<u64> = read_all(
+        &rig.js,
+        baton_core::subjects::EVENTS_STREAM,
+        "baton.evt.t.*",
+    )
+    .await
+    .iter()
+    .map(|m| {
+        baton_core::wire::decode_event(&m.payload)
+            .expect("event")
+            .context_version
+    })
+    .collect();
+    assert_eq!(
+        sent,
+        vec![version; 4],
+        "every event carries the version read"
+    );
+    rig.wait_caught_up().await;
+    let stale: Vec<_> = all_alerts(&rig.js)
+        .await
+        .into_iter()
+        .filter(|a| a.kind == baton_core::AlertKind::StaleContext)
+        .collect();
+    assert!(stale.is_empty(), "{stale:?}");
+    // Told otherwise, it sends what it is told.
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "heartbeat",
+            "--task",
+            "t",
+            "--agent",
+            "a",
+            "--context-version",
+            "0",
+        ],
+    ));
+    let last = read_all(
+        &rig.js,
+        baton_core::subjects::EVENTS_STREAM,
+        "baton.evt.t.*",
+    )
+    .await;
+    let last = baton_core::wire::decode_event(&last.last().expect("event").payload).expect("event");
+    assert_eq!(last.context_version, 0);
+}
+
+/// Small things a newcomer trips over: both spellings of cancel(l)ed, JSON
+/// from `rules check`, a zero-length silence refused, `--help` that groups
+/// connection flags apart from a command's own.
+#[tokio::test]
+async fn small_inconsistencies_are_gone() {
+    let mut rig = Rig::new().await;
+    let url = rig.server.url();
+    rig.start_orchestrator(&[]).await;
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "created",
+            "--task",
+            "t",
+            "--agent",
+            "p",
+            "--workflow",
+            "w",
+        ],
+    ));
+    // The task status is spelled `canceled`, the event `cancelled`: both work.
+    ok(&baton(
+        &url,
+        &["emit", "canceled", "--task", "t", "--agent", "op"],
+    ));
+    wait_task(&rig.js, "t", |t| {
+        t.status == baton_core::TaskStatus::Canceled
+    })
+    .await;
+    for spelling in ["cancelled", "canceled"] {
+        let listed = json(&baton(&url, &["tasks", "--status", spelling, "--json"]));
+        assert_eq!(listed[0]["task_id"], "t", "--status {spelling}");
+    }
+
+    // rules check --json, valid and not.
+    let good = rig.dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[defaults]\nheartbeat = \"45s\"\n[workflows.blog]\naccept = \"1m\"\n",
+    )
+    .expect("write");
+    let checked = json(&baton(
+        &url,
+        &["rules", "check", "--json", &good.to_string_lossy()],
+    ));
+    assert_eq!(checked["valid"], true);
+    assert_eq!(checked["defaults"]["heartbeat_ms"], 45_000);
+    assert_eq!(checked["defaults"]["progress_ms"], Value::Null, "off");
+    assert_eq!(checked["workflows"]["blog"]["accept_ms"], 60_000);
+    let bad = rig.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[defaults]\nheartbeat = \"soon\"\n").expect("write");
+    let out = baton(&url, &["rules", "check", "--json", &bad.to_string_lossy()]);
+    assert!(!out.status.success());
+    let checked: Value = serde_json::from_slice(&out.stdout).expect("JSON even when invalid");
+    assert_eq!(checked["valid"], false);
+    assert!(
+        checked["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("heartbeat")),
+        "{checked}"
+    );
+
+    // A silence of zero length mutes nothing: refused.
+    let out = baton(&url, &["silence", "add", "--task", "t", "--for", "0s"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a silence must last longer than 0s"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = json(&baton(&url, &["silence", "list", "--json"]));
+    assert_eq!(list, serde_json::json!([]), "nothing was stored");
+
+    // `emit --help`: its own flags first, grouped by event; connection
+    // flags under their own heading.
+    let help = ok(&baton(&url, &["emit", "--help"]));
+    let at = |needle: &str| {
+        help.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in\n{help}"))
+    };
+    assert!(at("Connection:") < at("--nats <URL>"), "{help}");
+    assert!(at("--task <TASK>") < at("Connection:"), "{help}");
+    assert!(at("For created:") < at("--stage <STAGE>"), "{help}");
+    let help = ok(&baton(&url, &["tasks", "--help"]));
+    assert!(help.contains("Only tasks of this workflow"), "{help}");
+    let help = ok(&baton(&url, &["status", "--help"]));
+    assert!(
+        help.contains("Exit status:") && help.contains("2  down"),
+        "{help}"
+    );
+}
+
+/// `baton dlq`: list and show what the services could not use (reason,
+/// subject, headers, bytes), and re-drive a dead letter to the events
+/// stream once it passes the checks (stored once however often re-driven).
+#[tokio::test]
+async fn dlq_lists_shows_and_redrives() {
+    use baton_core::subjects::{DLQ_ALL, DLQ_STREAM, EVENTS_STREAM};
+    let mut rig = Rig::new().await;
+    let url = rig.server.url();
+    rig.start_orchestrator(&[]).await;
+    publish_raw(
+        &rig.js,
+        "baton.evt.t.a",
+        b"\xde\xad\xbe\xef not protobuf".to_vec(),
+        Some("junk-1"),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while read_all(&rig.js, DLQ_STREAM, DLQ_ALL).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let list = json(&baton(&url, &["dlq", "list", "--json"]));
+    let letter = &list[0];
+    assert_eq!(letter["subject"], "baton.evt.t.a", "{list:#}");
+    assert_eq!(letter["original_msg_id"], "junk-1");
+    assert!(
+        letter["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("BATON_EVENTS:"))
+    );
+    assert!(letter["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    let seq = letter["seq"].as_u64().expect("seq").to_string();
+    let table = ok(&baton(&url, &["dlq", "list"]));
+    assert!(table.contains("baton.evt.t.a"), "{table}");
+    let shown = ok(&baton(&url, &["dlq", "show", &seq]));
+    assert!(
+        shown.contains("subject   baton.evt.t.a")
+            && shown.contains("00000000  de ad be ef 20 6e 6f 74"),
+        "{shown}"
+    );
+    let shown = json(&baton(&url, &["dlq", "show", &seq, "--json"]));
+    assert!(
+        shown["payload_hex"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("deadbeef"))
+    );
+    // Still undecodable: refused, nothing published.
+    let before = read_all(&rig.js, EVENTS_STREAM, "baton.evt.>").await.len();
+    let out = baton(&url, &["dlq", "redrive", &seq]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("would be refused again"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read_all(&rig.js, EVENTS_STREAM, "baton.evt.>").await.len(),
+        before
+    );
+    let missing = baton(&url, &["dlq", "show", "999"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no dead letter at sequence 999"));
+
+    // A dead letter whose event passes now (as after a fix), stored as the
+    // services store one.
+    let mut ev = Events::new("w");
+    let created = ev.created("t2", "p");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Baton-Dlq-Subject", "baton.evt.t2.p");
+    headers.insert("Baton-Dlq-Reason", "refused by a bug since fixed");
+    headers.insert("Baton-Dlq-Source", "BATON_EVENTS:1");
+    let fixed = rig
+        .js
+        .publish_with_headers("baton.dlq.invalid", headers, created.encode_to_vec().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence
+        .to_string();
+    let redriven = json(&baton(&url, &["dlq", "redrive", &fixed, "--json"]));
+    assert_eq!(redriven["duplicate"], false);
+    assert_eq!(redriven["subject"], "baton.evt.t2.p");
+    wait_task(&rig.js, "t2", |_| true).await;
+    let again = json(&baton(&url, &["dlq", "redrive", &fixed, "--json"]));
+    assert_eq!(again["duplicate"], true, "re-driving twice stores it once");
+    assert_eq!(
+        read_all(&rig.js, EVENTS_STREAM, "baton.evt.t2.*")
+            .await
+            .len(),
+        1
+    );
 }

@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use baton_agent::{
-    Agent, AgentOptions, ClaimError, ContextError, HandoffError, NewTask, OwnershipError,
+    Agent, AgentOptions, ClaimError, ContextError, CreateError, HandoffError, NewTask,
+    OwnershipError,
 };
 use baton_core::{AlertKind, EventBody, TaskStatus, subjects};
 use futures::future::join_all;
@@ -429,4 +430,108 @@ async fn a_forged_event_does_not_fool_the_sdk() {
     );
     let owned = bob.claim(&task("t1")).await.expect("bob can still claim");
     assert_eq!(owned.epoch(), 1);
+}
+
+#[tokio::test]
+async fn creating_a_task_that_exists_is_refused_and_nothing_is_stored() {
+    let rig = rig().await;
+    let a = agent(&rig, "a").await;
+    let first = a
+        .create_task(NewTask::new("t", "w").expect("ids"))
+        .await
+        .expect("create");
+    let owned = a.claim(&task("t")).await.expect("claim");
+    owned.complete("out", "done").await.expect("complete");
+    // As when a script (or the README example) runs a second time.
+    let again = a.create_task(NewTask::new("t", "w").expect("ids")).await;
+    match again {
+        Err(CreateError::Exists { task: t, status }) => {
+            assert_eq!(t.as_str(), "t");
+            assert_eq!(status, Some(TaskStatus::Completed));
+        }
+        other => panic!("expected CreateError::Exists, got {other:?}"),
+    }
+    let created: Vec<u64> = read_all(&rig.js, subjects::EVENTS_STREAM, "baton.evt.t.*")
+        .await
+        .iter()
+        .filter(|m| {
+            matches!(
+                baton_core::wire::decode_event(&m.payload).map(|e| e.body),
+                Ok(EventBody::Created(_))
+            )
+        })
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(created, vec![first], "the second creation was not stored");
+    rig.wait_caught_up().await;
+    let state = stored_task(&rig.js, "t").await.expect("state");
+    assert_eq!(
+        state.violations, 0,
+        "nothing for the orchestrator to refuse"
+    );
+}
+
+/// Every thread of `pid` is stopped (SIGSTOP takes effect asynchronously).
+fn stopped(pid: u32) -> bool {
+    let states: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_string()))
+        .collect();
+    !states.is_empty() && states.iter().all(|s| s == "T" || s == "t")
+}
+
+/// A creation whose first attempt was stored but not acknowledged in time
+/// (the broker was paused): the retry finds its own event and succeeds.
+#[tokio::test]
+async fn a_create_whose_ack_was_lost_succeeds_once() {
+    let rig = rig().await;
+    let mut opts = AgentOptions::new("a", rig.server.url());
+    opts.retry = baton_jetstream::Retry {
+        budget: Duration::from_secs(30),
+        attempt_timeout: Duration::from_millis(300),
+    };
+    let a = Agent::connect(opts).await.expect("connect");
+    let pid = rig.server.pid().expect("pid").to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+    };
+    signal("-STOP");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !stopped(rig.server.pid().expect("pid")) {
+        assert!(std::time::Instant::now() < deadline, "server never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let create =
+        tokio::spawn(async move { a.create_task(NewTask::new("t", "w").expect("ids")).await });
+    // Several attempts time out while the server is paused; each is queued.
+    let early = tokio::time::timeout(Duration::from_secs(1), async {
+        while !create.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    signal("-CONT");
+    assert!(
+        early.is_err(),
+        "the create cannot finish while the broker is paused"
+    );
+    let seq = create
+        .await
+        .expect("join")
+        .expect("the retried create succeeds");
+    let events = read_all(&rig.js, subjects::EVENTS_STREAM, "baton.evt.t.*").await;
+    assert_eq!(
+        events.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![seq],
+        "stored once"
+    );
+    rig.wait_caught_up().await;
+    let state = stored_task(&rig.js, "t").await.expect("state");
+    assert_eq!(state.violations, 0);
 }

@@ -30,6 +30,7 @@ from baton_client import (
     Refused,
     Taken,
     TaskEnded,
+    TaskExists,
     TaskStatus,
     UnknownTask,
     pb,
@@ -416,3 +417,22 @@ async def test_an_impersonating_event_is_ignored_like_the_orchestrator_does(
     state = await wait_kv(nc, task, lambda s: s.owner == bob.id)
     assert state.epoch == 1 and state.last_event_seq > forged_seq
     await owned.release("done")
+
+
+async def test_creating_a_task_that_exists_is_refused_before_publishing(
+    connect: AgentFactory, nc: nats.NATS, uid: str
+) -> None:
+    task = f"again-{uid}"
+    alice = await connect(f"alice-{uid}")
+    first = await alice.create_task(task, "wf1")
+    owned = await alice.claim(task)
+    await owned.complete("s3://x", "done")
+    # As when the README example runs a second time.
+    with pytest.raises(TaskExists) as info:
+        await alice.create_task(task, "wf1")
+    assert (info.value.task, info.value.status) == (task, "completed")
+    assert "already exists" in str(info.value)
+    created = [s for s, _, _, e in await stored_events(nc, task) if e.WhichOneof("body") == "created"]
+    assert created == [first], "nothing was published the second time"
+    state = await wait_kv(nc, task, lambda s: s.status == COMPLETED)
+    assert state.violations == 0

@@ -52,3 +52,27 @@ async def test_heartbeat_survives_a_paused_server(
     state = await wait_kv(nc, task, lambda s: s.last_event_seq == seq, timeout=20)
     assert state.violations == 0 and state.owner == alice.id
     await owned.complete("s3://x", "done")
+
+
+async def test_create_whose_ack_was_lost_succeeds_once(
+    services: Services, connect: AgentFactory, nc: nats.NATS, uid: str
+) -> None:
+    """The first attempt is stored while its acknowledgement is late (the
+    server is paused): the retry, refused by the compare-and-set, finds its
+    own event and succeeds."""
+    task = f"pause-create-{uid}"
+    alice = await connect(f"alice-{uid}", retry=Retry(budget=30, attempt_timeout=0.4))
+    server = services.procs[0]
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        await eventually(lambda: stopped(server.pid), timeout=10, what="the server stopped")
+        create = asyncio.create_task(alice.create_task(task, "wf1"))
+        done, _ = await asyncio.wait({create}, timeout=1.5)
+        assert not done
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    seq = await asyncio.wait_for(create, 30)
+    events = await stored_events(nc, task)
+    assert [s for s, _, _, _ in events] == [seq]  # several attempts, stored once
+    state = await wait_kv(nc, task, lambda s: s.last_event_seq == seq, timeout=20)
+    assert state.violations == 0

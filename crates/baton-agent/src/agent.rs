@@ -16,7 +16,7 @@ use baton_jetstream::{Cas, NatsOptions, PublishError, Retry, publish_durable, re
 
 use crate::{
     context::ContextRecord,
-    error::{AgentError, BrokerError, ClaimError, HandoffError},
+    error::{AgentError, BrokerError, ClaimError, CreateError, HandoffError},
     ownership::Ownership,
     pipeline::Pipeline,
 };
@@ -188,8 +188,11 @@ impl Agent {
         let _ = self.inner.client.flush().await;
     }
 
-    /// Creates a task (stored once even if retried).
-    pub async fn create_task(&self, new: NewTask) -> Result<u64, AgentError> {
+    /// Creates a task (stored once even if retried); returns its stream
+    /// sequence. Published with compare-and-set on the task's subjects
+    /// (expected last sequence 0), so a task that exists already is refused
+    /// by the broker with [`CreateError::Exists`] and nothing is stored.
+    pub async fn create_task(&self, new: NewTask) -> Result<u64, CreateError> {
         let event = self.event(
             &new.task,
             &new.workflow,
@@ -201,11 +204,19 @@ impl Agent {
                 windows: new.windows,
             }),
         );
-        let ack = self
-            .publish(&event, None)
-            .await
-            .map_err(BrokerError::from)?;
-        Ok(ack.sequence)
+        let task = event.task.clone();
+        match self.publish_cas(&event, 0).await? {
+            Some(seq) => Ok(seq),
+            None => {
+                let status = self
+                    .current(&task)
+                    .await
+                    .ok()
+                    .and_then(|(t, _)| t)
+                    .map(|t| t.status);
+                Err(CreateError::Exists { task, status })
+            }
+        }
     }
 
     /// Takes an unowned task. Of several agents claiming at once exactly

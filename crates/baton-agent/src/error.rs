@@ -24,6 +24,21 @@ pub enum AgentError {
     Broker(#[from] BrokerError),
 }
 
+/// Why a task could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The task exists already (events were stored for it): nothing was
+    /// published. Task ids are unique for good, even after a task ends.
+    #[error("task {task} already exists{}: nothing was published; pick another task id", status.map(|s| format!(" ({s})")).unwrap_or_default())]
+    Exists {
+        task: TaskId,
+        /// Its status, when its history could be read.
+        status: Option<TaskStatus>,
+    },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
 /// Why a claim did not give this agent the task.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {

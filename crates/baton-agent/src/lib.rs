@@ -74,7 +74,9 @@ pub mod pipeline;
 
 pub use agent::{Agent, AgentOptions, NewTask};
 pub use context::{ContextRecord, Decision, RefusedEntry, Snapshot};
-pub use error::{AgentError, BrokerError, ClaimError, ContextError, HandoffError, OwnershipError};
+pub use error::{
+    AgentError, BrokerError, ClaimError, ContextError, CreateError, HandoffError, OwnershipError,
+};
 pub use ownership::{ActError, Offer, Ownership};
 pub use pipeline::{Flushed, Pipeline};
 

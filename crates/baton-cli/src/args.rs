@@ -10,6 +10,7 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// How to reach NATS.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated [default: nats://127.0.0.1:4222]
     #[arg(

@@ -34,10 +34,10 @@ struct Cli {
     #[command(flatten)]
     nats: NatsArgs,
     /// Log filter (e.g. info, baton=debug)
-    #[arg(long, env = "BATON_LOG", global = true)]
+    #[arg(long, env = "BATON_LOG", global = true, help_heading = "Logging")]
     log: Option<String>,
     /// Log as JSON lines
-    #[arg(long, env = "BATON_LOG_JSON", global = true)]
+    #[arg(long, env = "BATON_LOG_JSON", global = true, help_heading = "Logging")]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -67,10 +67,12 @@ enum Command {
     Emit(cmd::emit::EmitArgs),
     /// Mute alerts for a while
     Silence(cmd::silence::SilenceArgs),
-    /// Services, streams, consumers, task counts, firing alerts
+    /// Is Baton healthy? Services, streams, consumers, task counts, firing alerts (exit 0 healthy, 1 degraded, 2 down)
     Status(cmd::status::StatusArgs),
     /// Check stall rules, or backtest them on recorded history
     Rules(cmd::rules::RulesArgs),
+    /// Dead letters: list, show (headers, hex), re-drive to the events stream
+    Dlq(cmd::dlq::DlqArgs),
 }
 
 fn init_logging(cli: &Cli, default: &str) {
@@ -90,6 +92,7 @@ fn init_logging(cli: &Cli, default: &str) {
 }
 
 fn main() -> ExitCode {
+    output::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Dev(_) | Command::Orchestrator(_) | Command::StallDetector(_) => "info",
@@ -121,8 +124,9 @@ fn main() -> ExitCode {
             Command::Context(args) => cmd::context::context(nats, args).await,
             Command::Emit(args) => return cmd::emit::emit(nats, args).await,
             Command::Silence(args) => cmd::silence::silence(nats, args).await,
-            Command::Status(args) => cmd::status::status(nats, args).await,
+            Command::Status(args) => return Ok(cmd::status::status(nats, args).await),
             Command::Rules(args) => cmd::rules::rules(nats, args).await,
+            Command::Dlq(args) => return cmd::dlq::dlq(nats, args).await,
         };
         done.map(|()| ExitCode::SUCCESS)
     });

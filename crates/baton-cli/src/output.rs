@@ -7,6 +7,42 @@ use std::io::{IsTerminal, Write};
 use baton_core::{Alert, AlertState, Severity, Task, Time, time::human_duration};
 use serde::Serialize;
 
+/// The exit status when stdout is closed early (`baton tasks | head -1`):
+/// 128 + SIGPIPE, what a shell reports for a command that the closed pipe
+/// stopped.
+pub const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// Makes a closed stdout end the process quietly with
+/// [`BROKEN_PIPE_EXIT`], as other command-line tools do, instead of a panic
+/// message: `println!` panics when stdout is a closed pipe (Rust ignores
+/// SIGPIPE), and this hook turns that one panic into a quiet exit.
+pub fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        default(info);
+    }));
+}
+
+/// Ends the process quietly if writing to stdout failed because the
+/// reader went away; other errors are ignored (as `print!` would panic on
+/// them, this is no worse).
+fn check_stdout(result: std::io::Result<()>) {
+    if let Err(e) = result
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(BROKEN_PIPE_EXIT);
+    }
+}
+
 /// Whether stdout is a terminal (colour, progress bars).
 pub fn is_tty() -> bool {
     std::io::stdout().is_terminal()
@@ -77,7 +113,11 @@ impl Table {
             .enumerate()
             .map(|(i, h)| format!("{h:<w$}", w = widths[i]))
             .collect();
-        let _ = writeln!(out, "{}", paint(header.join("  ").trim_end(), Color::Bold));
+        check_stdout(writeln!(
+            out,
+            "{}",
+            paint(header.join("  ").trim_end(), Color::Bold)
+        ));
         for row in &self.rows {
             let line: Vec<String> = row
                 .iter()
@@ -94,7 +134,7 @@ impl Table {
                     }
                 })
                 .collect();
-            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+            check_stdout(writeln!(out, "{}", line.join("  ").trim_end()));
         }
     }
 }
@@ -112,8 +152,7 @@ pub fn print_json_line<T: Serialize>(value: &T) {
     match serde_json::to_string(value) {
         Ok(s) => {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{s}");
-            let _ = out.flush();
+            check_stdout(writeln!(out, "{s}").and_then(|()| out.flush()));
         }
         Err(e) => eprintln!("error: cannot render JSON: {e}"),
     }

@@ -48,7 +48,7 @@ pub fn dead_letter(
     // The original Nats-Msg-Id would make the DLQ stream drop this as a
     // duplicate of nothing in particular; keep it under another name.
     if let Some(id) = headers.get(async_nats::header::NATS_MESSAGE_ID).cloned() {
-        headers.insert("Baton-Dlq-Msg-Id", id);
+        headers.insert(MSG_ID_HEADER, id);
     }
     let mut cleaned = HeaderMap::new();
     for (name, values) in headers.iter() {
@@ -84,4 +84,73 @@ pub fn dead_letter(
     Outgoing::new(subjects::dlq(reason_token), body)
         .with_headers(cleaned)
         .with_msg_id(format!("dlq.{stream}.{seq}"))
+}
+
+/// A dead letter read back from `BATON_DLQ`: what [`dead_letter`] stored.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Its sequence in `BATON_DLQ`.
+    pub seq: u64,
+    pub stored_at: baton_core::Time,
+    /// The reason's subject token (`undecodable`, `invalid`, ...).
+    pub reason_token: String,
+    /// Why, in words (`Baton-Dlq-Reason`).
+    pub reason: String,
+    /// The subject the original was published on (`Baton-Dlq-Subject`).
+    pub subject: String,
+    /// Its stream and sequence (`Baton-Dlq-Source`).
+    pub source: String,
+    /// The original length, when the payload was cut to fit.
+    pub truncated_from: Option<usize>,
+    /// The original `Nats-Msg-Id`, if it had one.
+    pub original_msg_id: Option<String>,
+    /// The original's other headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// The original bytes (possibly cut, see `truncated_from`).
+    pub payload: Bytes,
+}
+
+/// The header under which the original `Nats-Msg-Id` is kept.
+pub const MSG_ID_HEADER: &str = "Baton-Dlq-Msg-Id";
+
+impl DeadLetter {
+    /// Reads a stored dead letter; missing headers read as empty.
+    pub fn from_stored(stored: &baton_jetstream::read::Stored) -> DeadLetter {
+        let get = |name: &str| {
+            stored
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
+        let mut headers = Vec::new();
+        if let Some(h) = &stored.headers {
+            for (name, values) in h.iter() {
+                let name: &str = name.as_ref();
+                if name.starts_with("Baton-Dlq-") {
+                    continue;
+                }
+                for v in values {
+                    headers.push((name.to_string(), v.as_str().to_string()));
+                }
+            }
+            headers.sort();
+        }
+        DeadLetter {
+            seq: stored.seq,
+            stored_at: stored.stored_at,
+            reason_token: stored
+                .subject
+                .strip_prefix("baton.dlq.")
+                .unwrap_or(&stored.subject)
+                .to_string(),
+            reason: get(REASON_HEADER).unwrap_or_default(),
+            subject: get(SUBJECT_HEADER).unwrap_or_default(),
+            source: get(SOURCE_HEADER).unwrap_or_default(),
+            truncated_from: get(TRUNCATED_HEADER).and_then(|n| n.parse().ok()),
+            original_msg_id: get(MSG_ID_HEADER),
+            headers,
+            payload: stored.payload.clone(),
+        }
+    }
 }

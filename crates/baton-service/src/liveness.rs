@@ -1,10 +1,15 @@
 //! A service's liveness record in KV `baton-services`, rewritten every
 //! interval. The stall detector raises `ORCHESTRATOR_DOWN` when the
 //! orchestrator's record stops changing; `baton status` lists the records.
+//!
+//! On a graceful stop the record is deleted, so that `baton status` lists
+//! only instances that run or died without stopping (a crash leaves its
+//! record behind, going stale). A process that stops gracefully awaits
+//! [`stopped`] before it exits, so the deletion is not cut short.
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -51,7 +56,39 @@ impl Progress {
     }
 }
 
-/// Writes the record now and then every `interval` until shutdown.
+/// Liveness writers of this process: their shutdown signal, and whether
+/// they have finished (record deleted, or given up).
+static WRITERS: Mutex<Vec<(Shutdown, tokio::sync::watch::Receiver<bool>)>> = Mutex::new(Vec::new());
+
+/// How long a graceful stop waits for the record's deletion.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Waits (at most `within`) until every liveness writer of this process
+/// whose shutdown was triggered has deleted its record. Writers whose
+/// shutdown was not triggered (the service stopped on an error) keep their
+/// record, which then goes stale: that instance did not stop cleanly.
+pub async fn stopped(within: Duration) {
+    let waiting: Vec<_> = {
+        let mut writers = WRITERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        writers.retain(|(_, done)| !*done.borrow());
+        writers
+            .iter()
+            .filter(|(shutdown, _)| shutdown.is_triggered())
+            .map(|(_, done)| done.clone())
+            .collect()
+    };
+    let _ = tokio::time::timeout(within, async {
+        for mut done in waiting {
+            let _ = done.wait_for(|d| *d).await;
+        }
+    })
+    .await;
+}
+
+/// Writes the record now and then every `interval` until shutdown, then
+/// deletes it.
 pub fn spawn(
     kv: kv::Store,
     service: &str,
@@ -73,11 +110,17 @@ pub fn spawn(
         pending: 0,
         http_addr: http_addr.unwrap_or_default(),
     };
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    WRITERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((shutdown.clone(), done_rx));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = shutdown.wait() => break,
                 _ = tick.tick() => {}
             }
@@ -88,5 +131,12 @@ pub fn spawn(
                 tracing::warn!(error = %e, "could not write liveness record");
             }
         }
+        // Stopped on request: this instance is gone, not down.
+        match tokio::time::timeout(DELETE_TIMEOUT, kv.delete(&key)).await {
+            Ok(Ok(())) => tracing::debug!(key, "liveness record deleted"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not delete liveness record"),
+            Err(_) => tracing::warn!("timed out deleting liveness record"),
+        }
+        let _ = done_tx.send(true);
     })
 }

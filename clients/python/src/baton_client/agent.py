@@ -52,6 +52,7 @@ from .errors import (
     NotOwned,
     Taken,
     TaskEnded,
+    TaskExists,
     UnknownTask,
 )
 from .ids import agent_id as check_agent_id
@@ -304,7 +305,11 @@ class Agent:
         progress_within: float | None = None,
     ) -> int:
         """Creates a task (stored once even if retried); returns its stream
-        sequence. Windows are in seconds; unset ones come from the stall rules."""
+        sequence. Windows are in seconds; unset ones come from the stall rules.
+
+        Published with compare-and-set on the task's subjects (expected last
+        sequence 0): raises :class:`~baton_client.errors.TaskExists` when the
+        task exists already, and nothing is stored."""
         task_id(task)
         workflow_id(workflow)
         body = pb.TaskCreated(title=title)
@@ -321,7 +326,14 @@ class Agent:
             if value is not None:
                 getattr(body, field).CopyFrom(duration(value))
         event = self.event(task, workflow, 0, created=body)
-        return await self._publish(event, None)
+        seq = await self._publish_cas(event, 0)
+        if seq is None:
+            try:
+                view, _ = await self._current(task)
+            except (BrokerError, WireError):  # only the status is missing then
+                view = None
+            raise TaskExists(task, str(view.status) if view is not None else None)
+        return seq
 
     def claim(self, task: str, *, lease: float | None = None) -> OwnershipRequest:
         """Takes an unowned task. Of several agents claiming at once exactly one

@@ -6,6 +6,7 @@ SDK (``baton_agent::error``):
 - :class:`InvalidId` (also a :class:`ValueError`): an id is not a subject token.
 - :class:`BrokerError`: NATS could not be reached or refused a request
   (:class:`Unavailable`, :class:`Refused`).
+- :class:`CreateError`: a task could not be created (:class:`TaskExists`).
 - :class:`ClaimError`: a claim did not give this agent the task
   (:class:`ClaimLost`, :class:`AlreadyYours`, :class:`NotAssignee`, ...).
 - :class:`HandoffError`: a handoff could not be accepted or rejected
@@ -27,6 +28,8 @@ __all__ = [
     "BrokerError",
     "Unavailable",
     "Refused",
+    "CreateError",
+    "TaskExists",
     "ClaimError",
     "HandoffError",
     "OwnershipError",
@@ -100,6 +103,10 @@ class Refused(BrokerError):
 # -- bases --------------------------------------------------------------------
 
 
+class CreateError(BatonError):
+    """A task could not be created."""
+
+
 class ClaimError(BatonError):
     """A claim (or resume) did not give this agent the task."""
 
@@ -138,6 +145,27 @@ class TaskEnded(ClaimError, HandoffError, OwnershipError):
         self.task = task
         self.status = status
         super().__init__(f"task {task} is {status}")
+
+
+# -- creation -------------------------------------------------------------
+
+
+class TaskExists(CreateError):
+    """The task exists already: nothing was published. Task ids are unique for
+    good, even after a task ends.
+
+    Attributes:
+        status: its status in lower snake case ("completed"), or ``None`` when
+            its history could not be read.
+    """
+
+    def __init__(self, task: str, status: str | None) -> None:
+        self.task = task
+        self.status = status
+        detail = f" ({status})" if status else ""
+        super().__init__(
+            f"task {task} already exists{detail}: nothing was published; pick another task id"
+        )
 
 
 # -- claims ---------------------------------------------------------------

@@ -6,7 +6,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
-use baton_agent::{Agent, AgentOptions, ClaimError, NewTask};
+use baton_agent::{Agent, AgentOptions, ClaimError, CreateError, NewTask};
 use baton_core::{
     AgentId, Event, EventBody, EventKind, HandoffTarget, StageName, TaskCreated, TaskId,
     TaskWindows, WorkflowId, subjects,
@@ -21,13 +21,14 @@ use crate::{args::NatsArgs, cmd::services::duration, output::print_json};
 pub struct EmitArgs {
     /// Event kind: created, claimed, heartbeat, blocked, handoff_offered, handoff_accepted, handoff_rejected, completed, failed, released, revoked, cancelled
     pub kind: String,
-    #[arg(long)]
+    /// The task the event is about
+    #[arg(long, env = "BATON_TASK")]
     pub task: String,
     /// The sending agent (or operator)
-    #[arg(long)]
+    #[arg(long, env = "BATON_AGENT")]
     pub agent: String,
     /// The workflow (required for `created`; otherwise read from the task)
-    #[arg(long)]
+    #[arg(long, env = "BATON_WORKFLOW")]
     pub workflow: Option<String>,
     /// Publish as given, without the SDK's checks (demonstrates what the orchestrator catches)
     #[arg(long)]
@@ -35,59 +36,71 @@ pub struct EmitArgs {
     /// With --raw: the epoch the sender claims to hold
     #[arg(long, default_value_t = 0)]
     pub epoch: u64,
-    /// The decision-record version the sender read (see `baton context`)
-    #[arg(long, default_value_t = 0)]
-    pub context_version: u64,
+    /// The decision-record version the sender read [default: the record's version now, read as the SDKs do; 0 = none]
+    #[arg(long, env = "BATON_CONTEXT_VERSION", value_name = "N")]
+    pub context_version: Option<u64>,
     /// created: stage
-    #[arg(long)]
+    #[arg(long, help_heading = "For created")]
     pub stage: Option<String>,
     /// created: title
-    #[arg(long, default_value = "")]
+    #[arg(long, help_heading = "For created", default_value = "")]
     pub title: String,
     /// created: only this agent may claim
-    #[arg(long)]
+    #[arg(long, help_heading = "For created")]
     pub assignee: Option<String>,
     /// created: must be claimed within
-    #[arg(long, value_parser = duration)]
+    #[arg(long, help_heading = "For created", value_parser = duration)]
     pub start_within: Option<Duration>,
     /// created: must end within
-    #[arg(long, value_parser = duration)]
+    #[arg(long, help_heading = "For created", value_parser = duration)]
     pub deadline_within: Option<Duration>,
     /// created: owner heartbeat lease
-    #[arg(long, value_parser = duration)]
+    #[arg(long, help_heading = "For created", value_parser = duration)]
     pub heartbeat_within: Option<Duration>,
     /// created: progress must advance within
-    #[arg(long, value_parser = duration)]
+    #[arg(long, help_heading = "For created", value_parser = duration)]
     pub progress_within: Option<Duration>,
     /// claimed: the lease committed to
-    #[arg(long, value_parser = duration, default_value = "30s")]
+    #[arg(long, help_heading = "For claimed", value_parser = duration, default_value = "30s")]
     pub lease: Duration,
     /// heartbeat: a note
-    #[arg(long, default_value = "")]
+    #[arg(long, help_heading = "For heartbeat", default_value = "")]
     pub note: String,
     /// heartbeat: output advanced
-    #[arg(long)]
+    #[arg(long, help_heading = "For heartbeat")]
     pub progress: bool,
     /// handoff_offered: recipient agent
-    #[arg(long, conflicts_with = "to_stage")]
+    #[arg(
+        long,
+        help_heading = "For handoff_offered",
+        conflicts_with = "to_stage"
+    )]
     pub to_agent: Option<String>,
     /// handoff_offered: recipient stage
-    #[arg(long)]
+    #[arg(long, help_heading = "For handoff_offered")]
     pub to_stage: Option<String>,
     /// handoff_offered / completed: where the output is
-    #[arg(long, default_value = "")]
+    #[arg(
+        long,
+        help_heading = "For handoff_offered and completed",
+        default_value = ""
+    )]
     pub output: String,
     /// handoff_offered: must be accepted within
-    #[arg(long, value_parser = duration)]
+    #[arg(long, help_heading = "For handoff_offered", value_parser = duration)]
     pub accept_within: Option<Duration>,
     /// completed: summary
-    #[arg(long, default_value = "")]
+    #[arg(long, help_heading = "For completed", default_value = "")]
     pub summary: String,
     /// blocked / handoff_rejected / failed / released / revoked / cancelled: why
-    #[arg(long, default_value = "")]
+    #[arg(
+        long,
+        help_heading = "For blocked, handoff_rejected, failed, released, revoked, cancelled",
+        default_value = ""
+    )]
     pub reason: String,
     /// failed: the task may be claimed again
-    #[arg(long)]
+    #[arg(long, help_heading = "For failed")]
     pub retryable: bool,
     /// Print JSON
     #[arg(long)]
@@ -169,7 +182,13 @@ impl EmitArgs {
 
 /// Exit code 2 = refused by the protocol (claim lost, not the owner, ...).
 pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> {
-    let kind = EventKind::parse(&args.kind).with_context(|| {
+    // `canceled`, as the task status is spelled, works too.
+    let kind_name = if args.kind.eq_ignore_ascii_case("canceled") {
+        "cancelled"
+    } else {
+        args.kind.as_str()
+    };
+    let kind = EventKind::parse(kind_name).with_context(|| {
         format!(
             "unknown event kind {:?}: use one of {}",
             args.kind,
@@ -193,9 +212,21 @@ pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> 
                 format!("unknown task {task}: create it first (or pass --workflow with --raw)")
             })?,
     };
-    if args.context_version > 0 {
-        agent.assume_context_version(&workflow, args.context_version);
-    }
+    // The version the sender read: as given, or the record's version now
+    // (read as any SDK agent reads it before acting), so that a shell
+    // script is not taken for an agent acting on an old record.
+    let context_version = match args.context_version {
+        Some(v) => v,
+        None => {
+            agent
+                .context(&workflow)
+                .read()
+                .await
+                .with_context(|| format!("reading the decision record of {workflow}"))?
+                .version
+        }
+    };
+    agent.assume_context_version(&workflow, context_version);
     let report = |seq: u64, epoch: Option<u64>| {
         let e = Emitted {
             task: task.to_string(),
@@ -223,7 +254,7 @@ pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> 
             body,
         )
         .with_epoch(args.epoch)
-        .with_context_version(args.context_version);
+        .with_context_version(context_version);
         let js = async_nats::jetstream::new(agent.client().clone());
         let ack = publish_durable(
             &js,
@@ -251,7 +282,11 @@ pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> 
                 assignee: c.assignee,
                 windows: c.windows,
             };
-            (agent.create_task(new).await?, None)
+            match agent.create_task(new).await {
+                Ok(seq) => (seq, None),
+                Err(e @ CreateError::Exists { .. }) => return refused(&e),
+                Err(e) => return Err(e.into()),
+            }
         }
         EventBody::Claimed { .. } => match agent.claim_with_lease(&task, args.lease).await {
             Ok(owned) => {

@@ -5,6 +5,7 @@ pub mod common;
 pub mod context;
 pub mod demo;
 pub mod dev;
+pub mod dlq;
 pub mod emit;
 pub mod rules;
 pub mod services;

@@ -27,9 +27,16 @@ pub struct RulesArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum RulesAction {
     /// Validate a rules file; errors name the line and field
-    Check { file: PathBuf },
+    Check {
+        /// The rules file (TOML)
+        file: PathBuf,
+        /// Print JSON: {"file", "valid", "error"?, "defaults", "workflows"}
+        #[arg(long, env = "BATON_RULES_JSON")]
+        json: bool,
+    },
     /// Replay recorded events with these rules and print the alerts they would have raised
     Backtest {
+        /// The rules to replay with (TOML)
         #[arg(long)]
         rules: PathBuf,
         /// First BATON_EVENTS sequence
@@ -64,6 +71,48 @@ fn windows_line(w: &Windows) -> String {
     )
 }
 
+/// One set of windows for `rules check --json`: each in milliseconds, or
+/// null when the expectation is off.
+#[derive(Serialize)]
+struct WindowsJson {
+    heartbeat_ms: Option<u64>,
+    accept_ms: Option<u64>,
+    start_ms: Option<u64>,
+    progress_ms: Option<u64>,
+    blocked_ms: Option<u64>,
+    deadline_ms: Option<u64>,
+    renotify_ms: Option<u64>,
+}
+
+impl From<&Windows> for WindowsJson {
+    fn from(w: &Windows) -> Self {
+        let ms = |d: Option<std::time::Duration>| {
+            d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
+        WindowsJson {
+            heartbeat_ms: ms(w.heartbeat),
+            accept_ms: ms(w.accept),
+            start_ms: ms(w.start),
+            progress_ms: ms(w.progress),
+            blocked_ms: ms(w.blocked),
+            deadline_ms: ms(w.deadline),
+            renotify_ms: ms(w.renotify),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CheckJson {
+    file: String,
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    defaults: Option<WindowsJson>,
+    /// The windows each workflow with rules resolves to.
+    workflows: std::collections::BTreeMap<String, WindowsJson>,
+}
+
 #[derive(Serialize)]
 struct BacktestJson {
     events: u64,
@@ -75,8 +124,36 @@ struct BacktestJson {
 
 pub async fn rules(nats: &NatsArgs, args: &RulesArgs) -> anyhow::Result<()> {
     match &args.action {
-        RulesAction::Check { file } => {
-            let rules = load_rules(Some(file))?;
+        RulesAction::Check { file, json } => {
+            let rules = match load_rules(Some(file)) {
+                Ok(r) => r,
+                Err(e) => {
+                    if *json {
+                        print_json(&CheckJson {
+                            file: file.display().to_string(),
+                            valid: false,
+                            error: Some(format!("{e:#}")),
+                            defaults: None,
+                            workflows: Default::default(),
+                        });
+                    }
+                    return Err(e);
+                }
+            };
+            if *json {
+                let mut workflows = std::collections::BTreeMap::new();
+                for w in rules.workflows.keys() {
+                    workflows.insert(w.to_string(), WindowsJson::from(&rules.resolve(w, None)));
+                }
+                print_json(&CheckJson {
+                    file: file.display().to_string(),
+                    valid: true,
+                    error: None,
+                    defaults: Some(WindowsJson::from(&rules.defaults)),
+                    workflows,
+                });
+                return Ok(());
+            }
             println!("{} is valid.", file.display());
             println!("  defaults: {}", windows_line(&rules.defaults));
             let mut names: Vec<_> = rules.workflows.keys().map(ToString::to_string).collect();

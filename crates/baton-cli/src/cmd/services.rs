@@ -140,7 +140,10 @@ pub async fn orchestrator(nats: &NatsArgs, args: &OrchestratorArgs) -> anyhow::R
         _ = shutdown::signal() => {
             tracing::info!("shutting down");
             trigger.trigger();
-            wait.await?;
+            let result = wait.await;
+            // Its liveness record is deleted: a clean stop is not "down".
+            baton_service::liveness::stopped(Duration::from_secs(3)).await;
+            result?;
         }
         result = &mut wait => result?,
     }
@@ -231,7 +234,10 @@ pub async fn detector(nats: &NatsArgs, args: &DetectorArgs) -> anyhow::Result<()
         _ = shutdown::signal() => {
             tracing::info!("shutting down");
             trigger.trigger();
-            wait.await?;
+            let result = wait.await;
+            // Its liveness record is deleted: a clean stop is not "down".
+            baton_service::liveness::stopped(Duration::from_secs(3)).await;
+            result?;
         }
         result = &mut wait => result?,
     }

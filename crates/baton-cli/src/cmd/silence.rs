@@ -18,6 +18,16 @@ use crate::{
     output::{Table, ago, print_json},
 };
 
+/// A silence's length: a duration of more than zero (a zero-length
+/// silence would mute nothing and look as if it did).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d.is_zero() {
+        return Err("a silence must last longer than 0s (e.g. --for 30m)".into());
+    }
+    Ok(d)
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct SilenceArgs {
     #[command(subcommand)]
@@ -31,6 +41,7 @@ pub struct SilenceArgs {
 pub enum SilenceAction {
     /// Mute alerts matching every given field
     Add {
+        /// Mutes alerts about this task
         #[arg(long)]
         task: Option<String>,
         /// Alert kind, e.g. heartbeat_missed
@@ -39,10 +50,11 @@ pub enum SilenceAction {
         /// Mutes alerts naming this agent
         #[arg(long)]
         agent: Option<String>,
-        /// How long
-        #[arg(long = "for", value_parser = duration, default_value = "1h")]
+        /// How long (more than zero), e.g. 30m, 2h
+        #[arg(long = "for", env = "BATON_SILENCE_FOR", value_parser = positive_duration, default_value = "1h")]
         duration: Duration,
-        #[arg(long, default_value = "")]
+        /// Why (shown by `baton silence list`)
+        #[arg(long, env = "BATON_SILENCE_REASON", default_value = "")]
         reason: String,
         /// Who silenced
         #[arg(long, env = "USER", default_value = "operator")]
@@ -50,11 +62,15 @@ pub enum SilenceAction {
     },
     /// List silences (active ones; --all includes ended ones)
     List {
+        /// Include silences that have ended
         #[arg(long)]
         all: bool,
     },
     /// End a silence now
-    Expire { id: String },
+    Expire {
+        /// The silence's id (from `baton silence list`)
+        id: String,
+    },
 }
 
 #[derive(Serialize)]

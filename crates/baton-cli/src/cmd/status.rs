@@ -1,7 +1,8 @@
 //! `baton status`: are the services alive, how big are the streams, how far
-//! behind are the consumers, what state are the tasks in, what is firing.
+//! behind are the consumers, what state are the tasks in, what is firing —
+//! and, in one word and an exit code, whether Baton is doing its job.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 
 use baton_core::{Time, subjects};
 use baton_proto::{prost::Message, v1 as pb};
@@ -10,15 +11,85 @@ use serde::Serialize;
 
 use crate::{
     args::NatsArgs,
-    cmd::common::{connect, now},
+    cmd::{
+        common::{connect, now},
+        services::duration,
+    },
     output::{Color, Table, ago, paint, print_json},
 };
 
+/// What `baton status` exits with, for scripts and healthchecks.
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  healthy: an orchestrator and a stall detector are alive and keeping up, no alert is firing
+  1  degraded: the services are fine, but alerts are firing (someone has to act)
+  2  down: the orchestrator or the stall detector is missing, not reporting, or stuck
+     (events pending and none acknowledged for --stuck-after); or NATS or the Baton
+     streams cannot be reached. Nothing may be watching the tasks.
+     (A mistyped flag also exits 2, as with every command.)";
+
 #[derive(Debug, Clone, Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct StatusArgs {
     /// Print JSON
-    #[arg(long)]
+    #[arg(long, env = "BATON_STATUS_JSON")]
     pub json: bool,
+    /// A service whose consumer has pending events and acknowledged none for this long is stuck
+    #[arg(long, env = "BATON_STUCK_AFTER", default_value = "60s", value_parser = duration)]
+    pub stuck_after: Duration,
+}
+
+/// The services Baton needs, with their consumers, and what is lost
+/// without each.
+const REQUIRED: [(&str, &str, &str); 2] = [
+    (
+        "orchestrator",
+        subjects::ORCHESTRATOR_CONSUMER,
+        "no task state, ownership checks or queries",
+    ),
+    (
+        "stall-detector",
+        subjects::DETECTOR_CONSUMER,
+        "nothing raises stall alerts",
+    ),
+];
+
+/// Overall health, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Health {
+    Healthy,
+    Degraded,
+    Down,
+}
+
+impl Health {
+    fn exit_code(self) -> ExitCode {
+        ExitCode::from(match self {
+            Health::Healthy => 0,
+            Health::Degraded => 1,
+            Health::Down => 2,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Degraded => "DEGRADED",
+            Health::Down => "DOWN",
+        }
+    }
+}
+
+/// A required service's state.
+#[derive(Serialize)]
+struct RequiredJson {
+    service: String,
+    /// "ok", "missing" (never reported), "down" (no fresh report), "stuck"
+    /// (reports, but its consumer does not move).
+    state: String,
+    alive_instances: usize,
+    problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -51,6 +122,11 @@ struct ConsumerJson {
 
 #[derive(Serialize)]
 struct StatusJson {
+    /// healthy, degraded or down (as the exit status: 0, 1, 2).
+    health: Health,
+    /// Why it is not healthy, one sentence each.
+    problems: Vec<String>,
+    required: Vec<RequiredJson>,
     services: Vec<ServiceJson>,
     streams: Vec<StreamJson>,
     consumers: Vec<ConsumerJson>,
@@ -58,7 +134,19 @@ struct StatusJson {
     firing_alerts_by_kind: BTreeMap<String, u64>,
 }
 
-pub async fn status(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<()> {
+/// Runs `baton status`; the exit status says how healthy Baton is (see
+/// [`EXIT_CODES`]).
+pub async fn status(nats: &NatsArgs, args: &StatusArgs) -> ExitCode {
+    match report(nats, args).await {
+        Ok(health) => health.exit_code(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Health::Down.exit_code()
+        }
+    }
+}
+
+async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
     let conn = connect(nats).await?;
     conn.require_baton().await?;
     let now = now();
@@ -104,9 +192,16 @@ pub async fn status(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<()> {
         }
     }
     let mut consumers = Vec::new();
+    // Per consumer: since when it has had work and acknowledged none.
+    let mut idle_with_work: BTreeMap<&str, Duration> = BTreeMap::new();
     if let Ok(s) = conn.js.get_stream_no_info(subjects::EVENTS_STREAM).await {
         for name in [subjects::ORCHESTRATOR_CONSUMER, subjects::DETECTOR_CONSUMER] {
             if let Ok(info) = s.consumer_info(name).await {
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    let last_ack = info.ack_floor.last_active.unwrap_or(info.created);
+                    idle_with_work
+                        .insert(name, now.since(baton_jetstream::read::time_of(last_ack)));
+                }
                 consumers.push(ConsumerJson {
                     consumer: name.into(),
                     pending: info.num_pending,
@@ -126,6 +221,62 @@ pub async fn status(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<()> {
     for (a, _) in conn.firing_alerts().await? {
         *firing.entry(a.kind.to_string()).or_default() += 1;
     }
+    let mut required = Vec::new();
+    let mut problems = Vec::new();
+    for (service, consumer, without) in REQUIRED {
+        let instances: Vec<_> = services.iter().filter(|s| s.0.service == service).collect();
+        let alive = instances.iter().filter(|s| s.2).count();
+        let (state, problem) = if instances.is_empty() {
+            (
+                "missing",
+                Some(format!(
+                    "no {service} has reported: {without}; start `baton {service}` (or `baton dev`)"
+                )),
+            )
+        } else if alive == 0 {
+            let last = instances.iter().map(|s| s.1).max().unwrap_or(now);
+            (
+                "down",
+                Some(format!(
+                    "no {service} has reported for {}: {without}; is it running?",
+                    crate::output::ago(last, now).trim_end_matches(" ago")
+                )),
+            )
+        } else if let Some(idle) = idle_with_work
+            .get(consumer)
+            .filter(|d| **d >= args.stuck_after)
+        {
+            (
+                "stuck",
+                Some(format!(
+                    "the {service} is alive but stuck: consumer {consumer} has pending events and acknowledged none for {}",
+                    baton_core::time::human_duration(*idle)
+                )),
+            )
+        } else {
+            ("ok", None)
+        };
+        if let Some(p) = &problem {
+            problems.push(p.clone());
+        }
+        required.push(RequiredJson {
+            service: service.to_string(),
+            state: state.to_string(),
+            alive_instances: alive,
+            problem,
+        });
+    }
+    let firing_total: u64 = firing.values().sum();
+    let health = if !problems.is_empty() {
+        Health::Down
+    } else if firing_total > 0 {
+        problems.push(format!(
+            "{firing_total} alert(s) firing: see `baton alerts`"
+        ));
+        Health::Degraded
+    } else {
+        Health::Healthy
+    };
     let service_rows: Vec<ServiceJson> = services
         .iter()
         .map(|(s, reported, alive)| ServiceJson {
@@ -140,15 +291,31 @@ pub async fn status(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<()> {
         .collect();
     if args.json {
         print_json(&StatusJson {
+            health,
+            problems,
+            required,
             services: service_rows,
             streams,
             consumers,
             tasks_by_status: by_status,
             firing_alerts_by_kind: firing,
         });
-        return Ok(());
+        return Ok(health);
     }
-    println!("{}", paint("Services", Color::Bold));
+    let health_color = match health {
+        Health::Healthy => Color::Green,
+        Health::Degraded => Color::Yellow,
+        Health::Down => Color::Red,
+    };
+    println!(
+        "{} {}",
+        paint("Health", Color::Bold),
+        paint(health.as_str(), health_color)
+    );
+    for p in &problems {
+        println!("  {}", paint(p, health_color));
+    }
+    println!("\n{}", paint("Services", Color::Bold));
     if services.is_empty() {
         println!(
             "  none has reported: start `baton orchestrator` and `baton stall-detector` (or `baton dev`)"
@@ -233,7 +400,12 @@ pub async fn status(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<()> {
         );
     }
     println!("\n{}", paint("Firing alerts", Color::Bold));
-    if firing.is_empty() {
+    let detector_ok = required
+        .iter()
+        .any(|r| r.service == "stall-detector" && r.state == "ok");
+    if firing.is_empty() && !detector_ok {
+        println!("  none raised, but no stall detector is watching: none could be");
+    } else if firing.is_empty() {
         println!("  none");
     } else {
         println!(
@@ -248,5 +420,5 @@ pub async fn status(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<()> {
             )
         );
     }
-    Ok(())
+    Ok(health)
 }

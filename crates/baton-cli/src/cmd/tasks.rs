@@ -15,15 +15,17 @@ use crate::{
 /// `baton tasks` filters.
 #[derive(Debug, Clone, Args)]
 pub struct TasksArgs {
-    /// Only this status (submitted, working, input_required, handoff_pending, completed, failed, canceled)
-    #[arg(long)]
+    /// Only this status (submitted, working, input_required, handoff_pending, completed, failed, canceled; `cancelled` as the event is spelled works too)
+    #[arg(long, env = "BATON_TASKS_STATUS")]
     pub status: Option<String>,
     /// Only tasks owned by this agent
-    #[arg(long)]
+    #[arg(long, env = "BATON_TASKS_OWNER")]
     pub owner: Option<String>,
-    #[arg(long)]
+    /// Only tasks of this workflow
+    #[arg(long, env = "BATON_TASKS_WORKFLOW")]
     pub workflow: Option<String>,
-    #[arg(long)]
+    /// Only tasks in this stage
+    #[arg(long, env = "BATON_TASKS_STAGE")]
     pub stage: Option<String>,
     /// Only tasks with a firing stall alert
     #[arg(long)]
@@ -36,9 +38,18 @@ pub struct TasksArgs {
     pub json: bool,
 }
 
+/// A status as `baton tasks` shows it; the event's spelling `cancelled`
+/// is accepted for `canceled`.
+fn parse_status(s: &str) -> Option<TaskStatus> {
+    if s.eq_ignore_ascii_case("cancelled") {
+        return Some(TaskStatus::Canceled);
+    }
+    TaskStatus::parse(s)
+}
+
 pub async fn tasks(nats: &NatsArgs, args: &TasksArgs) -> anyhow::Result<()> {
     let status = match &args.status {
-        Some(s) => match TaskStatus::parse(s) {
+        Some(s) => match parse_status(s) {
             Some(s) => Some(s),
             None => bail!(
                 "unknown status {s:?}: use one of {}",

@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::Duration};
 use async_nats::jetstream;
 use baton_core::{
     AlertKind, Disposition, EventBody, EventMeta, HandoffTarget, Policy, Task, TaskStatus, apply,
-    subjects, wire::decode_event,
+    subjects, wire::read_event,
 };
 use baton_proto::{prost::Message, v1 as pb};
 use futures::StreamExt;
@@ -554,7 +554,7 @@ async fn expected_state(js: &jetstream::Context) -> (HashMap<String, Task>, usiz
     let mut tasks: HashMap<String, Option<Task>> = HashMap::new();
     let mut refused = 0;
     for m in read_all(js, subjects::EVENTS_STREAM, subjects::EVENTS_ALL).await {
-        let Ok(event) = decode_event(&m.payload) else {
+        let Ok(event) = read_event(&m.subject, &m.payload) else {
             continue;
         };
         let slot = tasks.entry(event.task.to_string()).or_default();

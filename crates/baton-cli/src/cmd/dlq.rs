@@ -5,10 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use baton_core::{
-    subjects,
-    wire::{check_subject, decode_event},
-};
+use baton_core::{subjects, wire::read_event};
 use baton_jetstream::{Retry, publish_durable, read};
 use baton_service::deadletter::DeadLetter;
 use clap::{Args, Subcommand};
@@ -199,9 +196,7 @@ pub async fn dlq(nats: &NatsArgs, args: &DlqArgs) -> anyhow::Result<ExitCode> {
                     d.payload.len()
                 );
             }
-            let check = decode_event(&d.payload)
-                .map_err(|e| e.to_string())
-                .and_then(|e| check_subject(&e, &d.subject).map_err(|e| e.to_string()));
+            let check = read_event(&d.subject, &d.payload).map_err(|e| e.to_string());
             if let Err(why) = check
                 && !force
             {

@@ -645,6 +645,45 @@ async fn emit_created_refuses_a_task_that_exists() {
     assert_eq!(stored.len(), 1, "the second creation was not stored");
 }
 
+/// A refusal names the act and the rule that refused it, not a claim.
+#[tokio::test]
+async fn refusals_name_the_act_and_the_rule() {
+    let mut rig = Rig::new().await;
+    let url = rig.server.url();
+    rig.start_orchestrator(&[]).await;
+    let emit = |kind: &'static str, agent: &'static str| {
+        vec![
+            "emit",
+            kind,
+            "--task",
+            "t",
+            "--agent",
+            agent,
+            "--workflow",
+            "w",
+        ]
+    };
+    ok(&baton(&url, &emit("created", "p")));
+    ok(&baton(&url, &emit("claimed", "writer")));
+    let out = baton(&url, &emit("heartbeat", "intruder"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("heartbeat for task t refused: only the owner may send it, and the owner is writer (epoch 1)"),
+        "{err}"
+    );
+    assert!(!err.contains("claim"), "{err}");
+    ok(&baton(&url, &emit("completed", "writer")));
+    let out = baton(&url, &emit("completed", "writer"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("completed for task t refused: the task is already completed"),
+        "{err}"
+    );
+    assert!(!err.contains("claimed"), "{err}");
+}
+
 /// `baton status | head -1` and `baton alerts --follow | head -1`: a
 /// closed stdout ends baton quietly (no panic message), with the status a
 /// shell reports for a command stopped by a closed pipe.

@@ -198,7 +198,7 @@ pub fn apply(slot: &mut Option<Task>, event: &Event, meta: EventMeta, policy: &P
         UnknownTaskPolicy::AutoCreate => {
             let mut task = implicit(event, meta);
             // The implicit record must not count the event as seen yet.
-            task.last_event.seq = 0;
+            task.seen_seq = 0;
             let mut outcome = apply_known(&mut task, event, meta, policy);
             outcome.effects.push(Effect::Raise(Box::new(alert)));
             *slot = Some(task);
@@ -209,7 +209,7 @@ pub fn apply(slot: &mut Option<Task>, event: &Event, meta: EventMeta, policy: &P
 
 /// Folds one event into an existing task.
 pub fn apply_known(task: &mut Task, event: &Event, meta: EventMeta, policy: &Policy) -> Outcome {
-    if meta.seq <= task.last_event.seq {
+    if meta.seq <= task.seen_seq {
         return Outcome::nothing(Disposition::Duplicate);
     }
     let mark = Mark {
@@ -218,15 +218,16 @@ pub fn apply_known(task: &mut Task, event: &Event, meta: EventMeta, policy: &Pol
     };
     let result = transition(task, event, mark, policy);
     task.compact();
-    task.last_event = EventRef {
-        kind: event.kind(),
-        agent: event.agent.clone(),
-        at: meta.stored_at,
-        seq: meta.seq,
-    };
+    task.seen_seq = meta.seq;
     let mut effects: Effects = smallvec::smallvec![Effect::Persist];
     let disposition = match result {
         Ok(()) => {
+            task.last_event = EventRef {
+                kind: event.kind(),
+                agent: event.agent.clone(),
+                at: meta.stored_at,
+                seq: meta.seq,
+            };
             task.updated_at = meta.stored_at;
             task.context_version = task.context_version.max(event.context_version);
             Disposition::Applied
@@ -289,6 +290,7 @@ fn implicit(event: &Event, meta: EventMeta) -> Task {
             at: meta.stored_at,
             seq: meta.seq,
         },
+        seen_seq: meta.seq,
         last_heartbeat_at: None,
         last_progress_at: None,
         owned_since: None,

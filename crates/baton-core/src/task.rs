@@ -155,8 +155,12 @@ pub struct Task {
     pub created: Mark,
     /// Last event that changed this state.
     pub updated_at: Time,
-    /// Last event seen, applied or refused.
+    /// The last event that was applied (a refused event never counts as
+    /// what last happened to a task).
     pub last_event: EventRef,
+    /// Stream sequence of the last event seen, applied or refused: the
+    /// idempotence mark (an event at or below it is a redelivery).
+    pub seen_seq: u64,
     pub last_heartbeat_at: Option<Time>,
     pub last_progress_at: Option<Time>,
     /// When the current owner took the task.
@@ -230,9 +234,9 @@ impl Task {
         self.details_mut().blocked_reason = reason.to_string();
     }
 
-    /// Sequence of the last event seen for this task.
+    /// Sequence of the last event seen for this task, applied or refused.
     pub fn last_seq(&self) -> u64 {
-        self.last_event.seq
+        self.seen_seq
     }
 
     /// The owner, unless the task has ended.

@@ -8,7 +8,7 @@ use baton_core::{
     AlertKind, Disposition, EventBody, EventKind, HandoffTarget, Outcome, TaskCreated, TaskStatus,
     UnknownTaskPolicy, ViolationReason,
 };
-use common::{Sim, agent, stage};
+use common::{Sim, agent, at, stage, task_id, workflow};
 
 fn claim() -> EventBody {
     EventBody::Claimed {
@@ -868,6 +868,42 @@ fn unknown_task_can_be_created_from_the_event() {
     assert_eq!(sim.owner(), Some("a1"));
     assert_eq!(sim.epoch(), 1);
     assert_eq!(sim.task().last_event.seq, 1);
+}
+
+#[test]
+fn a_refused_event_is_never_the_tasks_last_event() {
+    let mut sim = Sim::owned_by("a1");
+    let before = sim.task().last_event.clone();
+    let outcome = sim.send("intruder", 0, heartbeat(false));
+    refused(&outcome, ViolationReason::NotOwner);
+    assert_eq!(
+        sim.task().last_event,
+        before,
+        "the last applied event stays"
+    );
+    let alert = outcome.alerts().next().expect("violation alert");
+    assert_eq!(alert.last_event.as_ref(), Some(&before));
+    assert!(
+        sim.task().last_seq() > before.seq,
+        "but it counts as seen, so its redelivery is a duplicate"
+    );
+    let seen = sim.task().last_seq();
+    let again = baton_core::apply(
+        &mut Some(sim.task().clone()),
+        &baton_core::Event::new(
+            "again",
+            task_id("t1"),
+            workflow("w1"),
+            agent("intruder"),
+            heartbeat(false),
+        ),
+        baton_core::EventMeta {
+            seq: seen,
+            stored_at: at(1),
+        },
+        &sim.policy,
+    );
+    assert_eq!(again.disposition, Disposition::Duplicate);
 }
 
 #[test]

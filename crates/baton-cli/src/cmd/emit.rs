@@ -331,11 +331,7 @@ pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> 
             let owned = match agent.resume_detached(&task).await {
                 Ok(o) => o,
                 Err(e @ ClaimError::Broker(_)) => return Err(e.into()),
-                Err(e) => {
-                    return refused(&format!(
-                        "{e} (only the owner may send {kind}; use --raw to send it anyway)"
-                    ));
-                }
+                Err(e) => return refused(&owner_only(&task, kind, &e)),
             };
             let epoch = Some(owned.epoch());
             let result = match body {
@@ -380,4 +376,21 @@ pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> 
     report(seq, seq_epoch.1);
     agent.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why an owner-only act (heartbeat, block, offer, complete, fail, release)
+/// was refused before publishing, in terms of that act and the rule.
+fn owner_only(task: &TaskId, kind: EventKind, e: &ClaimError) -> String {
+    match e {
+        ClaimError::Lost { owner, epoch, .. } => format!(
+            "{kind} for task {task} refused: only the owner may send it, and the owner is {owner} (epoch {epoch}); use --raw to send it anyway"
+        ),
+        ClaimError::NotOwned { .. } => format!(
+            "{kind} for task {task} refused: only the owner may send it, and nobody owns the task (claim it first)"
+        ),
+        ClaimError::Ended { status, .. } => format!(
+            "{kind} for task {task} refused: the task is already {status}, and nothing may follow its end"
+        ),
+        other => format!("{kind} for task {task} refused: {other}"),
+    }
 }

@@ -493,7 +493,10 @@ async fn docker_compose_runs_the_cluster_the_demo_and_survives_faults() {
         if state.0 == "exited" {
             break state;
         }
-        assert!(Instant::now() < deadline, "the demo did not finish: {state:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not finish: {state:?}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let demo_log = {
@@ -571,7 +574,10 @@ async fn docker_compose_runs_the_cluster_the_demo_and_survives_faults() {
         &cut_container,
     ]);
     wait_whole(&js_others, &format!("after reconnecting {cut}")).await;
-    eprintln!("{cut} reconnected, cluster whole after {:?}", started.elapsed());
+    eprintln!(
+        "{cut} reconnected, cluster whole after {:?}",
+        started.elapsed()
+    );
 
     // 5. Nothing acknowledged was lost or stored twice, and every task of
     // both faults is materialised.

@@ -122,20 +122,21 @@ impl Local {
     }
 
     fn describe(&self, data: Option<&PathBuf>) -> String {
-        let (what, store) = match self {
-            Local::Server(s) => ("one server".to_string(), s.store_dir().display().to_string()),
-            Local::Cluster(c) => (
-                format!("a {}-node JetStream cluster", c.len()),
-                c.node(0)
-                    .store_dir()
-                    .parent()
-                    .map_or_else(String::new, |p| p.display().to_string()),
-            ),
-        };
         match (self, data) {
-            (_, Some(dir)) => format!("{what}, data kept in {}", dir.display()),
-            (Local::Server(_), None) => format!("{what}, data in {store} (removed on exit)"),
-            (Local::Cluster(_), None) => format!("{what}, data in temporary directories (removed on exit)"),
+            (Local::Server(_), Some(dir)) => format!("one server; data kept in {}", dir.display()),
+            (Local::Server(s), None) => format!(
+                "one server; data in {}, removed on exit",
+                s.store_dir().display()
+            ),
+            (Local::Cluster(c), Some(dir)) => format!(
+                "a {}-node JetStream cluster; data kept in {}/n1 ...",
+                c.len(),
+                dir.display()
+            ),
+            (Local::Cluster(c), None) => format!(
+                "a {}-node JetStream cluster; data in temporary directories, removed on exit",
+                c.len()
+            ),
         }
     }
 

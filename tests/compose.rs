@@ -16,6 +16,8 @@
 //! passes (the nextest profile shows that line; see .config/nextest.toml).
 //! Everything it starts is under a unique compose project name on ports
 //! Docker picks, and is removed (`down -v`) even when it fails.
+// It prints what it measured, and SKIPPED when it cannot run.
+#![allow(clippy::print_stderr)]
 
 mod support;
 

@@ -72,7 +72,9 @@ fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// What `baton dev` started (stopped on drop).
+/// What `baton dev` started (stopped on drop). One per run: size does not
+/// matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Local {
     Server(NatsServer),

@@ -192,15 +192,44 @@ fn build_images(dir: &Path, tag: &str) -> (String, String) {
     (baton_image, nats_image)
 }
 
-/// One compose project; `down -v` and image removal on drop.
+/// One compose project; `down -v` and image removal on drop (or, should
+/// the test process be killed, by a watchdog).
 struct Stack {
     compose: Vec<String>,
     project: String,
     images: Vec<String>,
+    watchdog: Option<std::process::Child>,
     _dir: tempfile::TempDir,
 }
 
 impl Stack {
+    /// Starts a shell that removes the project and images if this process
+    /// dies without dropping the stack (e.g. a test runner's timeout).
+    fn guard(&mut self) {
+        let down = self.cmd(&["down", "-v", "--remove-orphans", "-t", "5"]);
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(
+                "pid=$1; shift; while kill -0 \"$pid\" 2>/dev/null; do sleep 2; done; \
+                 \"$@\" >/dev/null 2>&1; docker rmi -f $IMAGES >/dev/null 2>&1",
+            )
+            .arg("baton-compose-watchdog")
+            .arg(std::process::id().to_string())
+            .arg(down.get_program())
+            .args(down.get_args())
+            .current_dir(repo_root())
+            .env("IMAGES", self.images.join(" "))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in down.get_envs() {
+            if let Some(v) = v {
+                sh.env(k, v);
+            }
+        }
+        self.watchdog = sh.spawn().ok();
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let root = repo_root();
         let mut cmd = Command::new(&self.compose[0]);
@@ -291,6 +320,10 @@ impl Drop for Stack {
         let _ = output(&mut self.cmd(&["down", "-v", "--remove-orphans", "-t", "5"]));
         for image in &self.images {
             let _ = output(Command::new("docker").args(["rmi", "-f", image]));
+        }
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
         }
     }
 }
@@ -471,12 +504,14 @@ async fn docker_compose_runs_the_cluster_the_demo_and_survives_faults() {
         nuid_like(&dir.path().to_string_lossy())
     );
     let images = build_images(dir.path(), &tag);
-    let stack = Stack {
+    let mut stack = Stack {
         compose,
         project: format!("batontest{}", tag.replace('-', "")),
         images: vec![images.0, images.1],
+        watchdog: None,
         _dir: dir,
     };
+    stack.guard();
     stack.compose(&["up", "-d", "--no-build"]);
     let up = started.elapsed();
     let nodes = ["n1", "n2", "n3"];

@@ -1045,3 +1045,203 @@ async fn dlq_lists_shows_and_redrives() {
         1
     );
 }
+
+/// `baton dev` as a child process whose banner (stderr) is read line by
+/// line; killed on drop.
+struct Dev {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Dev {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Dev {
+        let mut cmd = Command::new(baton_bin());
+        cmd.arg("dev")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("BATON_NATS_URL")
+            .env_remove("BATON_DEV_NATS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn baton dev");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Dev {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the banner and returns its NATS URL(s) and what it says
+    /// about them.
+    fn banner(&mut self) -> (String, String) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(line) = self
+                .seen
+                .iter()
+                .find(|l| l.trim_start().starts_with("NATS "))
+            {
+                let rest = line.trim_start().trim_start_matches("NATS").trim();
+                let (url, what) = rest.split_once(' ').unwrap_or((rest, ""));
+                return (url.to_string(), what.trim().to_string());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("baton dev printed no banner:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The pids of the nats-server processes it started.
+    fn servers(&self) -> Vec<String> {
+        let children = Command::new("ps")
+            .args(["-o", "pid=,args=", "--ppid", &self.child.id().to_string()])
+            .output()
+            .expect("ps");
+        String::from_utf8_lossy(&children.stdout)
+            .lines()
+            .filter(|l| l.contains("nats-server"))
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    }
+
+    /// SIGTERM; asserts a clean exit and that no server it started is left.
+    fn terminate(mut self) {
+        let servers = self.servers();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("exit");
+        assert!(status.success(), "baton dev exits 0 on SIGTERM");
+        let left: Vec<&String> = servers
+            .iter()
+            .filter(|pid| {
+                Command::new("kill")
+                    .args(["-0", pid])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `baton dev --cluster 3`: three nats-server processes forming one
+/// JetStream cluster with every stream at R3, the printed URLs work, an
+/// event emitted through them materialises, and SIGTERM stops all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_3_runs_a_real_cluster_and_stops_it() {
+    let mut dev = Dev::spawn(&["--cluster", "3", "--port", "0"], &[]);
+    let (url, what) = dev.banner();
+    assert!(what.contains("3-node JetStream cluster"), "{what}");
+    let urls: Vec<String> = url.split(',').map(String::from).collect();
+    assert_eq!(urls.len(), 3, "one URL per node: {url}");
+    assert_eq!(dev.servers().len(), 3, "baton dev runs three nats-servers");
+
+    // Every URL it printed is a node of the same cluster.
+    for u in &urls {
+        let client = async_nats::connect(u.as_str()).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js
+            .get_stream(baton_core::subjects::EVENTS_STREAM)
+            .await
+            .expect("events stream");
+        let info = stream.info().await.expect("info");
+        assert_eq!(info.config.num_replicas, 3, "streams at R3");
+        let cluster = info.cluster.clone().expect("clustered");
+        assert!(cluster.leader.is_some(), "a leader");
+        assert_eq!(cluster.replicas.len(), 2, "two more replicas");
+    }
+
+    // A task created through the printed URL (all nodes) materialises.
+    ok(&baton(
+        &url,
+        &[
+            "emit",
+            "created",
+            "--task",
+            "dev-cluster-1",
+            "--agent",
+            "planner",
+            "--workflow",
+            "w",
+        ],
+    ));
+    let client = async_nats::connect(urls.clone()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let task = wait_task(&js, "dev-cluster-1", |_| true).await;
+    assert_eq!(task.workflow.as_str(), "w");
+    dev.terminate();
+}
+
+/// Issue 15: an exported BATON_NATS_URL (as the banner suggests) does not
+/// stop `baton dev` from starting its own server; only `--nats` on the
+/// command line or BATON_DEV_NATS_URL points it at an existing one; and its
+/// help says so.
+#[tokio::test]
+async fn dev_starts_its_own_server_unless_told_on_its_own_flag() {
+    let help = ok(&Command::new(baton_bin())
+        .args(["dev", "--help"])
+        .output()
+        .expect("help"));
+    assert!(help.contains("[env: BATON_DEV_NATS_URL=]"), "{help}");
+    assert!(help.contains("[default: start a local server]"), "{help}");
+    assert!(!help.contains("[env: BATON_NATS_URL"), "{help}");
+    assert!(!help.contains("default: nats://127.0.0.1:4222"), "{help}");
+
+    // Nothing listens on the exported URL: dev must not use it.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("nats://127.0.0.1:{}", l.local_addr().expect("addr").port())
+    };
+    let mut dev = Dev::spawn(&["--port", "0"], &[("BATON_NATS_URL", &dead)]);
+    let (url, what) = dev.banner();
+    assert_ne!(url, dead);
+    assert!(what.contains("one server"), "{what}");
+    assert_eq!(dev.servers().len(), 1, "it started its own server");
+    dev.terminate();
+
+    // An existing server, named on dev's own flag or env var, is used.
+    let server = NatsServer::start().await.expect("server");
+    let theirs = server.url();
+    for (args, env) in [
+        (
+            vec!["--nats", theirs.as_str()],
+            vec![("BATON_NATS_URL", dead.as_str())],
+        ),
+        (
+            vec![],
+            vec![
+                ("BATON_DEV_NATS_URL", theirs.as_str()),
+                ("BATON_NATS_URL", dead.as_str()),
+            ],
+        ),
+    ] {
+        let mut dev = Dev::spawn(&args, &env);
+        let (url, what) = dev.banner();
+        assert_eq!(url, theirs, "{args:?} {env:?}");
+        assert!(what.contains("an existing server"), "{what}");
+        assert!(dev.servers().is_empty(), "no server of its own");
+        dev.terminate();
+    }
+}

@@ -12,7 +12,7 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use args::NatsArgs;
@@ -93,7 +93,11 @@ fn init_logging(cli: &Cli, default: &str) {
 
 fn main() -> ExitCode {
     output::exit_quietly_on_broken_pipe();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Dev(args) = &mut cli.command {
+        args.keep_own_nats(matches.subcommand_matches("dev"));
+    }
     let default_log = match cli.command {
         Command::Dev(_) | Command::Orchestrator(_) | Command::StallDetector(_) => "info",
         _ => "warn",

@@ -31,6 +31,11 @@ pub struct NatsOptions {
     pub connect_timeout: Duration,
     /// JetStream API request timeout.
     pub request_timeout: Duration,
+    /// How often to ping the server. A connection whose server stops
+    /// answering (a node cut off by a partition: no reset, just silence) is
+    /// given up after three unanswered pings, and the client moves to
+    /// another node; with async-nats' default of 60 s that took minutes.
+    pub ping_interval: Duration,
 }
 
 impl NatsOptions {
@@ -49,6 +54,7 @@ impl NatsOptions {
             name: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
         }
     }
 
@@ -101,7 +107,8 @@ impl NatsOptions {
         }
         Ok(opts
             .connection_timeout(self.connect_timeout)
-            .request_timeout(Some(self.request_timeout)))
+            .request_timeout(Some(self.request_timeout))
+            .ping_interval(self.ping_interval))
     }
 
     /// Connects, or explains why not.

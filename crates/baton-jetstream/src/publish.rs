@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use async_nats::{
     HeaderMap,
-    jetstream::{self, context::PublishErrorKind, message::PublishMessage, publish::PublishAck},
+    jetstream::{
+        self, ErrorCode, context::PublishErrorKind, message::PublishMessage, publish::PublishAck,
+    },
 };
 use bytes::Bytes;
 
@@ -104,8 +106,14 @@ pub async fn publish_durable(
             Ok(Err(e)) => e,
             Err(_) => jetstream::context::PublishError::new(PublishErrorKind::TimedOut),
         };
+        // On a cluster the stream leader refuses a compare-and-set that
+        // conflicts with a write still being replicated with 10164 instead
+        // of 10071 (same meaning), and one it cannot judge yet with 10163.
+        let code = jetstream_code(&err);
+        let conflict = code == Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT);
+        let not_ready = code == Some(ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY);
         match err.kind() {
-            PublishErrorKind::WrongLastSequence => {
+            kind if conflict || kind == PublishErrorKind::WrongLastSequence => {
                 return Err(PublishError::WrongLastSequence {
                     detail: err.to_string(),
                     after_retry: attempts > 1,
@@ -122,19 +130,8 @@ pub async fn publish_durable(
             PublishErrorKind::TimedOut
             | PublishErrorKind::StreamNotFound
             | PublishErrorKind::BrokenPipe
-            | PublishErrorKind::MaxAckPending => {
-                if started.elapsed() + backoff >= retry.budget {
-                    return Err(PublishError::Unavailable {
-                        subject: subject.to_string(),
-                        attempts,
-                        budget: retry.budget,
-                        last: err.to_string(),
-                    });
-                }
-                tracing::debug!(subject, attempts, error = %err, "publish not acknowledged; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+            | PublishErrorKind::MaxAckPending => {}
+            _ if not_ready => {}
             _ => {
                 return Err(PublishError::Refused {
                     subject: subject.to_string(),
@@ -142,7 +139,25 @@ pub async fn publish_durable(
                 });
             }
         }
+        if started.elapsed() + backoff >= retry.budget {
+            return Err(PublishError::Unavailable {
+                subject: subject.to_string(),
+                attempts,
+                budget: retry.budget,
+                last: err.to_string(),
+            });
+        }
+        tracing::debug!(subject, attempts, error = %err, "publish not acknowledged; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
+}
+
+/// The JetStream error code behind a publish error, if the server sent one.
+fn jetstream_code(err: &jetstream::context::PublishError) -> Option<ErrorCode> {
+    std::error::Error::source(err)?
+        .downcast_ref::<jetstream::Error>()
+        .map(jetstream::Error::error_code)
 }
 
 /// Whether JetStream answers that no stream stores `subject` (as opposed to
@@ -152,4 +167,60 @@ async fn no_stream_for(js: &jetstream::Context, subject: &str) -> bool {
         tokio::time::timeout(Duration::from_secs(2), js.stream_by_subject(subject)).await,
         Ok(Err(e)) if e.to_string().contains("not found") || e.to_string().contains("no stream")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::stream;
+    use baton_testkit::NatsCluster;
+
+    use super::*;
+
+    /// On a 3-node cluster, two compare-and-set publishes racing for the
+    /// same scope (two agents claiming one task) end with one stored and
+    /// the other told it lost, never refused: the stream leader answers a
+    /// conflict with a write still in flight with 10164, not 10071.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_compare_and_set_on_a_cluster_is_one_win_one_conflict() {
+        let cluster = NatsCluster::start(3).await.expect("cluster");
+        let client = async_nats::connect(cluster.urls()).await.expect("connect");
+        let js = jetstream::new(client);
+        js.create_stream(stream::Config {
+            name: "CAS".into(),
+            subjects: vec!["cas.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("R3 stream");
+        for round in 0..40 {
+            let cas = Cas {
+                expected: 0,
+                scope: format!("cas.t{round}.*"),
+            };
+            let claim = |who: &str| {
+                let subject = format!("cas.t{round}.{who}");
+                let id = format!("{who}-{round}");
+                let js = js.clone();
+                let cas = cas.clone();
+                async move {
+                    publish_durable(
+                        &js,
+                        &subject,
+                        Bytes::from_static(b"claim"),
+                        &id,
+                        Some(&cas),
+                        Retry::default(),
+                    )
+                    .await
+                }
+            };
+            let (a, b) = tokio::join!(claim("a"), claim("b"));
+            match (&a, &b) {
+                (Ok(_), Err(PublishError::WrongLastSequence { .. }))
+                | (Err(PublishError::WrongLastSequence { .. }), Ok(_)) => {}
+                _ => panic!("round {round}: expected one win and one conflict, got {a:?} / {b:?}"),
+            }
+        }
+    }
 }

@@ -1,25 +1,39 @@
 //! `baton dev`: everything needed to try Baton on one machine, in one
-//! process tree: a local nats-server with JetStream (or an existing server
-//! via `--nats`), the streams and buckets, and the services. Stops
-//! everything it started on ctrl-c.
+//! process tree: a local nats-server with JetStream (or a local 3-node
+//! JetStream cluster with `--cluster 3`, or an existing server via
+//! `--nats`), the streams and buckets, and the services. Stops everything it
+//! started on ctrl-c / SIGTERM.
 
 use std::{net::TcpListener, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use async_nats::jetstream;
+use baton_nats_server::{ClusterOptions, NatsCluster, NatsServer, ServerOptions};
 use baton_service::shutdown;
-use baton_testkit::{NatsServer, ServerOptions};
-use clap::Args;
+use clap::{ArgMatches, Args, builder::TypedValueParser as _, parser::ValueSource};
 
 use crate::{args::NatsArgs, cmd::services::TopologyArgs};
 
 /// `baton dev` flags.
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
-    /// Keep the server's JetStream data in DIR [default: a temporary directory, removed on exit]
+    /// Use this existing NATS server instead of starting one. Only this flag (or
+    /// BATON_DEV_NATS_URL) does that: BATON_NATS_URL, which the banner suggests
+    /// exporting for the other commands, is ignored here [default: start a local server]
+    // Same id as the global `--nats`, so that this one replaces it for
+    // `baton dev` (its own help and env var); see `keep_own_nats`.
+    #[arg(id = "url", long = "nats", env = DEV_NATS_ENV, value_name = "URL")]
+    pub nats: Option<String>,
+    /// Start a local JetStream cluster of N nodes (1, 3 or 5) instead of one
+    /// server; streams and buckets then keep 3 replicas
+    #[arg(long, env = "BATON_DEV_CLUSTER", value_name = "N", default_value_t = 1,
+          value_parser = clap::builder::PossibleValuesParser::new(["1", "3", "5"])
+              .map(|s| s.parse::<u8>().unwrap_or(1)))]
+    pub cluster: u8,
+    /// Keep the server's JetStream data in DIR (a cluster: DIR/n1, DIR/n2, ...) [default: a temporary directory, removed on exit]
     #[arg(long, env = "BATON_DEV_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Client port for the local server (a free one is used if it is taken)
+    /// Client port for the local server (a cluster: its first node; the others get free ports); a free one is used if it is taken
     #[arg(long, env = "BATON_DEV_PORT", default_value_t = 4222)]
     pub port: u16,
     #[command(flatten)]
@@ -32,42 +46,129 @@ pub struct DevArgs {
     pub rules: Option<PathBuf>,
 }
 
+/// `baton dev`'s own env var for `--nats`.
+const DEV_NATS_ENV: &str = "BATON_DEV_NATS_URL";
+
+impl DevArgs {
+    /// Drops a `--nats` value that came from `BATON_NATS_URL`. clap hands a
+    /// global flag's value down to a subcommand's argument of the same id,
+    /// so an exported `BATON_NATS_URL` shows up here as if it were ours;
+    /// only the command line and `BATON_DEV_NATS_URL` count for `baton dev`.
+    pub fn keep_own_nats(&mut self, matches: Option<&ArgMatches>) {
+        let source = matches.and_then(|m| m.value_source("url"));
+        let own = match source {
+            Some(ValueSource::CommandLine) => true,
+            // Ours wins over the global one when both are set.
+            Some(ValueSource::EnvVariable) => std::env::var_os(DEV_NATS_ENV).is_some(),
+            _ => false,
+        };
+        if !own {
+            self.nats = None;
+        }
+    }
+}
+
 fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// Runs until ctrl-c.
-pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
-    let mut server = None;
-    let url = match &nats.url {
-        Some(url) => url.clone(),
-        None => {
-            if let Some(dir) = &args.data {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create --data {}", dir.display()))?;
-            }
-            let port = port_is_free(args.port).then_some(args.port);
-            if port.is_none() {
-                eprintln!("Port {} is taken; using a free port instead.", args.port);
-            }
-            let s = NatsServer::start_with(ServerOptions {
+/// What `baton dev` started (stopped on drop). One per run: size does not
+/// matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Local {
+    Server(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Local {
+    async fn start(args: &DevArgs) -> anyhow::Result<Local> {
+        if let Some(dir) = &args.data {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create --data {}", dir.display()))?;
+        }
+        let port = (args.port != 0 && port_is_free(args.port)).then_some(args.port);
+        if port.is_none() && args.port != 0 {
+            eprintln!("Port {} is taken; using a free port instead.", args.port);
+        }
+        if args.cluster > 1 {
+            let cluster = NatsCluster::start_with(ClusterOptions {
+                size: usize::from(args.cluster),
+                // Stable names: a kept --data dir knows its peers by name.
                 name: Some("baton-dev".into()),
-                store_dir: args.data.clone(),
-                port,
+                store_root: args.data.clone(),
+                first_port: port,
                 monitoring: true,
-                ..ServerOptions::default()
             })
             .await
-            .context("cannot start nats-server")?;
-            let url = s.url();
-            server = Some(s);
+            .context("cannot start the nats-server cluster")?;
+            return Ok(Local::Cluster(cluster));
+        }
+        let server = NatsServer::start_with(ServerOptions {
+            name: Some("baton-dev".into()),
+            store_dir: args.data.clone(),
+            port,
+            monitoring: true,
+            ..ServerOptions::default()
+        })
+        .await
+        .context("cannot start nats-server")?;
+        Ok(Local::Server(server))
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Local::Server(s) => s.url(),
+            Local::Cluster(c) => c.url(),
+        }
+    }
+
+    fn describe(&self, data: Option<&PathBuf>) -> String {
+        match (self, data) {
+            (Local::Server(_), Some(dir)) => format!("one server; data kept in {}", dir.display()),
+            (Local::Server(s), None) => format!(
+                "one server; data in {}, removed on exit",
+                s.store_dir().display()
+            ),
+            (Local::Cluster(c), Some(dir)) => format!(
+                "a {}-node JetStream cluster; data kept in {}/n1 ...",
+                c.len(),
+                dir.display()
+            ),
+            (Local::Cluster(c), None) => format!(
+                "a {}-node JetStream cluster; data in temporary directories, removed on exit",
+                c.len()
+            ),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Local::Server(s) => s.stop(),
+            Local::Cluster(c) => c.stop(),
+        }
+    }
+}
+
+/// Runs until ctrl-c / SIGTERM.
+pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
+    let mut local = None;
+    let url = match &args.nats {
+        Some(url) => url.clone(),
+        None => {
+            let started = Local::start(args).await?;
+            let url = started.url();
+            local = Some(started);
             url
         }
     };
     let options = nats.options_for(&url, "baton-dev");
     let client = options.connect().await?;
     let js = jetstream::new(client.clone());
-    let topology = args.topology.topology();
+    let mut topology = args.topology.topology();
+    if args.cluster > 1 && args.nats.is_none() {
+        topology.replicas = topology.replicas.max(3);
+    }
     baton_jetstream::ensure(&js, &topology).await?;
 
     let (trigger, shutdown) = shutdown::channel();
@@ -88,10 +189,9 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
         .await
         .context("stall detector failed to start")?;
 
-    let data = match (&server, &args.data) {
-        (None, _) => "an existing server".to_string(),
-        (Some(_), Some(dir)) => format!("data kept in {}", dir.display()),
-        (Some(s), None) => format!("data in {} (removed on exit)", s.store_dir().display()),
+    let data = match &local {
+        None => "an existing server".to_string(),
+        Some(l) => l.describe(args.data.as_ref()),
     };
     let http = |a: Option<std::net::SocketAddr>| {
         a.map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"))
@@ -134,8 +234,8 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
     })
     .await;
     drop(client);
-    if let Some(mut s) = server {
-        s.stop();
+    if let Some(mut l) = local {
+        l.stop();
     }
     eprintln!("Stopped.");
     match failed {

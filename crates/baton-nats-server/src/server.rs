@@ -10,7 +10,7 @@ use std::{
 
 use tokio::time::{Instant, sleep};
 
-use crate::{TestkitError, binary::find_nats_server};
+use crate::{NatsServerError, binary::find_nats_server};
 
 /// How long a server may take to listen and to have JetStream ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,13 +63,13 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// Starts a single JetStream node on a free port with a temporary store.
-    pub async fn start() -> Result<NatsServer, TestkitError> {
+    pub async fn start() -> Result<NatsServer, NatsServerError> {
         Self::start_with(ServerOptions::default()).await
     }
 
     /// Starts a server as `opts` describes and waits until it accepts
     /// clients (and, with JetStream, until JetStream answers).
-    pub async fn start_with(opts: ServerOptions) -> Result<NatsServer, TestkitError> {
+    pub async fn start_with(opts: ServerOptions) -> Result<NatsServer, NatsServerError> {
         let mut server = Self::spawn_with(opts)?;
         server.wait_listening().await?;
         if server.opts.cluster.is_none() && !server.opts.no_jetstream {
@@ -80,14 +80,14 @@ impl NatsServer {
 
     /// Starts the process without waiting for it (the cluster waits for all
     /// nodes together).
-    pub(crate) fn spawn_with(opts: ServerOptions) -> Result<NatsServer, TestkitError> {
+    pub(crate) fn spawn_with(opts: ServerOptions) -> Result<NatsServer, NatsServerError> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let binary = find_nats_server()?;
         let dir = tempfile::Builder::new()
             .prefix("baton-nats-")
             .tempdir()
-            .map_err(|e| TestkitError::io("creating a temporary directory", e))?;
+            .map_err(|e| NatsServerError::io("creating a temporary directory", e))?;
         let store = opts
             .store_dir
             .clone()
@@ -162,13 +162,13 @@ impl NatsServer {
         self.dir.path().join("server.log")
     }
 
-    fn spawn(&mut self) -> Result<(), TestkitError> {
+    fn spawn(&mut self) -> Result<(), NatsServerError> {
         let config_path = self.dir.path().join("server.conf");
         fs::write(&config_path, self.config())
-            .map_err(|e| TestkitError::io("writing server.conf", e))?;
+            .map_err(|e| NatsServerError::io("writing server.conf", e))?;
         let ports = self.ports_dir();
         let _ = fs::remove_dir_all(&ports);
-        fs::create_dir_all(&ports).map_err(|e| TestkitError::io("creating ports dir", e))?;
+        fs::create_dir_all(&ports).map_err(|e| NatsServerError::io("creating ports dir", e))?;
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&config_path)
@@ -180,7 +180,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| TestkitError::io(format!("starting {}", self.binary.display()), e))?;
+            .map_err(|e| NatsServerError::io(format!("starting {}", self.binary.display()), e))?;
         // Kills the server if our process dies without dropping us.
         let watchdog = Command::new("sh")
             .arg("-c")
@@ -201,7 +201,7 @@ impl NatsServer {
         Ok(())
     }
 
-    pub(crate) async fn wait_listening(&mut self) -> Result<(), TestkitError> {
+    pub(crate) async fn wait_listening(&mut self) -> Result<(), NatsServerError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(ports) = self.read_ports_file() {
@@ -233,7 +233,7 @@ impl NatsServer {
     }
 
     /// Waits until this node's JetStream answers account requests.
-    pub(crate) async fn wait_jetstream(&self) -> Result<(), TestkitError> {
+    pub(crate) async fn wait_jetstream(&self) -> Result<(), NatsServerError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last = String::from("not connected");
         while Instant::now() < deadline {
@@ -259,8 +259,8 @@ impl NatsServer {
         Err(self.not_ready(format!("JetStream not ready after 30s: {last}")))
     }
 
-    fn not_ready(&self, reason: String) -> TestkitError {
-        TestkitError::NotReady {
+    fn not_ready(&self, reason: String) -> NatsServerError {
+        NatsServerError::NotReady {
             reason,
             log: self.log_tail(40),
         }
@@ -324,7 +324,7 @@ impl NatsServer {
 
     /// Asks the server to enter lame-duck mode (moves leaders away, then
     /// exits).
-    pub fn lame_duck(&self) -> Result<(), TestkitError> {
+    pub fn lame_duck(&self) -> Result<(), NatsServerError> {
         let Some(pid) = self.pid() else {
             return Ok(());
         };
@@ -332,13 +332,13 @@ impl NatsServer {
             .arg("--signal")
             .arg(format!("ldm={pid}"))
             .status()
-            .map_err(|e| TestkitError::io("signalling lame-duck mode", e))?;
+            .map_err(|e| NatsServerError::io("signalling lame-duck mode", e))?;
         Ok(())
     }
 
     /// Starts the server again on the same port with the same store (after
     /// [`kill`](Self::kill)).
-    pub async fn restart(&mut self) -> Result<(), TestkitError> {
+    pub async fn restart(&mut self) -> Result<(), NatsServerError> {
         self.kill();
         self.spawn()?;
         self.wait_listening().await?;

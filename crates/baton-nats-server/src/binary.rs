@@ -6,7 +6,7 @@ use std::{
     sync::OnceLock,
 };
 
-use crate::TestkitError;
+use crate::NatsServerError;
 
 /// Oldest usable server: wildcard subject compare-and-set
 /// (`Nats-Expected-Last-Subject-Sequence-Subject`) arrived in 2.11.
@@ -50,12 +50,12 @@ fn on_path() -> Option<PathBuf> {
 }
 
 /// Finds a usable `nats-server` (cached after the first call).
-pub fn find_nats_server() -> Result<PathBuf, TestkitError> {
+pub fn find_nats_server() -> Result<PathBuf, NatsServerError> {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     FOUND
         .get_or_init(search)
         .clone()
-        .map_err(TestkitError::NotInstalled)
+        .map_err(NatsServerError::NotInstalled)
 }
 
 fn search() -> Result<PathBuf, String> {

@@ -196,6 +196,13 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
     let http = |a: Option<std::net::SocketAddr>| {
         a.map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"))
     };
+    // The command that works as printed: scripts/dev passes its wrapper
+    // (scripts/baton); otherwise this very binary.
+    let cli = std::env::var("BATON_DEV_CLI").unwrap_or_else(|_| {
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "baton".into())
+    });
     eprintln!(
         "\nBaton dev is running.\n\
          \n  NATS           {url}   ({data})\
@@ -203,9 +210,9 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
          \n  detector       {}\
          \n\nConnect agents and the CLI with --nats {url} (or BATON_NATS_URL={url}).\
          \nTry, in another terminal:\
-         \n  baton --nats {url} status\
-         \n  baton --nats {url} tasks\
-         \n  baton --nats {url} alerts --follow\
+         \n  {cli} --nats {url} status\
+         \n  {cli} --nats {url} tasks\
+         \n  {cli} --nats {url} alerts --follow\
          \n\nCtrl-C stops everything.\n",
         http(orchestrator.http_addr),
         http(detector.http_addr),
@@ -233,6 +240,9 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
         let _ = (&mut detector).await;
     })
     .await;
+    // Liveness records of cleanly stopped services are deleted, so status
+    // does not list them as down (matters with an existing server).
+    baton_service::liveness::stopped(Duration::from_secs(3)).await;
     drop(client);
     if let Some(mut l) = local {
         l.stop();

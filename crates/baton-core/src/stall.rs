@@ -582,23 +582,34 @@ impl Detector {
             .filter(|e| !tracked.firing.iter().any(|f| f.key == Key::of(e)))
             .map(Expectation::due)
             .min();
+        // A muted alert (silenced or inhibited) is looked at again when a
+        // silence may have ended, or after the re-check interval.
+        let muted_recheck = |f: &Firing| {
+            let silence_ends = self
+                .silences
+                .iter()
+                .map(|s| s.until)
+                .filter(|until| *until > f.checked)
+                .min();
+            let recheck = f.checked.saturating_add(renotify.unwrap_or(RECHECK));
+            silence_ends.map_or(recheck, |s| s.min(recheck))
+        };
         let refire = tracked
             .firing
             .iter()
             .filter_map(|f| match (f.sent, f.last_sent) {
-                // Muted: look again when a silence may have ended, or after
-                // the re-check interval.
-                (0, _) => {
-                    let silence_ends = self
-                        .silences
-                        .iter()
-                        .map(|s| s.until)
-                        .filter(|until| *until > f.checked)
-                        .min();
-                    let recheck = f.checked.saturating_add(renotify.unwrap_or(RECHECK));
-                    Some(silence_ends.map_or(recheck, |s| s.min(recheck)))
-                }
-                (_, Some(last)) => renotify.map(|r| last.saturating_add(r)),
+                (0, _) => Some(muted_recheck(f)),
+                (_, Some(last)) => renotify.map(|r| {
+                    let due = last.saturating_add(r);
+                    // Its re-notification came due and was muted (it was
+                    // evaluated then but not sent): never the same past
+                    // instant again, or `handle_timeout` would spin on it.
+                    if due <= f.checked {
+                        muted_recheck(f)
+                    } else {
+                        due
+                    }
+                }),
                 (_, None) => None,
             })
             .min();

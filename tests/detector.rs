@@ -707,6 +707,17 @@ async fn backtest_replays_history_with_other_rules() {
             ("handoff_not_accepted".into(), "t2".into())
         ]
     );
+    // Each fires when it was due, as the live detector's timers fire it, not
+    // when the next event (or the end of `--then`) comes along.
+    for a in strict["alerts"].as_array().expect("alerts") {
+        if a["state"] == "firing" && a["notification"] == 0 {
+            assert_eq!(a["observed_at"], a["due_at"], "{a}");
+            assert!(
+                a["late_by_ms"].is_null() || a["late_by_ms"] == 0,
+                "not late: {a}"
+            );
+        }
+    }
     let lax = run(&lax);
     assert!(
         lax["alerts"].as_array().expect("alerts").is_empty(),

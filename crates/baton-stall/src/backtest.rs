@@ -92,8 +92,11 @@ pub async fn backtest(
             report.last = Some((meta.seq, meta.stored_at));
             match read_event(msg.subject.as_str(), &msg.payload) {
                 Ok(event) => {
+                    // Deadlines fire at their due time, as the live
+                    // detector's timers fire them, not when the next
+                    // event happens to arrive.
                     report.alerts.extend(
-                        det.handle_timeout(meta.stored_at.saturating_sub(Duration::from_nanos(1))),
+                        det.run_until(meta.stored_at.saturating_sub(Duration::from_nanos(1))),
                     );
                     report.alerts.extend(det.handle_event(&event, meta));
                     report.events += 1;
@@ -113,7 +116,7 @@ pub async fn backtest(
     if let Some((_, last)) = report.last {
         report
             .alerts
-            .extend(det.handle_timeout(last.saturating_add(options.tail)));
+            .extend(det.run_until(last.saturating_add(options.tail)));
     }
     Ok(report)
 }

@@ -252,6 +252,28 @@ async fn an_operator_session() {
     ));
     assert_eq!(only.as_array().expect("array").len(), 1);
     assert_eq!(only[0]["agents"], serde_json::json!(["intern", "writer"]));
+    // A violation is a one-shot report, never "firing": every view says so
+    // and counts it the same way.
+    assert_eq!(only[0]["lifecycle"], "report");
+    let violation_row = alerts
+        .lines()
+        .find(|l| l.contains("ownership_violation"))
+        .expect("row");
+    assert!(
+        violation_row.contains("REPORT") && !violation_row.contains("FIRING"),
+        "{violation_row}"
+    );
+    let st = status_json(&url, &[]);
+    assert_eq!(
+        st["recent_reports_by_kind"]["ownership_violation"], 1,
+        "{st:#}"
+    );
+    assert!(
+        st["firing_alerts_by_kind"]
+            .get("ownership_violation")
+            .is_none(),
+        "{st:#}"
+    );
     let none = json(&baton(&url, &["alerts", "--task", "post-2", "--json"]));
     assert_eq!(none, serde_json::json!([]));
 

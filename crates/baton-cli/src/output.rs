@@ -268,6 +268,9 @@ pub struct AlertJson {
     pub expected: String,
     pub due_at: Option<String>,
     pub observed_at: String,
+    /// `condition` (firing until resolved) or `report` (one-shot: never
+    /// resolves; see `baton status` for recent ones).
+    pub lifecycle: &'static str,
     pub late_by_ms: Option<u128>,
     pub notification: u32,
     pub summary: String,
@@ -294,6 +297,7 @@ impl AlertJson {
             expected: a.expected.clone(),
             due_at: opt_time(a.due_at),
             observed_at: a.observed_at.to_rfc3339(),
+            lifecycle: a.kind.lifecycle(),
             late_by_ms: a.late_by.map(|d| d.as_millis()),
             notification: a.notification,
             summary: a.summary.clone(),

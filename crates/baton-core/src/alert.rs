@@ -90,6 +90,24 @@ impl AlertKind {
         )
     }
 
+    /// Protocol reports (ownership violation, stale context, malformed
+    /// event, unknown task) record one offending event: they are never
+    /// resolved, so every view shows them as reports of what happened (and
+    /// counts recent ones), never as conditions that are still firing.
+    pub const fn is_report(self) -> bool {
+        !self.is_stall()
+    }
+
+    /// How a person should read an alert of this kind: `condition` (firing
+    /// until resolved) or `report` (one-shot).
+    pub const fn lifecycle(self) -> &'static str {
+        if self.is_report() {
+            "report"
+        } else {
+            "condition"
+        }
+    }
+
     /// The default severity of this kind.
     pub const fn severity(self) -> Severity {
         match self {

@@ -151,7 +151,12 @@ pub async fn alerts(nats: &NatsArgs, args: &AlertsArgs) -> anyhow::Result<()> {
     }
 }
 
+/// FIRING / RESOLVED for conditions; REPORT for one-shot protocol reports,
+/// which never resolve and so must not read as "still firing".
 fn state_label(a: &Alert) -> String {
+    if a.kind.is_report() {
+        return "REPORT".into();
+    }
     match (a.state, a.notification) {
         (baton_core::AlertState::Resolved, _) => "RESOLVED".into(),
         (_, 0) => "FIRING".into(),

@@ -120,22 +120,34 @@ impl Conn {
     /// The latest notification of every (kind, task) whose alert is firing,
     /// with its stream sequence.
     pub async fn firing_alerts(&self) -> anyhow::Result<Vec<(Alert, u64)>> {
-        let mut firing = Vec::new();
+        Ok(self.alert_view(Duration::ZERO).await?.firing)
+    }
+
+    /// The one view of alerts every command counts from: conditions firing
+    /// now (the latest notification per kind and task is a firing stall or
+    /// system alert), and protocol reports observed within `reports_since`.
+    pub async fn alert_view(&self, reports_since: Duration) -> anyhow::Result<AlertView> {
+        let mut view = AlertView::default();
+        let cutoff = now().saturating_sub(reports_since);
         read::for_each_last_per_subject(
             &self.js,
             subjects::ALERTS_STREAM,
             subjects::ALERTS_ALL,
             |stored| {
-                if let Ok(a) = Alert::decode(&stored.payload)
-                    && a.state == AlertState::Firing
-                    && a.kind.is_stall()
-                {
-                    firing.push((a, stored.seq));
+                let Ok(a) = Alert::decode(&stored.payload) else {
+                    return;
+                };
+                if a.kind.is_report() {
+                    if a.observed_at >= cutoff && !reports_since.is_zero() {
+                        view.recent_reports.push((a, stored.seq));
+                    }
+                } else if a.state == AlertState::Firing {
+                    view.firing.push((a, stored.seq));
                 }
             },
         )
         .await?;
-        Ok(firing)
+        Ok(view)
     }
 
     /// Firing stall alerts by task id.
@@ -148,6 +160,15 @@ impl Conn {
         }
         Ok(by_task)
     }
+}
+
+/// Alerts as every view counts them: conditions firing, recent reports.
+#[derive(Debug, Default)]
+pub struct AlertView {
+    /// Stall and system conditions whose latest notification is firing.
+    pub firing: Vec<(Alert, u64)>,
+    /// One-shot protocol reports (latest per kind and task) in the window.
+    pub recent_reports: Vec<(Alert, u64)>,
 }
 
 /// Wall-clock now, for ages shown to people.

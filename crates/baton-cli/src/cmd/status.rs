@@ -132,7 +132,14 @@ struct StatusJson {
     consumers: Vec<ConsumerJson>,
     tasks_by_status: BTreeMap<String, u64>,
     firing_alerts_by_kind: BTreeMap<String, u64>,
+    /// Tasks with a protocol report (violation, stale context, malformed
+    /// event, unknown task) in the last 24 h, by kind. Reports never
+    /// resolve, so they are counted here and do not make Baton degraded.
+    recent_reports_by_kind: BTreeMap<String, u64>,
 }
+
+/// How far back `status` counts protocol reports.
+const REPORTS_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Runs `baton status`; the exit status says how healthy Baton is (see
 /// [`EXIT_CODES`]).
@@ -217,9 +224,14 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
     for t in &tasks {
         *by_status.entry(t.status.to_string()).or_default() += 1;
     }
+    let alerts = conn.alert_view(REPORTS_WINDOW).await?;
     let mut firing: BTreeMap<String, u64> = BTreeMap::new();
-    for (a, _) in conn.firing_alerts().await? {
+    for (a, _) in &alerts.firing {
         *firing.entry(a.kind.to_string()).or_default() += 1;
+    }
+    let mut reports: BTreeMap<String, u64> = BTreeMap::new();
+    for (a, _) in &alerts.recent_reports {
+        *reports.entry(a.kind.to_string()).or_default() += 1;
     }
     let mut required = Vec::new();
     let mut problems = Vec::new();
@@ -299,6 +311,7 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
             consumers,
             tasks_by_status: by_status,
             firing_alerts_by_kind: firing,
+            recent_reports_by_kind: reports,
         });
         return Ok(health);
     }
@@ -418,6 +431,26 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
                     .join(", "),
                 Color::Red
             )
+        );
+    }
+    println!(
+        "\n{}",
+        paint(
+            "Reports in the last 24h (one-shot, never resolve)",
+            Color::Bold
+        )
+    );
+    if reports.is_empty() {
+        println!("  none");
+    } else {
+        println!(
+            "  {} task(s): {}  (see `baton alerts`)",
+            reports.values().sum::<u64>(),
+            reports
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(health)

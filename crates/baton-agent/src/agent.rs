@@ -13,7 +13,7 @@ use baton_core::{
     TaskId, TaskStatus, TaskWindows, WorkflowId, apply, subjects, wire::check_subject,
     wire::decode_event,
 };
-use baton_jetstream::{Cas, NatsOptions, PublishError, Retry, publish_durable, read};
+use baton_jetstream::{Cas, Denials, NatsOptions, PublishError, Retry, publish_durable_watched, read};
 
 use crate::{
     context::ContextRecord,
@@ -51,7 +51,9 @@ impl AgentOptions {
     }
 
     /// Replies go to `_INBOX_<agent>` instead of `_INBOX`: needed when the
-    /// server's permissions only let this agent subscribe there.
+    /// server's permissions only let this agent subscribe there. An
+    /// identity file from `baton auth` (`nats.nkey_seed_file`) sets this
+    /// by itself.
     pub fn with_agent_inbox(mut self) -> AgentOptions {
         self.nats.inbox_prefix = Some(format!("_INBOX_{}", self.agent_id));
         self
@@ -108,6 +110,8 @@ pub(crate) struct Inner {
     pub(crate) id: AgentId,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
+    /// Publishes the server refused on this connection.
+    pub(crate) denials: Denials,
     tasks: kv::Store,
     pub(crate) lease: Duration,
     pub(crate) retry: Retry,
@@ -134,7 +138,11 @@ impl Agent {
     /// services create them).
     pub async fn connect(options: AgentOptions) -> Result<Agent, AgentError> {
         let id = AgentId::new(&options.agent_id)?;
-        let client = options.nats.connect().await.map_err(BrokerError::from)?;
+        let (client, denials) = options
+            .nats
+            .connect_watched()
+            .await
+            .map_err(BrokerError::from)?;
         let js = jetstream::new(client.clone());
         let tasks = js
             .get_key_value(subjects::TASKS_BUCKET)
@@ -150,6 +158,7 @@ impl Agent {
                 id,
                 client,
                 js,
+                denials,
                 tasks,
                 lease: options.lease,
                 retry: options.retry,
@@ -539,8 +548,9 @@ impl Agent {
             expected,
             scope: subjects::task_events(&event.task),
         });
-        publish_durable(
+        publish_durable_watched(
             &self.inner.js,
+            Some(&self.inner.denials),
             &subjects::event(&event.task, &event.agent),
             event.encode_to_vec().into(),
             &event.event_id,

@@ -3,7 +3,7 @@
 //! stream sequence.
 
 use baton_core::{AgentId, Time, WorkflowId, context::ContextEntry, subjects};
-use baton_jetstream::{Cas, PublishError, publish_durable, read};
+use baton_jetstream::{Cas, PublishError, publish_durable_watched, read};
 
 use crate::{
     agent::Agent,
@@ -133,8 +133,9 @@ impl ContextRecord {
             scope: subjects::context(&self.workflow),
         };
         let msg_id = nuid::next().to_string();
-        match publish_durable(
+        match publish_durable_watched(
             &self.agent.inner.js,
+            Some(&self.agent.inner.denials),
             &subjects::context(&self.workflow),
             entry.encode_to_vec().into(),
             &msg_id,

@@ -5,6 +5,7 @@
 //! - `baton orchestrator`, `baton stall-detector`: the services.
 //! - operator commands: `tasks`, `task`, `alerts`, `context`, `emit`,
 //!   `silence`, `status`, `rules`.
+//! - `baton auth`: NATS identities and the server config enforcing them.
 
 mod args;
 mod cmd;
@@ -71,6 +72,8 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Check stall rules, or backtest them on recorded history
     Rules(cmd::rules::RulesArgs),
+    /// Provision NATS identities (agent, operator, service, viewer) and the server config that enforces them
+    Auth(cmd::auth::AuthArgs),
 }
 
 fn init_logging(cli: &Cli, default: &str) {
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
             Command::Silence(args) => cmd::silence::silence(nats, args).await,
             Command::Status(args) => cmd::status::status(nats, args).await,
             Command::Rules(args) => cmd::rules::rules(nats, args).await,
+            Command::Auth(args) => cmd::auth::auth(args),
         };
         done.map(|()| ExitCode::SUCCESS)
     });

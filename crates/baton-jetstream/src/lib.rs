@@ -2,17 +2,21 @@
 //!
 //! - [`topology`]: the streams and KV buckets, created or updated
 //!   idempotently at start.
+//! - [`auth`]: the roles the server enforces (agent, operator, service,
+//!   viewer), their permissions, the server configuration and identity
+//!   files `baton auth` writes.
 //! - [`connect`]: connection options (credentials, nkey, TLS, inbox prefix)
 //!   and connection errors that say what to do.
 //! - [`publish`]: durable publishing with idempotent retries and
 //!   compare-and-set.
 //! - [`read`]: reading a stream's history for one subject.
 
+pub mod auth;
 pub mod connect;
 pub mod publish;
 pub mod read;
 pub mod topology;
 
-pub use connect::{ConnectError, NatsOptions};
-pub use publish::{Cas, PublishError, Retry, publish_durable};
+pub use connect::{ConnectError, Denials, Denied, NatsOptions};
+pub use publish::{Cas, PublishError, Retry, publish_durable, publish_durable_watched};
 pub use topology::{Topology, TopologyError, ensure};

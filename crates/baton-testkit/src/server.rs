@@ -33,9 +33,9 @@ pub struct ServerOptions {
     /// A config file to `include` (e.g. the users `baton auth` writes);
     /// `nats-server --signal reload` re-reads it.
     pub include: Option<PathBuf>,
-    /// An nkey seed the readiness check connects with, for a config that
-    /// requires authentication.
-    pub ready_nkey_seed: Option<String>,
+    /// The nkey seed and inbox prefix the readiness check connects with,
+    /// for a config that requires authentication.
+    pub ready_nkey: Option<(String, String)>,
     /// Do not enable JetStream.
     pub no_jetstream: bool,
     /// Cluster membership (set by [`NatsCluster`](crate::NatsCluster)).
@@ -255,8 +255,9 @@ impl NatsServer {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last = String::from("not connected");
         while Instant::now() < deadline {
-            let options = match &self.opts.ready_nkey_seed {
-                Some(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+            let options = match &self.opts.ready_nkey {
+                Some((seed, inbox)) => async_nats::ConnectOptions::with_nkey(seed.clone())
+                    .custom_inbox_prefix(inbox.clone()),
                 None => async_nats::ConnectOptions::new(),
             };
             match options

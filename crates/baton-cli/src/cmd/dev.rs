@@ -116,10 +116,10 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
                 port,
                 monitoring: true,
                 include: auth.as_ref().map(|a| a.0.config.clone()),
-                ready_nkey_seed: auth
+                ready_nkey: auth
                     .as_ref()
                     .and_then(|a| a.0.get("baton"))
-                    .map(|i| i.seed.clone()),
+                    .map(|i| (i.seed.clone(), baton_jetstream::auth::inbox_prefix(&i.name))),
                 ..ServerOptions::default()
             })
             .await

@@ -228,10 +228,7 @@ async fn an_agent_publishes_as_itself_and_not_as_another_agent() {
     let mut ev = Events::new("w");
     let own = ev.created("t1", "alice");
     alice
-        .publish(
-            &subjects::event(&own.task, &own.agent),
-            own.encode_to_vec(),
-        )
+        .publish(&subjects::event(&own.task, &own.agent), own.encode_to_vec())
         .await
         .expect("alice publishes her own event");
     wait_task(&rig.svc, "t1", |t| t.status == TaskStatus::Submitted).await;
@@ -371,7 +368,11 @@ async fn an_agent_cannot_read_another_agents_replies() {
     let rig = rig().await;
     let mut alice = rig.connect("alice").await;
     for subject in ["_INBOX_bob.>", "_INBOX.>", "baton.evt.>"] {
-        let _sub = alice.client.subscribe(subject).await.expect("subscribe call");
+        let _sub = alice
+            .client
+            .subscribe(subject)
+            .await
+            .expect("subscribe call");
         alice.client.flush().await.expect("flush");
         alice.refused(Denied::Subscribe(subject.into())).await;
     }
@@ -405,16 +406,28 @@ async fn an_operator_revokes_and_manages_silences_an_agent_does_not() {
             reason: "reassigning".into(),
         },
     );
-    op.publish(&subjects::event(&revoke.task, &revoke.agent), revoke.encode_to_vec())
-        .await
-        .expect("the operator revokes on its own subject");
+    op.publish(
+        &subjects::event(&revoke.task, &revoke.agent),
+        revoke.encode_to_vec(),
+    )
+    .await
+    .expect("the operator revokes on its own subject");
     let revoked = wait_task(&rig.svc, "t1", |t| t.owner.is_none()).await;
     assert!(revoked.epoch > claimed.epoch, "revoking bumps the epoch");
 
     // Silences: the operator writes them (through the CLI), an agent cannot.
     let (ok, _, stderr) = rig.cli(
         "op",
-        &["silence", "add", "--task", "t1", "--for", "1h", "--reason", "maintenance"],
+        &[
+            "silence",
+            "add",
+            "--task",
+            "t1",
+            "--for",
+            "1h",
+            "--reason",
+            "maintenance",
+        ],
     );
     assert!(ok, "operator adds a silence: {stderr}");
     let silences = rig
@@ -422,23 +435,23 @@ async fn an_operator_revokes_and_manages_silences_an_agent_does_not() {
         .get_key_value(subjects::SILENCES_BUCKET)
         .await
         .expect("silences");
-    let keys: Vec<String> = futures::StreamExt::collect::<Vec<_>>(
-        silences.keys().await.expect("keys"),
-    )
-    .await
-    .into_iter()
-    .map(|k| k.expect("key"))
-    .collect();
+    let keys: Vec<String> =
+        futures::StreamExt::collect::<Vec<_>>(silences.keys().await.expect("keys"))
+            .await
+            .into_iter()
+            .map(|k| k.expect("key"))
+            .collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
     let mut bob = rig.connect("bob").await;
-    let bob_silences = bob
-        .js
-        .get_key_value(subjects::SILENCES_BUCKET)
-        .await;
-    assert!(bob_silences.is_err(), "an agent cannot even open the silences bucket");
+    let bob_silences = bob.js.get_key_value(subjects::SILENCES_BUCKET).await;
+    assert!(
+        bob_silences.is_err(),
+        "an agent cannot even open the silences bucket"
+    );
     let _ = tokio::time::timeout(
         Duration::from_millis(500),
-        bob.js.publish("$KV.baton-silences.s1", b"x".to_vec().into()),
+        bob.js
+            .publish("$KV.baton-silences.s1", b"x".to_vec().into()),
     )
     .await;
     bob.refused(Denied::Publish("$KV.baton-silences.s1".into()))
@@ -454,9 +467,15 @@ async fn a_viewer_reads_and_does_nothing_else() {
 
     // The CLI's read commands work as the viewer.
     let (ok, out, stderr) = rig.cli("view", &["tasks"]);
-    assert!(ok && out.contains("t1"), "baton tasks as viewer: {out}{stderr}");
+    assert!(
+        ok && out.contains("t1"),
+        "baton tasks as viewer: {out}{stderr}"
+    );
     let (ok, out, stderr) = rig.cli("view", &["task", "t1"]);
-    assert!(ok && out.contains("t1"), "baton task as viewer: {out}{stderr}");
+    assert!(
+        ok && out.contains("t1"),
+        "baton task as viewer: {out}{stderr}"
+    );
     let (ok, _, stderr) = rig.cli("view", &["alerts"]);
     assert!(ok, "baton alerts as viewer: {stderr}");
 
@@ -467,7 +486,11 @@ async fn a_viewer_reads_and_does_nothing_else() {
         .await
         .expect("viewer opens baton-tasks");
     assert!(tasks.get("t1").await.expect("viewer reads").is_some());
-    let _ = view.client.subscribe(subjects::ALERTS_ALL).await.expect("sub");
+    let _ = view
+        .client
+        .subscribe(subjects::ALERTS_ALL)
+        .await
+        .expect("sub");
     view.client.flush().await.expect("flush");
 
     let forged = ev.created("t2", "view");
@@ -539,7 +562,11 @@ async fn the_sdk_reports_a_refused_publish_as_a_typed_error_at_once() {
         .create_task(NewTask::new("t1", "w").expect("ids"))
         .await
         .expect("alice creates a task");
-    alice.claim(&task("t1")).await.expect("alice claims").detach();
+    alice
+        .claim(&task("t1"))
+        .await
+        .expect("alice claims")
+        .detach();
 
     // ... and not for bob.
     let posing = alice_agent(&rig, "bob")

@@ -13,7 +13,9 @@ use baton_core::{
     TaskId, TaskStatus, TaskWindows, WorkflowId, apply, subjects, wire::check_subject,
     wire::decode_event,
 };
-use baton_jetstream::{Cas, Denials, NatsOptions, PublishError, Retry, publish_durable_watched, read};
+use baton_jetstream::{
+    Cas, Denials, NatsOptions, PublishError, Retry, publish_durable_watched, read,
+};
 
 use crate::{
     context::ContextRecord,

@@ -204,9 +204,16 @@ pub struct User {
     pub public_key: String,
 }
 
-fn list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
-    format!("[{}]", quoted.join(", "))
+/// A list, one subject per line, indented to `indent`.
+fn list(items: &[String], indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = String::from("[\n");
+    for s in items {
+        let _ = writeln!(out, "{pad}  {s:?}");
+    }
+    out.push_str(&pad);
+    out.push(']');
+    out
 }
 
 /// The `authorization { users: [...] }` block for `users`, to include in a
@@ -225,15 +232,16 @@ pub fn server_config(users: &[User]) -> String {
         let _ = writeln!(c, "    {{");
         let _ = writeln!(c, "      nkey: {:?}", u.public_key);
         let _ = writeln!(c, "      permissions: {{");
-        let _ = write!(c, "        publish: {{ allow: {}", list(&p.publish_allow));
+        let _ = writeln!(c, "        publish: {{");
+        let _ = writeln!(c, "          allow: {}", list(&p.publish_allow, 10));
         if !p.publish_deny.is_empty() {
-            let _ = write!(c, ", deny: {}", list(&p.publish_deny));
+            let _ = writeln!(c, "          deny: {}", list(&p.publish_deny, 10));
         }
-        let _ = writeln!(c, " }}");
+        let _ = writeln!(c, "        }}");
         let _ = writeln!(
             c,
             "        subscribe: {{ allow: {} }}",
-            list(&p.subscribe_allow)
+            list(&p.subscribe_allow, 8)
         );
         if p.allow_responses {
             let _ = writeln!(c, "        allow_responses: true");
@@ -305,9 +313,8 @@ impl IdentityFile {
                     "name" => file.name = Some(value),
                     "inbox" => file.inbox = Some(value),
                     "role" => {
-                        file.role = Some(
-                            Role::parse(&value).ok_or(IdentityFileError::UnknownRole(value))?,
-                        );
+                        file.role =
+                            Some(Role::parse(&value).ok_or(IdentityFileError::UnknownRole(value))?);
                     }
                     _ => {}
                 }

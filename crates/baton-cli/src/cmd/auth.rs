@@ -119,6 +119,12 @@ pub fn auth(args: &AuthArgs) -> anyhow::Result<()> {
     ] {
         wanted.extend(names.iter().map(|n| (role, n.trim().to_string())));
     }
+    if wanted.is_empty() && !args.dir.is_dir() {
+        bail!(
+            "{} does not exist: provision identities with --agent, --operator, --service or --viewer",
+            args.dir.display()
+        );
+    }
     let done = provision(&args.dir, &wanted)?;
     if done.identities.is_empty() {
         bail!(
@@ -212,7 +218,8 @@ pub fn provision(dir: &Path, wanted: &[(Role, String)]) -> anyhow::Result<Provis
 
 /// Reads and checks one identity file; its name is the file's stem.
 fn read_identity(path: &Path) -> anyhow::Result<Identity> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file = IdentityFile::parse(&text).with_context(|| format!("{}", path.display()))?;
     let stem = path
         .file_stem()

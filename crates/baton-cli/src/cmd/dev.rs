@@ -60,7 +60,9 @@ fn dev_auth(
     let (dir, temp) = match data {
         Some(d) => (d.join("auth"), None),
         None => {
-            let t = tempfile::Builder::new().prefix("baton-dev-auth-").tempdir()?;
+            let t = tempfile::Builder::new()
+                .prefix("baton-dev-auth-")
+                .tempdir()?;
             (t.path().to_path_buf(), Some(t))
         }
     };
@@ -69,7 +71,11 @@ fn dev_auth(
         (Role::Operator, "operator".to_string()),
         (Role::Viewer, "viewer".to_string()),
     ];
-    wanted.extend(args.agents.iter().map(|a| (Role::Agent, a.trim().to_string())));
+    wanted.extend(
+        args.agents
+            .iter()
+            .map(|a| (Role::Agent, a.trim().to_string())),
+    );
     let wanted: Vec<_> = wanted
         .into_iter()
         .filter(|(_, n)| !dir.join(format!("{n}.nk")).exists())
@@ -182,12 +188,23 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
             provisioned.config.display()
         );
         for i in &provisioned.identities {
-            eprintln!("  {:<9} {:<16} {}", i.role.as_str(), i.name, i.file.display());
+            eprintln!(
+                "  {:<9} {:<16} {}",
+                i.role.as_str(),
+                i.name,
+                i.file.display()
+            );
         }
         eprintln!(
             "Add an agent: baton auth --dir {} --agent NAME, then nats-server --signal reload={}\n",
-            provisioned.config.parent().map_or_else(String::new, |d| d.display().to_string()),
-            server.as_ref().and_then(NatsServer::pid).unwrap_or_default(),
+            provisioned
+                .config
+                .parent()
+                .map_or_else(String::new, |d| d.display().to_string()),
+            server
+                .as_ref()
+                .and_then(NatsServer::pid)
+                .unwrap_or_default(),
         );
     }
 

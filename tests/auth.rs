@@ -3,6 +3,8 @@
 //! what it needs and nothing else. The services are the real `baton`
 //! binary running as the service identity.
 
+#![allow(clippy::print_stderr)]
+
 mod support;
 
 use std::{

@@ -73,6 +73,7 @@ enum Command {
     /// Check stall rules, or backtest them on recorded history
     Rules(cmd::rules::RulesArgs),
     /// Provision NATS identities (agent, operator, service, viewer) and the server config that enforces them
+    #[command(long_about = cmd::auth::LONG_ABOUT)]
     Auth(cmd::auth::AuthArgs),
 }
 

@@ -20,7 +20,8 @@ pub const CONFIG_FILE: &str = "auth.conf";
 /// Identity files end with this.
 pub const IDENTITY_EXT: &str = "nk";
 
-const LONG_ABOUT: &str = "\
+/// `baton auth --help`.
+pub const LONG_ABOUT: &str = "\
 Provision NATS identities for Baton and the nats-server configuration that enforces them.
 
 Each identity gets an nkey: DIR/<name>.nk holds its seed (keep it secret) and is what a \
@@ -44,7 +45,6 @@ and reload.";
 
 /// `baton auth` flags.
 #[derive(Debug, Clone, Args)]
-#[command(long_about = LONG_ABOUT)]
 pub struct AuthArgs {
     /// Directory for identity files and auth.conf (created if missing)
     #[arg(long, env = "BATON_AUTH_DIR", value_name = "DIR")]

@@ -597,3 +597,148 @@ async fn the_sdk_reports_a_refused_publish_as_a_typed_error_at_once() {
     );
     eprintln!("refused publish reported after {elapsed:?}");
 }
+
+#[test]
+fn baton_auth_keeps_keys_adds_identities_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ids = dir.path().join("ids");
+    provision(&ids);
+    let alice = std::fs::read_to_string(ids.join("alice.nk")).expect("alice");
+    let run = |args: &[&str]| {
+        Command::new(baton_bin())
+            .args(["auth", "--dir"])
+            .arg(&ids)
+            .args(args)
+            .output()
+            .expect("run baton auth")
+    };
+    // Adding an agent keeps every existing key and adds a user.
+    let out = run(&["--agent", "carol"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(ids.join("alice.nk")).expect("alice"),
+        alice
+    );
+    let config = std::fs::read_to_string(ids.join("auth.conf")).expect("auth.conf");
+    for name in ["alice", "bob", "carol", "op", "svc", "view"] {
+        assert!(
+            config.contains(&format!("\"_INBOX_{name}.>\"")),
+            "{name} in auth.conf"
+        );
+    }
+    let seed = IdentityFile::parse(&alice).expect("identity").seed;
+    let public = nkeys::KeyPair::from_seed(&seed).expect("seed").public_key();
+    assert!(
+        config.contains(&public),
+        "alice's key is the one in auth.conf"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(ids.join("carol.nk"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "identity files are private: {mode:o}");
+    }
+
+    // A name that is not a subject token, or a role change, is refused
+    // with a clear error and changes nothing.
+    let out = run(&["--agent", "bad.name"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"bad.name\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["--viewer", "alice"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists as agent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(ids.join("alice.nk")).expect("alice"),
+        alice
+    );
+    assert!(!ids.join("bad.name.nk").exists());
+}
+
+#[tokio::test]
+async fn baton_dev_auth_runs_the_services_as_the_service_identity() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("dev.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut dev = BatonProcess {
+        child: Command::new(baton_bin())
+            .args([
+                "dev",
+                "--auth",
+                "--port",
+                "0",
+                "--auth-agent",
+                "writer",
+                "--data",
+            ])
+            .arg(&data)
+            .env_remove("BATON_NATS_URL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn baton dev"),
+        name: "dev".into(),
+    };
+    // Wait for the banner (it lists the identity files once all is running).
+    let deadline = Instant::now() + PATIENCE;
+    let banner = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("Add an agent:") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "baton dev --auth did not start:\n{text}"
+        );
+        assert!(
+            dev.child.try_wait().expect("wait").is_none(),
+            "baton dev --auth exited:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let url = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("nats://"))
+        .expect("url in the banner")
+        .to_string();
+    let ids = data.join("auth");
+    for name in ["baton", "operator", "viewer", "writer"] {
+        let file = ids.join(format!("{name}.nk"));
+        assert!(
+            banner.contains(&file.display().to_string()),
+            "banner names {}",
+            file.display()
+        );
+    }
+    // Anonymous clients are refused; the printed agent identity works, and
+    // the orchestrator (running as `baton`) materialises its task.
+    assert!(NatsOptions::new(url.clone()).connect().await.is_err());
+    let mut opts = AgentOptions::new("writer", url.clone());
+    opts.nats.nkey_seed_file = Some(ids.join("writer.nk"));
+    let writer = Agent::connect(opts).await.expect("writer connects");
+    writer
+        .create_task(NewTask::new("t1", "w").expect("ids"))
+        .await
+        .expect("writer creates a task");
+    let mut view = NatsOptions::new(url);
+    view.nkey_seed_file = Some(ids.join("viewer.nk"));
+    let view = jetstream::new(view.connect().await.expect("viewer connects"));
+    wait_task(&view, "t1", |t| t.status == TaskStatus::Submitted).await;
+    assert!(dev.terminate(), "baton dev stops cleanly");
+}

@@ -742,3 +742,64 @@ async fn baton_dev_auth_runs_the_services_as_the_service_identity() {
     wait_task(&view, "t1", |t| t.status == TaskStatus::Submitted).await;
     assert!(dev.terminate(), "baton dev stops cleanly");
 }
+
+#[tokio::test]
+async fn an_agent_cannot_take_over_a_service_consumer_through_the_nameless_create() {
+    let rig = rig().await;
+    let alice = rig.connect("alice").await;
+    let stream = subjects::EVENTS_STREAM;
+    let before = rig
+        .svc
+        .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+            subjects::ORCHESTRATOR_CONSUMER,
+            stream,
+        )
+        .await
+        .expect("orchestrator consumer")
+        .cached_info()
+        .config
+        .clone();
+    // The orchestrator's own config with one harmless change: if the
+    // server accepted it, an agent could rewrite the consumer at will.
+    let mut hijacked = before.clone();
+    hijacked.description = Some("hijacked".into());
+    let mut hijacked = serde_json::to_value(&hijacked).expect("config json");
+    // By name only: a durable name on this subject is refused anyway.
+    hijacked
+        .as_object_mut()
+        .expect("object")
+        .remove("durable_name");
+    for action in ["update", ""] {
+        let body = serde_json::json!({
+            "stream_name": stream,
+            "config": hijacked.clone(),
+            "action": action,
+        });
+        let reply = alice
+            .client
+            .request(
+                format!("$JS.API.CONSUMER.CREATE.{stream}"),
+                body.to_string().into(),
+            )
+            .await;
+        let text = reply
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .unwrap_or_else(|e| format!("no reply: {e}"));
+        assert!(
+            !text.contains("\"config\""),
+            "{action}: the server changed the orchestrator's consumer: {text}"
+        );
+    }
+    let after = rig
+        .svc
+        .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+            subjects::ORCHESTRATOR_CONSUMER,
+            stream,
+        )
+        .await
+        .expect("orchestrator consumer")
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(after.description, before.description);
+}

@@ -84,13 +84,21 @@ fn kv_stream(bucket: &str) -> String {
 
 /// JetStream API subjects that read `stream`: info, direct and plain gets,
 /// and ephemeral (ordered) consumers to read a range.
+///
+/// On `BATON_EVENTS` a consumer must be created by the subject that names
+/// it (`$JS.API.CONSUMER.CREATE.<stream>.<name>...`, as Baton's readers do):
+/// the nameless `$JS.API.CONSUMER.CREATE.<stream>` takes the name from the
+/// request body, where no permission can see it, and would let a reader
+/// rewrite the services' durable consumers.
 fn read_stream(stream: &str, out: &mut Vec<String>) {
+    if stream != subjects::EVENTS_STREAM {
+        out.push(format!("$JS.API.CONSUMER.CREATE.{stream}"));
+    }
     for s in [
         format!("$JS.API.STREAM.INFO.{stream}"),
         format!("$JS.API.STREAM.MSG.GET.{stream}"),
         format!("$JS.API.DIRECT.GET.{stream}"),
         format!("$JS.API.DIRECT.GET.{stream}.>"),
-        format!("$JS.API.CONSUMER.CREATE.{stream}"),
         format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
         format!("$JS.API.CONSUMER.INFO.{stream}.*"),
         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
@@ -363,6 +371,12 @@ mod tests {
                 .any(|s| s.contains("DELETE.BATON") && !s.contains("CONSUMER"))
         );
         assert_eq!(p.subscribe_allow[0], "_INBOX_alice.>");
+        // Nameless consumer creation would hide the name from the server's
+        // permission check.
+        assert!(
+            !p.publish_allow
+                .contains(&"$JS.API.CONSUMER.CREATE.BATON_EVENTS".to_string())
+        );
         assert!(!p.allow_responses);
     }
 }

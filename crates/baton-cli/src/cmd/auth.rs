@@ -278,3 +278,121 @@ fn write_private(path: &Path, bytes: &[u8], create_new: bool) -> anyhow::Result<
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// `baton dev --auth`: the server enforces identities.
+#[derive(Debug, Clone, Args)]
+pub struct DevAuthArgs {
+    /// Enforce identities: provision them (as `baton auth` does) in <data>/auth, run nats-server with them and the services as the service identity
+    #[arg(long = "auth", env = "BATON_DEV_AUTH")]
+    pub enabled: bool,
+    /// With --auth: agent identities to provision (a service `baton`, an operator `operator` and a viewer `viewer` are always made)
+    #[arg(
+        long = "auth-agent",
+        env = "BATON_DEV_AUTH_AGENTS",
+        value_name = "ID",
+        value_delimiter = ',',
+        default_value = "agent-1"
+    )]
+    pub agents: Vec<String>,
+}
+
+/// The identities of a `baton dev --auth` run.
+#[derive(Debug)]
+pub struct DevAuth {
+    pub provisioned: Provisioned,
+    /// Holds the identities when `baton dev` keeps no data.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// The service identity `baton dev --auth` runs the services as.
+const DEV_SERVICE: &str = "baton";
+
+impl DevAuth {
+    /// Provisions the dev identities in `<data>/auth` (or a temporary
+    /// directory), keeping those already there; `None` without `--auth`.
+    pub fn setup(
+        args: &DevAuthArgs,
+        nats: &crate::args::NatsArgs,
+        data: Option<&Path>,
+    ) -> anyhow::Result<Option<DevAuth>> {
+        if !args.enabled {
+            return Ok(None);
+        }
+        if nats.url.is_some() {
+            bail!("--auth starts its own nats-server: it cannot be used with --nats");
+        }
+        let (dir, temp) = match data {
+            Some(d) => (d.join("auth"), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("baton-dev-auth-")
+                    .tempdir()
+                    .context("cannot create a temporary directory for the identities")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let mut wanted = vec![
+            (Role::Service, DEV_SERVICE.to_string()),
+            (Role::Operator, "operator".to_string()),
+            (Role::Viewer, "viewer".to_string()),
+        ];
+        wanted.extend(
+            args.agents
+                .iter()
+                .map(|a| (Role::Agent, a.trim().to_string())),
+        );
+        let wanted: Vec<_> = wanted
+            .into_iter()
+            .filter(|(_, n)| !dir.join(format!("{n}.{IDENTITY_EXT}")).exists())
+            .collect();
+        let provisioned = provision(&dir, &wanted)?;
+        match provisioned.get(DEV_SERVICE) {
+            Some(i) if i.role == Role::Service => {}
+            _ => bail!(
+                "{} is not a service identity: remove it so `baton dev --auth` can provision one",
+                dir.join(format!("{DEV_SERVICE}.{IDENTITY_EXT}")).display()
+            ),
+        }
+        Ok(Some(DevAuth {
+            provisioned,
+            _temp: temp,
+        }))
+    }
+
+    /// The identity the services run as.
+    pub fn service(&self) -> &Identity {
+        self.provisioned
+            .get(DEV_SERVICE)
+            .unwrap_or_else(|| unreachable!("checked in setup"))
+    }
+
+    /// Seed and inbox prefix for the server's readiness check.
+    pub fn ready_nkey(&self) -> (String, String) {
+        let s = self.service();
+        (s.seed.clone(), inbox_prefix(&s.name))
+    }
+
+    /// Tells where the identity files are and how to add one.
+    pub fn print(&self, server_pid: Option<u32>) {
+        eprintln!(
+            "Identities are enforced (server config {}); connect as one with --nkey FILE:",
+            self.provisioned.config.display()
+        );
+        for i in &self.provisioned.identities {
+            eprintln!(
+                "  {:<9} {:<16} {}",
+                i.role.as_str(),
+                i.name,
+                i.file.display()
+            );
+        }
+        eprintln!(
+            "Add an agent: baton auth --dir {} --agent NAME, then nats-server --signal reload={}\n",
+            self.provisioned
+                .config
+                .parent()
+                .map_or_else(String::new, |d| d.display().to_string()),
+            server_pid.unwrap_or_default(),
+        );
+    }
+}

@@ -31,56 +31,7 @@ pub struct DevArgs {
     #[arg(long, env = "BATON_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,
     #[command(flatten)]
-    pub auth: DevAuthArgs,
-}
-
-/// `baton dev --auth`: the server enforces identities.
-#[derive(Debug, Clone, Args)]
-pub struct DevAuthArgs {
-    /// Enforce identities: provision them (as `baton auth` does) in <data>/auth, run nats-server with them and the services as the service identity
-    #[arg(long = "auth", env = "BATON_DEV_AUTH")]
-    pub enabled: bool,
-    /// With --auth: agent identities to provision (an operator `operator` and a viewer `viewer` are always made)
-    #[arg(
-        long = "auth-agent",
-        env = "BATON_DEV_AUTH_AGENTS",
-        value_name = "ID",
-        value_delimiter = ',',
-        default_value = "agent-1"
-    )]
-    pub agents: Vec<String>,
-}
-
-/// Provisions the dev identities under `data` (or a temporary directory).
-fn dev_auth(
-    args: &DevAuthArgs,
-    data: Option<&std::path::Path>,
-) -> anyhow::Result<(crate::cmd::auth::Provisioned, Option<tempfile::TempDir>)> {
-    use baton_jetstream::auth::Role;
-    let (dir, temp) = match data {
-        Some(d) => (d.join("auth"), None),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("baton-dev-auth-")
-                .tempdir()?;
-            (t.path().to_path_buf(), Some(t))
-        }
-    };
-    let mut wanted = vec![
-        (Role::Service, "baton".to_string()),
-        (Role::Operator, "operator".to_string()),
-        (Role::Viewer, "viewer".to_string()),
-    ];
-    wanted.extend(
-        args.agents
-            .iter()
-            .map(|a| (Role::Agent, a.trim().to_string())),
-    );
-    let wanted: Vec<_> = wanted
-        .into_iter()
-        .filter(|(_, n)| !dir.join(format!("{n}.nk")).exists())
-        .collect();
-    Ok((crate::cmd::auth::provision(&dir, &wanted)?, temp))
+    pub auth: crate::cmd::auth::DevAuthArgs,
 }
 
 fn port_is_free(port: u16) -> bool {
@@ -90,19 +41,10 @@ fn port_is_free(port: u16) -> bool {
 /// Runs until ctrl-c.
 pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
     let mut server = None;
+    let auth = crate::cmd::auth::DevAuth::setup(&args.auth, nats, args.data.as_deref())?;
     let mut nats = nats.clone();
-    let mut auth = None;
-    if args.auth.enabled {
-        if nats.url.is_some() {
-            anyhow::bail!("--auth starts its own nats-server: it cannot be used with --nats");
-        }
-        if let Some(dir) = &args.data {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create --data {}", dir.display()))?;
-        }
-        let provisioned = dev_auth(&args.auth, args.data.as_deref())?;
-        nats.nkey = provisioned.0.get("baton").map(|i| i.file.clone());
-        auth = Some(provisioned);
+    if let Some(a) = &auth {
+        nats.nkey = Some(a.service().file.clone());
     }
     let nats = &nats;
     let url = match &nats.url {
@@ -121,11 +63,8 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
                 store_dir: args.data.clone(),
                 port,
                 monitoring: true,
-                include: auth.as_ref().map(|a| a.0.config.clone()),
-                ready_nkey: auth
-                    .as_ref()
-                    .and_then(|a| a.0.get("baton"))
-                    .map(|i| (i.seed.clone(), baton_jetstream::auth::inbox_prefix(&i.name))),
+                include: auth.as_ref().map(|a| a.provisioned.config.clone()),
+                ready_nkey: auth.as_ref().map(crate::cmd::auth::DevAuth::ready_nkey),
                 ..ServerOptions::default()
             })
             .await
@@ -182,30 +121,8 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
         http(detector.http_addr),
     );
 
-    if let Some((provisioned, _)) = &auth {
-        eprintln!(
-            "Identities are enforced (server config {}); connect as one with --nkey FILE:",
-            provisioned.config.display()
-        );
-        for i in &provisioned.identities {
-            eprintln!(
-                "  {:<9} {:<16} {}",
-                i.role.as_str(),
-                i.name,
-                i.file.display()
-            );
-        }
-        eprintln!(
-            "Add an agent: baton auth --dir {} --agent NAME, then nats-server --signal reload={}\n",
-            provisioned
-                .config
-                .parent()
-                .map_or_else(String::new, |d| d.display().to_string()),
-            server
-                .as_ref()
-                .and_then(NatsServer::pid)
-                .unwrap_or_default(),
-        );
+    if let Some(a) = &auth {
+        a.print(server.as_ref().and_then(NatsServer::pid));
     }
 
     if args.demo {

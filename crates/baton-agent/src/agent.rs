@@ -12,7 +12,9 @@ use baton_core::{
     AgentId, Event, EventBody, EventMeta, HandoffTarget, StageName, Task, TaskCreated, TaskId,
     TaskStatus, TaskWindows, WorkflowId, apply, subjects, wire::read_event,
 };
-use baton_jetstream::{Cas, NatsOptions, PublishError, Retry, publish_durable, read};
+use baton_jetstream::{
+    Cas, Denials, NatsOptions, PublishError, Retry, publish_durable_watched, read,
+};
 
 use crate::{
     context::ContextRecord,
@@ -50,7 +52,9 @@ impl AgentOptions {
     }
 
     /// Replies go to `_INBOX_<agent>` instead of `_INBOX`: needed when the
-    /// server's permissions only let this agent subscribe there.
+    /// server's permissions only let this agent subscribe there. An
+    /// identity file from `baton auth` (`nats.nkey_seed_file`) sets this
+    /// by itself.
     pub fn with_agent_inbox(mut self) -> AgentOptions {
         self.nats.inbox_prefix = Some(format!("_INBOX_{}", self.agent_id));
         self
@@ -107,6 +111,8 @@ pub(crate) struct Inner {
     pub(crate) id: AgentId,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
+    /// Publishes the server refused on this connection.
+    pub(crate) denials: Denials,
     tasks: kv::Store,
     pub(crate) lease: Duration,
     pub(crate) retry: Retry,
@@ -133,7 +139,11 @@ impl Agent {
     /// services create them).
     pub async fn connect(options: AgentOptions) -> Result<Agent, AgentError> {
         let id = AgentId::new(&options.agent_id)?;
-        let client = options.nats.connect().await.map_err(BrokerError::from)?;
+        let (client, denials) = options
+            .nats
+            .connect_watched()
+            .await
+            .map_err(BrokerError::from)?;
         let js = jetstream::new(client.clone());
         let tasks = js
             .get_key_value(subjects::TASKS_BUCKET)
@@ -149,6 +159,7 @@ impl Agent {
                 id,
                 client,
                 js,
+                denials,
                 tasks,
                 lease: options.lease,
                 retry: options.retry,
@@ -570,8 +581,9 @@ impl Agent {
             expected,
             scope: subjects::task_events(&event.task),
         });
-        publish_durable(
+        publish_durable_watched(
             &self.inner.js,
+            Some(&self.inner.denials),
             &subject,
             event.encode_to_vec().into(),
             &event.event_id,

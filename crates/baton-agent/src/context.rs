@@ -5,7 +5,7 @@
 use baton_core::{
     AgentId, Time, WorkflowId, context::ContextEntry, subjects, wire::read_context_entry,
 };
-use baton_jetstream::{Cas, PublishError, publish_durable, read};
+use baton_jetstream::{Cas, PublishError, publish_durable_watched, read};
 
 use crate::{
     agent::Agent,
@@ -150,8 +150,9 @@ impl ContextRecord {
             scope: subjects::workflow_context(&self.workflow),
         };
         let msg_id = nuid::next().to_string();
-        match publish_durable(
+        match publish_durable_watched(
             &self.agent.inner.js,
+            Some(&self.agent.inner.denials),
             &subjects::context(&self.workflow, self.agent.id()),
             entry.encode_to_vec().into(),
             &msg_id,

@@ -7,12 +7,32 @@ use baton_core::{AgentId, IdError, TaskId, TaskStatus};
 pub enum BrokerError {
     #[error(transparent)]
     Connect(#[from] baton_jetstream::ConnectError),
+    /// The server's permissions do not let these credentials publish as
+    /// `identity` (the subject's last token): the agent connected with
+    /// another identity's credentials. Reported as soon as the server
+    /// refuses the publish, not after the ack timeout.
+    #[error(
+        "not permitted to publish as {identity} (subject {subject}): connect with {identity}'s credentials (`baton auth`)"
+    )]
+    NotPermitted { identity: String, subject: String },
     #[error(transparent)]
-    Publish(#[from] baton_jetstream::PublishError),
+    Publish(baton_jetstream::PublishError),
     #[error(transparent)]
     Read(#[from] baton_jetstream::read::ReadError),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<baton_jetstream::PublishError> for BrokerError {
+    fn from(e: baton_jetstream::PublishError) -> Self {
+        match e {
+            baton_jetstream::PublishError::NotPermitted { subject } => BrokerError::NotPermitted {
+                identity: subject.rsplit('.').next().unwrap_or_default().to_string(),
+                subject,
+            },
+            e => BrokerError::Publish(e),
+        }
+    }
 }
 
 /// Why an agent could not be set up.

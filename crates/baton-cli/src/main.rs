@@ -5,6 +5,7 @@
 //! - `baton orchestrator`, `baton stall-detector`: the services.
 //! - operator commands: `tasks`, `task`, `alerts`, `context`, `emit`,
 //!   `silence`, `status`, `rules`.
+//! - `baton auth`: NATS identities and the server config enforcing them.
 
 mod args;
 mod cmd;
@@ -73,6 +74,9 @@ enum Command {
     Rules(cmd::rules::RulesArgs),
     /// Dead letters: list, show (headers, hex), re-drive to the events stream
     Dlq(cmd::dlq::DlqArgs),
+    /// Provision NATS identities (agent, operator, service, viewer) and the server config that enforces them
+    #[command(long_about = cmd::auth::LONG_ABOUT)]
+    Auth(cmd::auth::AuthArgs),
 }
 
 fn init_logging(cli: &Cli, default: &str) {
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
             Command::Status(args) => return Ok(cmd::status::status(nats, args).await),
             Command::Rules(args) => cmd::rules::rules(nats, args).await,
             Command::Dlq(args) => return cmd::dlq::dlq(nats, args).await,
+            Command::Auth(args) => cmd::auth::auth(args),
         };
         done.map(|()| ExitCode::SUCCESS)
     });

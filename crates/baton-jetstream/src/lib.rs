@@ -2,6 +2,9 @@
 //!
 //! - [`topology`]: the streams and KV buckets, created or updated
 //!   idempotently at start.
+//! - [`auth`]: the roles the server enforces (agent, operator, service,
+//!   viewer), their permissions, the server configuration and identity
+//!   files `baton auth` writes.
 //! - [`connect`]: connection options (credentials, nkey, TLS, inbox prefix)
 //!   and connection errors that say what to do.
 //! - [`publish`]: durable publishing with idempotent retries and
@@ -10,12 +13,13 @@
 //! - [`policy`]: the orchestrator's fold policy, published in KV for every
 //!   reader.
 
+pub mod auth;
 pub mod connect;
 pub mod policy;
 pub mod publish;
 pub mod read;
 pub mod topology;
 
-pub use connect::{ConnectError, NatsOptions};
-pub use publish::{Cas, PublishError, Retry, publish_durable};
+pub use connect::{ConnectError, Denials, Denied, NatsOptions};
+pub use publish::{Cas, PublishError, Retry, publish_durable, publish_durable_watched};
 pub use topology::{Topology, TopologyError, ensure};

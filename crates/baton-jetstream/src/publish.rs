@@ -11,6 +11,8 @@ use async_nats::{
 };
 use bytes::Bytes;
 
+use crate::connect::{Denials, Denied};
+
 /// The header that scopes `Nats-Expected-Last-Subject-Sequence` to a
 /// wildcard subject (server 2.11+); async-nats has no builder method for it.
 pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str =
@@ -58,6 +60,13 @@ pub enum PublishError {
         budget: Duration,
         last: String,
     },
+    /// The server's permissions for these credentials do not allow
+    /// publishing on `subject` (it reported a permissions violation and
+    /// dropped the message).
+    #[error(
+        "not permitted to publish on {subject}: the server's permissions for these credentials do not allow it"
+    )]
+    NotPermitted { subject: String },
     /// The broker refused the message for good (e.g. no stream for the
     /// subject, message too large).
     #[error("the broker refused the message on {subject}: {reason}")]
@@ -73,6 +82,23 @@ pub enum PublishError {
 /// transient failures with the same id.
 pub async fn publish_durable(
     js: &jetstream::Context,
+    subject: &str,
+    payload: Bytes,
+    msg_id: &str,
+    cas: Option<&Cas>,
+    retry: Retry,
+) -> Result<PublishAck, PublishError> {
+    publish_durable_watched(js, None, subject, payload, msg_id, cas, retry).await
+}
+
+/// [`publish_durable`], and when the server reports on `denials` (from
+/// [`NatsOptions::connect_watched`](crate::NatsOptions::connect_watched))
+/// that it refused a publish to `subject`, fails at once with
+/// [`PublishError::NotPermitted`] instead of waiting for an ack that never
+/// comes.
+pub async fn publish_durable_watched(
+    js: &jetstream::Context,
+    denials: Option<&Denials>,
     subject: &str,
     payload: Bytes,
     msg_id: &str,
@@ -97,10 +123,17 @@ pub async fn publish_durable(
         if let Some(cas) = cas {
             msg = msg.expected_last_subject_sequence(cas.expected);
         }
-        let outcome = tokio::time::timeout(retry.attempt_timeout, async {
+        // Watch before sending, so a refusal cannot slip by unseen.
+        let mut refusals = denials.map(Denials::watch);
+        let acked = tokio::time::timeout(retry.attempt_timeout, async {
             js.send_publish(subject.to_string(), msg).await?.await
-        })
-        .await;
+        });
+        let outcome = tokio::select! {
+            outcome = acked => outcome,
+            () = refused(refusals.as_mut(), subject) => {
+                return Err(PublishError::NotPermitted { subject: subject.to_string() });
+            }
+        };
         let err = match outcome {
             Ok(Ok(ack)) => return Ok(ack),
             Ok(Err(e)) => e,
@@ -158,6 +191,23 @@ fn jetstream_code(err: &jetstream::context::PublishError) -> Option<ErrorCode> {
     std::error::Error::source(err)?
         .downcast_ref::<jetstream::Error>()
         .map(jetstream::Error::error_code)
+}
+
+/// Resolves when `refusals` reports a refused publish to `subject`; never
+/// without a watch.
+async fn refused(refusals: Option<&mut tokio::sync::broadcast::Receiver<Denied>>, subject: &str) {
+    let Some(rx) = refusals else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(Denied::Publish(s)) if s == subject => return,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await;
+            }
+        }
+    }
 }
 
 /// Whether JetStream answers that no stream stores `subject` (as opposed to

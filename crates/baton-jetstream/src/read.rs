@@ -77,6 +77,10 @@ async fn for_each(
         .map_err(|e| err(e.to_string()))?;
     let consumer = s
         .create_consumer(OrderedConfig {
+            // Named, so the create request's subject carries the name and
+            // the server's permissions can tell it from the services'
+            // durable consumers (see `auth`).
+            name: Some(format!("baton-read-{}", nuid::next())),
             filter_subject: filter.to_string(),
             deliver_policy: policy,
             ..Default::default()

@@ -30,6 +30,12 @@ pub struct ServerOptions {
     pub monitoring: bool,
     /// Appended to the generated config (users, permissions, TLS, ...).
     pub extra_config: String,
+    /// A config file to `include` (e.g. the users `baton auth` writes);
+    /// `nats-server --signal reload` re-reads it.
+    pub include: Option<PathBuf>,
+    /// The nkey seed and inbox prefix the readiness check connects with,
+    /// for a config that requires authentication.
+    pub ready_nkey: Option<(String, String)>,
     /// Do not enable JetStream.
     pub no_jetstream: bool,
     /// Cluster membership (set by [`NatsCluster`](crate::NatsCluster)).
@@ -149,6 +155,18 @@ impl NatsServer {
                 cluster.name, cluster.port
             );
         }
+        if let Some(file) = &self.opts.include {
+            // nats-server resolves an include relative to the including
+            // file's directory, even when given an absolute path.
+            let ups = self.dir.path().components().count().saturating_sub(1);
+            let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            let rel = file.strip_prefix("/").unwrap_or(&file);
+            let _ = writeln!(
+                c,
+                "include {:?}",
+                format!("{}{}", "../".repeat(ups), rel.display())
+            );
+        }
         c.push_str(&self.opts.extra_config);
         c.push('\n');
         c
@@ -237,7 +255,12 @@ impl NatsServer {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last = String::from("not connected");
         while Instant::now() < deadline {
-            match async_nats::ConnectOptions::new()
+            let options = match &self.opts.ready_nkey {
+                Some((seed, inbox)) => async_nats::ConnectOptions::with_nkey(seed.clone())
+                    .custom_inbox_prefix(inbox.clone()),
+                None => async_nats::ConnectOptions::new(),
+            };
+            match options
                 .connection_timeout(Duration::from_secs(2))
                 .connect(self.url())
                 .await

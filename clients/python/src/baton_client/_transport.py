@@ -9,6 +9,10 @@ control:
   plus ``Nats-Expected-Last-Subject-Sequence-Subject`` (server 2.11+). Transient
   failures (timeouts, no responders, a JetStream leader election) are retried
   with the same id until a budget runs out.
+- :class:`Denials` collects the publishes the server refused on a connection
+  (``-ERR 'Permissions Violation for Publish to ...'``, which nats-py hands to
+  its ``error_cb``, never to the request), so :func:`publish_durable` fails at
+  once with :class:`~baton_client.errors.NotPermitted` instead of timing out.
 - :func:`last_on_subject` is a direct get ``last_by_subj`` (wildcards allowed).
 - :func:`read_subject` reads every message on a subject from a sequence on,
   with batched direct gets (``next_by_subj`` + ``batch``).
@@ -26,7 +30,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from .errors import BrokerError, Refused, Unavailable
+from .errors import BrokerError, NotPermitted, Refused, Unavailable
 
 log = logging.getLogger("baton_client")
 
@@ -97,6 +101,80 @@ class WrongLastSequence(Exception):
         super().__init__(f"compare-and-set failed: {detail}")
 
 
+_PUBLISH_DENIED = "permissions violation for publish to "
+_SUBSCRIBE_DENIED = "permissions violation for subscription to "
+
+
+def parse_denial(message: str) -> tuple[str, str] | None:
+    """``("publish" | "subscribe", subject)`` from a server error such as
+    ``Permissions Violation for Publish to "baton.evt.t1.bob"``. nats-py
+    lower-cases the server's error text, so the subject comes back lower-case."""
+    lower = message.lower()
+    for kind, marker in (("publish", _PUBLISH_DENIED), ("subscribe", _SUBSCRIBE_DENIED)):
+        at = lower.find(marker)
+        if at >= 0:
+            return kind, lower[at + len(marker) :].strip().strip("'\"")
+    return None
+
+
+class Denials:
+    """Publishes the server refused on one connection, for the publishes
+    waiting on them. Feed it every error nats-py reports (``error_cb``)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
+
+    def report(self, error: BaseException | str) -> bool:
+        """Takes a server error; ``True`` if it was a refused publish."""
+        denial = parse_denial(str(error))
+        if denial is None or denial[0] != "publish":
+            return False
+        for fut in self._waiting.pop(denial[1], set()):
+            if not fut.done():
+                fut.set_result(None)
+        return True
+
+    def watch(self, subject: str) -> asyncio.Future[None]:
+        """A future that completes when a publish to ``subject`` is refused."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(subject.lower(), set()).add(fut)
+        return fut
+
+    def forget(self, subject: str, fut: asyncio.Future[None]) -> None:
+        waiting = self._waiting.get(subject.lower())
+        if waiting is not None:
+            waiting.discard(fut)
+            if not waiting:
+                del self._waiting[subject.lower()]
+
+
+async def _request(
+    nc: NATS,
+    subject: str,
+    payload: bytes,
+    timeout: float,
+    headers: dict[str, str],
+    denials: Denials | None,
+) -> Msg:
+    """``nc.request``, or :class:`NotPermitted` as soon as ``denials`` reports
+    that the server refused the publish."""
+    if denials is None:
+        return await nc.request(subject, payload, timeout=timeout, headers=headers)
+    refused = denials.watch(subject)
+    request = asyncio.ensure_future(nc.request(subject, payload, timeout=timeout, headers=headers))
+    either: set[asyncio.Future[Msg] | asyncio.Future[None]] = {request, refused}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if refused.done() and not request.done():
+            request.cancel()
+            raise NotPermitted(subject)
+        return request.result()
+    finally:
+        denials.forget(subject, refused)
+        if not request.done():
+            request.cancel()
+
+
 def _headers(msg: Msg) -> dict[str, str]:
     return {str(k): str(v) for k, v in (msg.headers or {}).items()}
 
@@ -108,11 +186,14 @@ async def publish_durable(
     msg_id: str,
     cas: Cas | None = None,
     retry: Retry = Retry(),
+    denials: Denials | None = None,
 ) -> int:
     """Publishes to a stream and waits for the acknowledgement; returns the
     stream sequence. Retries transient failures with the same ``msg_id``.
 
-    Raises :class:`WrongLastSequence` when ``cas`` failed, :class:`Refused` when
+    Raises :class:`~baton_client.errors.NotPermitted` as soon as ``denials``
+    (the connection's refusals) reports the publish refused,
+    :class:`WrongLastSequence` when ``cas`` failed, :class:`Refused` when
     the broker refused the message for good and :class:`Unavailable` when no
     acknowledgement came within the budget.
     """
@@ -128,9 +209,7 @@ async def publish_durable(
             headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = cas.scope
         last: str
         try:
-            reply = await nc.request(
-                subject, payload, timeout=retry.attempt_timeout, headers=headers
-            )
+            reply = await _request(nc, subject, payload, retry.attempt_timeout, headers, denials)
         except nats.errors.NoRespondersError:
             if await _no_stream_for(nc, subject):
                 raise Refused(

@@ -35,6 +35,7 @@ from nats.nuid import NUID
 from . import pb, subjects
 from ._transport import (
     Cas,
+    Denials,
     Retry,
     WrongLastSequence,
     last_on_subject,
@@ -55,6 +56,7 @@ from .errors import (
     TaskExists,
     UnknownTask,
 )
+from .identity import read_identity_file
 from .ids import agent_id as check_agent_id
 from .ids import stage_name, task_id, workflow_id
 from .state import TaskStatus, TaskView, WireError, apply
@@ -126,8 +128,11 @@ class Agent:
         lease: float,
         retry: Retry,
         operators: frozenset[str],
+        denials: Denials | None = None,
     ) -> None:
         self._nc = nc
+        #: Publishes the server refused on this connection.
+        self._denials = denials or Denials()
         self._id = agent_id
         self._tasks = tasks
         self._policy_kv: Any = None
@@ -169,7 +174,10 @@ class Agent:
             agent_id: this agent's id, ``[A-Za-z0-9_-]{1,128}`` starting with a
                 letter or digit (:class:`~baton_client.errors.InvalidId` otherwise).
             creds: a ``.creds`` file (JWT + nkey seed; needs the ``nkeys`` package).
-            nkey_seed: an nkey seed (``SU...``) or a file holding one.
+            nkey_seed: an nkey seed (``SU...``) or a file holding one, such as
+                an identity file from ``baton auth`` (needs the ``nkeys``
+                package); its ``# inbox:`` line sets ``inbox_prefix`` when
+                that is not given.
             tls: an SSL context (CA, client certificate) for TLS.
             inbox_prefix: where replies go; ``None`` = ``_INBOX``. Use
                 :meth:`agent_inbox_prefix` when permissions only let this agent
@@ -203,7 +211,10 @@ class Agent:
         if nkey_seed is not None:
             seed = os.fspath(nkey_seed)
             if os.path.isfile(seed):
-                options["nkeys_seed"] = seed
+                identity = read_identity_file(seed)
+                options["nkeys_seed_str"] = identity.seed
+                if inbox_prefix is None:
+                    inbox_prefix = identity.inbox
             else:
                 options["nkeys_seed_str"] = seed
         if tls is not None:
@@ -211,8 +222,13 @@ class Agent:
         if inbox_prefix is not None:
             options["inbox_prefix"] = inbox_prefix
 
+        denials = Denials()
+
         async def quiet_error(e: Exception) -> None:
-            log.debug("nats: %s", e)
+            if denials.report(e):
+                log.warning("the NATS server refused a publish: %s", e)
+            else:
+                log.debug("nats: %s", e)
 
         options["error_cb"] = quiet_error
         try:
@@ -237,6 +253,7 @@ class Agent:
             lease=lease,
             retry=retry or Retry(),
             operators=frozenset(operators),
+            denials=denials,
         )
 
     @staticmethod
@@ -625,6 +642,7 @@ class Agent:
             event.event_id,
             None if cas is None else Cas(cas, subjects.task_events(event.task_id)),
             self._retry,
+            self._denials,
         )
 
     async def _publish_cas(self, event: pb.Event, expected: int) -> int | None:

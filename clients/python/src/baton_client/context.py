@@ -167,6 +167,7 @@ class ContextRecord:
                 msg_id,
                 Cas(latest, self.subject),
                 agent._retry,
+                agent._denials,
             )
         except WrongLastSequence as e:
             if e.after_retry:

@@ -5,7 +5,7 @@ SDK (``baton_agent::error``):
 
 - :class:`InvalidId` (also a :class:`ValueError`): an id is not a subject token.
 - :class:`BrokerError`: NATS could not be reached or refused a request
-  (:class:`Unavailable`, :class:`Refused`).
+  (:class:`Unavailable`, :class:`Refused`, :class:`NotPermitted`).
 - :class:`CreateError`: a task could not be created (:class:`TaskExists`).
 - :class:`ClaimError`: a claim did not give this agent the task
   (:class:`ClaimLost`, :class:`AlreadyYours`, :class:`NotAssignee`, ...).
@@ -30,6 +30,7 @@ __all__ = [
     "Refused",
     "CreateError",
     "TaskExists",
+    "NotPermitted",
     "ClaimError",
     "HandoffError",
     "OwnershipError",
@@ -98,6 +99,21 @@ class Refused(BrokerError):
         self.subject = subject
         self.reason = reason
         super().__init__(f"the broker refused the message on {subject}: {reason}")
+
+
+class NotPermitted(BrokerError):
+    """The server's permissions do not let these credentials publish on
+    ``subject``: the agent connected with another identity's credentials.
+    ``identity`` is the id the subject names (its last token). Raised as soon
+    as the server refuses the publish, not after the acknowledgement timeout."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.identity = subject.rsplit(".", 1)[-1]
+        super().__init__(
+            f"not permitted to publish as {self.identity} (subject {subject}): "
+            f"connect with {self.identity}'s credentials (`baton auth`)"
+        )
 
 
 # -- bases --------------------------------------------------------------------

@@ -44,6 +44,8 @@ pub struct DevArgs {
     /// Stall rules for the detector (TOML; see `baton rules check`)
     #[arg(long, env = "BATON_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: crate::cmd::auth::DevAuthArgs,
 }
 
 /// `baton dev`'s own env var for `--nats`.
@@ -82,7 +84,10 @@ enum Local {
 }
 
 impl Local {
-    async fn start(args: &DevArgs) -> anyhow::Result<Local> {
+    async fn start(
+        args: &DevArgs,
+        auth: Option<&crate::cmd::auth::DevAuth>,
+    ) -> anyhow::Result<Local> {
         if let Some(dir) = &args.data {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create --data {}", dir.display()))?;
@@ -92,6 +97,11 @@ impl Local {
             eprintln!("Port {} is taken; using a free port instead.", args.port);
         }
         if args.cluster > 1 {
+            if auth.is_some() {
+                anyhow::bail!(
+                    "--auth with --cluster is not supported yet: use --auth on one server, or a cluster without auth"
+                );
+            }
             let cluster = NatsCluster::start_with(ClusterOptions {
                 size: usize::from(args.cluster),
                 // Stable names: a kept --data dir knows its peers by name.
@@ -109,6 +119,8 @@ impl Local {
             store_dir: args.data.clone(),
             port,
             monitoring: true,
+            include: auth.map(|a| a.provisioned.config.clone()),
+            ready_nkey: auth.map(crate::cmd::auth::DevAuth::ready_nkey),
             ..ServerOptions::default()
         })
         .await
@@ -153,10 +165,16 @@ impl Local {
 /// Runs until ctrl-c / SIGTERM.
 pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
     let mut local = None;
+    let auth = crate::cmd::auth::DevAuth::setup(&args.auth, nats, args.data.as_deref())?;
+    let mut nats = nats.clone();
+    if let Some(a) = &auth {
+        nats.nkey = Some(a.service().file.clone());
+    }
+    let nats = &nats;
     let url = match &args.nats {
         Some(url) => url.clone(),
         None => {
-            let started = Local::start(args).await?;
+            let started = Local::start(args, auth.as_ref()).await?;
             let url = started.url();
             local = Some(started);
             url
@@ -217,6 +235,13 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
         http(orchestrator.http_addr),
         http(detector.http_addr),
     );
+
+    if let Some(a) = &auth {
+        a.print(match &local {
+            Some(Local::Server(s)) => s.pid(),
+            _ => None,
+        });
+    }
 
     if args.demo {
         let options = options.clone();

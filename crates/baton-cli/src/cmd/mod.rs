@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod alerts;
+pub mod auth;
 pub mod common;
 pub mod context;
 pub mod demo;

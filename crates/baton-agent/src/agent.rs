@@ -179,6 +179,12 @@ impl Agent {
         &self.inner.client
     }
 
+    /// The server's refusals of this connection's publishes, for publishing
+    /// outside the SDK with [`baton_jetstream::publish_durable_watched`].
+    pub fn denials(&self) -> &baton_jetstream::Denials {
+        &self.inner.denials
+    }
+
     /// Waits for background work (releases of dropped handles) and flushes
     /// the connection. Call before the process exits.
     pub async fn close(&self) {

@@ -11,7 +11,7 @@ use baton_core::{
     AgentId, Event, EventBody, EventKind, HandoffTarget, StageName, TaskCreated, TaskId,
     TaskWindows, WorkflowId, subjects,
 };
-use baton_jetstream::{Retry, publish_durable};
+use baton_jetstream::{Retry, publish_durable_watched};
 use clap::Args;
 use serde::Serialize;
 
@@ -256,8 +256,11 @@ pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> 
         .with_epoch(args.epoch)
         .with_context_version(context_version);
         let js = async_nats::jetstream::new(agent.client().clone());
-        let ack = publish_durable(
+        // Watched: a publish the server's permissions refuse is an error at
+        // once, not after the retry budget.
+        let ack = publish_durable_watched(
             &js,
+            Some(agent.denials()),
             &subjects::event(&event.task, &event.agent),
             event.encode_to_vec().into(),
             &event.event_id,

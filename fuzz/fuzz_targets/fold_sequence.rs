@@ -154,7 +154,7 @@ fn body(input: &mut Input<'_>) -> EventBody {
         0 => EventBody::Created(TaskCreated {
             stage: input.flag().then(|| input.stage()),
             title: input.text(),
-            assignee: (input.byte() % 4 == 0).then(|| input.agent()),
+            assignee: input.byte().is_multiple_of(4).then(|| input.agent()),
             windows: TaskWindows {
                 start_within: input.window(),
                 deadline_within: input.window(),

@@ -356,3 +356,47 @@ async fn healthz_says_so_while_effects_are_not_being_stored() {
     wait_health(&addr, 200).await;
     wait_alert(&rig.js, |a| a.kind == AlertKind::OwnershipViolation).await;
 }
+
+#[tokio::test]
+async fn list_replies_page_by_size_and_always_fit_the_broker() {
+    let mut rig = Rig::new().await;
+    rig.start_orchestrator(&[]).await;
+    let mut ev = Events::new("w");
+    // 1,000 tasks with 1 KiB titles: one reply with all of them would be
+    // over the broker's 1 MiB max payload.
+    for i in 0..1000 {
+        let mut created = ev.created(&format!("t{i:04}"), "maker");
+        if let EventBody::Created(c) = &mut created.body {
+            c.title = "x".repeat(baton_core::wire::limits::TITLE);
+        }
+        publish(&rig.js, &created).await;
+    }
+    rig.wait_caught_up().await;
+    let mut seen = 0;
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let page: pb::ListTasksResponse = request(
+            &rig.client,
+            "task.list",
+            &pb::ListTasksRequest {
+                limit: 1000,
+                after_task_id: after.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(page.error.is_empty(), "{}", page.error);
+        assert_eq!(page.total, 1000);
+        assert!(!page.tasks.is_empty());
+        seen += page.tasks.len();
+        pages += 1;
+        after = page.tasks.last().expect("a task").task_id.clone();
+        if !page.truncated {
+            break;
+        }
+        assert!(pages < 10, "paging must end");
+    }
+    assert_eq!(seen, 1000, "paging by size loses no task");
+    assert!(pages >= 2, "a page holds less than the whole 1.2 MB");
+}

@@ -161,13 +161,23 @@ fn list_tasks(book: &Mutex<Book>, payload: &[u8]) -> Reply {
         .filter(|t| req.after_task_id.is_empty() || t.id.as_str() > req.after_task_id.as_str())
         .take(limit + 1)
         .collect();
-    let truncated = page.len() > limit;
+    let mut truncated = page.len() > limit;
+    // Page by size too: the reply must fit the broker's max payload.
+    let budget = book.reply_budget();
+    let mut used = 0usize;
+    let mut tasks = Vec::with_capacity(page.len().min(limit));
+    for t in page.iter().take(limit) {
+        let state = pb::TaskState::from(*t);
+        let len = state.encoded_len() + 8;
+        if used + len > budget && !tasks.is_empty() {
+            truncated = true;
+            break;
+        }
+        used += len;
+        tasks.push(state);
+    }
     let resp = pb::ListTasksResponse {
-        tasks: page
-            .iter()
-            .take(limit)
-            .map(|t| pb::TaskState::from(*t))
-            .collect(),
+        tasks,
         truncated,
         total: total as u64,
         error: String::new(),
@@ -181,8 +191,8 @@ async fn task_timeline(js: &jetstream::Context, book: &Mutex<Book>, payload: &[u
         Ok(t) => t,
         Err(e) => {
             let resp = pb::TimelineResponse {
-                entries: Vec::new(),
                 error: e.to_string(),
+                ..Default::default()
             };
             return Ok(resp.encode_to_vec().into());
         }
@@ -228,8 +238,8 @@ async fn task_timeline(js: &jetstream::Context, book: &Mutex<Book>, payload: &[u
     }
     if events.is_empty() && undecodable.is_empty() {
         let resp = pb::TimelineResponse {
-            entries: Vec::new(),
             error: format!("unknown task {task}: no events"),
+            ..Default::default()
         };
         return Ok(resp.encode_to_vec().into());
     }
@@ -251,12 +261,29 @@ async fn task_timeline(js: &jetstream::Context, book: &Mutex<Book>, payload: &[u
         .chain(undecodable)
         .collect();
     entries.sort_by_key(|e| e.seq);
+    let mut truncated = false;
     if req.limit > 0 && entries.len() > req.limit as usize {
         entries.drain(..entries.len() - req.limit as usize);
+        truncated = true;
+    }
+    // Keep the newest entries that fit the reply budget.
+    let budget = lock(book).reply_budget();
+    let mut used = 0usize;
+    let keep_from = entries
+        .iter()
+        .rposition(|e| {
+            used += e.encoded_len() + 8;
+            used > budget
+        })
+        .map_or(0, |i| i + 1);
+    if keep_from > 0 {
+        entries.drain(..keep_from);
+        truncated = true;
     }
     Ok(pb::TimelineResponse {
         entries,
         error: String::new(),
+        truncated,
     }
     .encode_to_vec()
     .into())

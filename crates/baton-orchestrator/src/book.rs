@@ -182,6 +182,12 @@ impl Book {
         self.tasks.is_empty()
     }
 
+    /// The most bytes a query reply may hold: half the broker's max payload,
+    /// leaving room for headers and framing.
+    pub fn reply_budget(&self) -> usize {
+        self.max_payload / 2
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

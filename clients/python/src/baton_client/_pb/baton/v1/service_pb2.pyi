@@ -150,9 +150,11 @@ class TimelineEntry(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., kind: _Optional[str] = ..., event_epoch: _Optional[int] = ..., owner: _Optional[str] = ..., epoch: _Optional[int] = ..., status: _Optional[_Union[_task_pb2.TaskStatus, str]] = ..., violation: _Optional[str] = ..., detail: _Optional[str] = ..., event_id: _Optional[str] = ...) -> None: ...
 
 class TimelineResponse(_message.Message):
-    __slots__ = ("entries", "error")
+    __slots__ = ("entries", "error", "truncated")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[TimelineEntry]
     error: str
-    def __init__(self, entries: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[TimelineEntry, _Mapping]]] = ..., error: _Optional[str] = ..., truncated: _Optional[bool] = ...) -> None: ...

@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     )
     .with_epoch(task.epoch);
     let meta = EventMeta {
-        seq: task.last_event.seq.saturating_add(1),
+        seq: task.last_seq().saturating_add(1),
         stored_at: now,
     };
     let mut slot = Some(task.clone());

@@ -53,7 +53,9 @@ def nats_server_binary() -> str:
 def baton_binary() -> str:
     if env := os.environ.get("BATON_BIN"):
         return env
-    binary = REPO / "target" / "debug" / "baton"
+    # Where cargo puts it: CARGO_TARGET_DIR (relative to the repo) or target/.
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or "target")
+    binary = (target if target.is_absolute() else REPO / target) / "debug" / "baton"
     if not binary.exists():
         subprocess.run(["cargo", "build", "-p", "baton-cli"], cwd=REPO, check=True)
     return str(binary)

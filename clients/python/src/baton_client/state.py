@@ -188,7 +188,8 @@ class TaskView:
             context_version=state.context_version,
             heartbeat_within=_duration(state, "heartbeat_within"),
             lease=_duration(state, "lease"),
-            last_event_seq=state.last_event.seq,
+            # Seen (applied or refused): the idempotence mark.
+            last_event_seq=max(state.last_event_seq, state.last_event.seq),
             violations=state.violations,
             outcome=state.outcome,
         )

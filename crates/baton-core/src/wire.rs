@@ -226,6 +226,11 @@ pub fn duration_to_wire(d: Duration) -> prost_types::Duration {
     }
 }
 
+/// Bytes to a wire message, naming the message type when they are not one.
+fn decode_wire<W: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<W, WireError> {
+    W::decode(bytes).map_err(|source| WireError::Decode { what, source })
+}
+
 /// The one read path for status events: bytes from `subject` become a
 /// validated event or a typed refusal. Every reader (services, query API,
 /// CLI, backtester, SDK) calls this, so they all accept and refuse the same
@@ -241,10 +246,7 @@ pub fn read_event(subject: &str, bytes: &[u8]) -> Result<Event, WireError> {
 /// bytes that did not come from a subject (test vectors, fixtures). Readers
 /// of the stream use [`read_event`].
 pub fn decode_event(bytes: &[u8]) -> Result<Event, WireError> {
-    let wire = pb::Event::decode(bytes).map_err(|source| WireError::Decode {
-        what: "baton.v1.Event",
-        source,
-    })?;
+    let wire = decode_wire::<pb::Event>("baton.v1.Event", bytes)?;
     // Field limits first, so the refusal names the field; then the whole
     // payload (unknown fields count too).
     let event = Event::try_from(wire)?;
@@ -722,10 +724,7 @@ impl Task {
 
     /// Decodes a KV value.
     pub fn decode(bytes: &[u8]) -> Result<Task, WireError> {
-        let wire = pb::TaskState::decode(bytes).map_err(|source| WireError::Decode {
-            what: "baton.v1.TaskState",
-            source,
-        })?;
+        let wire = decode_wire::<pb::TaskState>("baton.v1.TaskState", bytes)?;
         Task::try_from(wire)
     }
 }
@@ -897,10 +896,7 @@ impl Alert {
 
     /// Decodes an alert payload.
     pub fn decode(bytes: &[u8]) -> Result<Alert, WireError> {
-        let wire = pb::Alert::decode(bytes).map_err(|source| WireError::Decode {
-            what: "baton.v1.Alert",
-            source,
-        })?;
+        let wire = decode_wire::<pb::Alert>("baton.v1.Alert", bytes)?;
         Alert::try_from(wire)
     }
 }
@@ -971,10 +967,7 @@ impl ContextEntry {
     /// Decodes an entry payload, without the subject check; readers of the
     /// stream use [`read_context_entry`].
     pub fn decode(bytes: &[u8]) -> Result<ContextEntry, WireError> {
-        let wire = pb::ContextEntry::decode(bytes).map_err(|source| WireError::Decode {
-            what: "baton.v1.ContextEntry",
-            source,
-        })?;
+        let wire = decode_wire::<pb::ContextEntry>("baton.v1.ContextEntry", bytes)?;
         let entry = ContextEntry::try_from(wire)?;
         if bytes.len() > limits::CONTEXT_PAYLOAD {
             return Err(WireError::TooLarge {
@@ -1034,10 +1027,7 @@ impl Policy {
 
     /// Decodes the `baton-policy` KV value.
     pub fn decode(bytes: &[u8]) -> Result<Policy, WireError> {
-        let wire = pb::FoldPolicy::decode(bytes).map_err(|source| WireError::Decode {
-            what: "baton.v1.FoldPolicy",
-            source,
-        })?;
+        let wire = decode_wire::<pb::FoldPolicy>("baton.v1.FoldPolicy", bytes)?;
         Policy::try_from(wire)
     }
 }

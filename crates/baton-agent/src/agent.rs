@@ -114,6 +114,9 @@ pub(crate) struct Inner {
     /// Publishes the server refused on this connection.
     pub(crate) denials: Denials,
     tasks: kv::Store,
+    /// KV `baton-policy`, opened once (`None`: no orchestrator ever ran
+    /// here, so the default policy holds).
+    policy: Option<kv::Store>,
     pub(crate) lease: Duration,
     pub(crate) retry: Retry,
     /// Decision-record version read per workflow; every event carries it.
@@ -154,6 +157,7 @@ impl Agent {
                     subjects::TASKS_BUCKET
                 ))
             })?;
+        let policy = js.get_key_value(subjects::POLICY_BUCKET).await.ok();
         Ok(Agent {
             inner: Arc::new(Inner {
                 id,
@@ -161,6 +165,7 @@ impl Agent {
                 js,
                 denials,
                 tasks,
+                policy,
                 lease: options.lease,
                 retry: options.retry,
                 read_versions: Mutex::new(HashMap::new()),
@@ -648,7 +653,14 @@ impl Agent {
         let (snapshot, last, policy) = tokio::join!(
             self.inner.tasks.get(task.as_str()),
             read::last_on_subject(&self.inner.js, subjects::EVENTS_STREAM, &scope),
-            baton_jetstream::policy::read_or_default(&self.inner.js),
+            async {
+                match &self.inner.policy {
+                    Some(store) => baton_jetstream::policy::read_from(store)
+                        .await
+                        .map(Option::unwrap_or_default),
+                    None => Ok(baton_core::Policy::default()),
+                }
+            },
         );
         let last_seq = last?.map_or(0, |s| s.seq);
         let mut slot = match snapshot {

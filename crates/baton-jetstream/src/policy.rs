@@ -52,6 +52,12 @@ pub async fn read(js: &jetstream::Context) -> Result<Option<Policy>, PolicyError
             });
         }
     };
+    read_from(&store).await
+}
+
+/// The published policy from an opened `baton-policy` bucket: one request,
+/// for readers that fold often (the SDK keeps the bucket open).
+pub async fn read_from(store: &kv::Store) -> Result<Option<Policy>, PolicyError> {
     match store.get(subjects::POLICY_KEY).await {
         Ok(Some(bytes)) => Ok(Some(Policy::decode(&bytes)?)),
         Ok(None) => Ok(None),

@@ -11,7 +11,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates wget \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/baton /usr/local/bin/baton
-# The services keep no files: their state lives in NATS.
+# The services keep no files: their state lives in NATS. /auth is where
+# `baton auth` writes the identities (a volume, owned by the image's user).
+RUN mkdir /auth && chown 10001:10001 /auth
 USER 10001:10001
 ENTRYPOINT ["baton"]
 CMD ["--help"]

@@ -31,7 +31,7 @@ use std::{
 
 use async_nats::jetstream;
 use baton_core::{AlertKind, AlertState, Event, Task, subjects};
-use baton_jetstream::{Retry, publish_durable};
+use baton_jetstream::{Retry, auth::IdentityFile, publish_durable};
 use support::{Events, read_all};
 
 /// How long one fault may take to be absorbed. A service connected to a
@@ -158,13 +158,28 @@ fn build_images(dir: &Path, tag: &str) -> (String, String) {
     let tmp = root.join("tmp");
     fs::create_dir_all(&tmp).expect("tmp");
     run(Command::new("chmod").arg("1777").arg(&tmp));
+    // /auth: where `baton auth` writes the identities (a volume that takes
+    // the image directory's owner, the services' user), as in Dockerfile.
+    fs::create_dir_all(root.join("auth")).expect("auth dir");
     let tar = dir.join("rootfs.tar");
     run(Command::new("tar")
         .arg("-C")
         .arg(&root)
-        .args(["--owner=0", "--group=0", "--numeric-owner", "-cf"])
+        .args([
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--exclude=./auth",
+            "-cf",
+        ])
         .arg(&tar)
         .arg("."));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args(["--owner=10001", "--group=10001", "--numeric-owner", "-rf"])
+        .arg(&tar)
+        .arg("./auth"));
     let tar = tar.to_string_lossy().to_string();
     let baton_image = format!("baton-compose-test:{tag}");
     let nats_image = format!("baton-compose-test-nats:{tag}");
@@ -199,7 +214,7 @@ struct Stack {
     project: String,
     images: Vec<String>,
     watchdog: Option<std::process::Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Stack {
@@ -256,6 +271,20 @@ impl Stack {
             cmd.env(var, "");
         }
         cmd
+    }
+
+    /// An identity file from the stack's `auth` volume (written by the
+    /// one-shot `auth` service).
+    fn identity(&self, name: &str) -> IdentityFile {
+        let auth = self.container("auth");
+        let to = self.dir.path().join(format!("{name}.nk"));
+        docker(&[
+            "cp",
+            &format!("{auth}:/auth/{name}.nk"),
+            &to.to_string_lossy(),
+        ]);
+        IdentityFile::parse(&fs::read_to_string(&to).expect("identity file"))
+            .expect("an identity file baton auth wrote")
     }
 
     fn compose(&self, args: &[&str]) -> String {
@@ -328,8 +357,16 @@ impl Drop for Stack {
     }
 }
 
-async fn connect(urls: &[String]) -> jetstream::Context {
-    let client = async_nats::ConnectOptions::new()
+/// Connects from the host with an identity `baton auth` wrote in the
+/// stack's `auth` volume (the nodes accept nobody else).
+async fn connect(urls: &[String], identity: &IdentityFile) -> jetstream::Context {
+    let client = async_nats::ConnectOptions::with_nkey(identity.seed.clone())
+        .custom_inbox_prefix(
+            identity
+                .inbox
+                .clone()
+                .expect("identity file names its inbox"),
+        )
         .connection_timeout(Duration::from_secs(3))
         .connect(urls.to_vec())
         .await
@@ -509,14 +546,26 @@ async fn docker_compose_runs_the_cluster_the_demo_and_survives_faults() {
         project: format!("batontest{}", tag.replace('-', "")),
         images: vec![images.0, images.1],
         watchdog: None,
-        _dir: dir,
+        dir,
     };
     stack.guard();
     stack.compose(&["up", "-d", "--no-build"]);
     let up = started.elapsed();
     let nodes = ["n1", "n2", "n3"];
     let urls: Vec<String> = nodes.iter().map(|n| stack.nats_url(n)).collect();
-    let js = connect(&urls).await;
+    // Secure by default: nobody connects without an identity, and the
+    // services' identity is in the stack's auth volume.
+    let anonymous = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .max_reconnects(Some(1))
+        .connect(urls.to_vec())
+        .await;
+    assert!(
+        anonymous.is_err(),
+        "an anonymous client must not connect to the compose cluster"
+    );
+    let service = stack.identity("baton");
+    let js = connect(&urls, &service).await;
 
     // 1. One cluster, every stream and bucket at R3.
     let streams = wait_whole(&js, "at start").await;
@@ -590,7 +639,7 @@ async fn docker_compose_runs_the_cluster_the_demo_and_survives_faults() {
         .filter(|n| **n != cut)
         .map(|n| stack.nats_url(n))
         .collect();
-    let js_others = connect(&others).await;
+    let js_others = connect(&others, &service).await;
     let network = stack.network(&cut);
     let cut_container = stack.container(&cut);
     let batch2 = tasks("partitioned", 120);

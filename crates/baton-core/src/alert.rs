@@ -7,6 +7,8 @@
 
 use std::{fmt, time::Duration};
 
+pub use crate::catalogue::{Malformed, malformed_alert};
+
 use crate::{
     ids::{AgentId, StageName, TaskId, WorkflowId},
     subjects,
@@ -184,77 +186,6 @@ pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
         end -= 1;
     }
     std::borrow::Cow::Owned(format!("{}…", &text[..end]))
-}
-
-/// Where a message that could not be used came from, for its
-/// `MALFORMED_EVENT` report.
-#[derive(Debug, Clone, Copy)]
-pub struct Malformed<'a> {
-    /// `BATON_EVENTS` or `BATON_CONTEXT`.
-    pub stream: &'a str,
-    pub seq: u64,
-    pub subject: &'a str,
-    pub stored_at: Time,
-    /// The DLQ subject token (`undecodable`, `too_large`, ...).
-    pub reason: &'a str,
-}
-
-/// The `MALFORMED_EVENT` report for a message that was dead-lettered: an
-/// event (about the task its subject names) or a decision-record entry
-/// (about the workflow its subject names; a system alert).
-pub fn malformed_alert(m: Malformed<'_>, error: &dyn fmt::Display) -> Alert {
-    let (task, agent, workflow, what, anchor) = if m.stream == subjects::CONTEXT_STREAM {
-        let tokens = subjects::parse_context(m.subject);
-        (
-            None,
-            tokens.and_then(|(_, a)| AgentId::new(a).ok()),
-            tokens.and_then(|(w, _)| WorkflowId::new(w).ok()),
-            "decision-record entry",
-            format!("ctx{}", m.seq),
-        )
-    } else {
-        let tokens = subjects::parse_event(m.subject);
-        (
-            tokens.and_then(|(t, _)| TaskId::new(t).ok()),
-            tokens.and_then(|(_, a)| AgentId::new(a).ok()),
-            None,
-            "event",
-            format!("s{}", m.seq),
-        )
-    };
-    let mut alert = Alert::firing(
-        AlertKind::MalformedEvent,
-        alert_id(AlertKind::MalformedEvent, task.as_ref(), 0, &anchor),
-        task,
-        m.stored_at,
-    );
-    alert.workflow = workflow;
-    alert.agents = agent.into_iter().collect();
-    alert.event_seq = m.seq;
-    alert.expected = if m.stream == subjects::CONTEXT_STREAM {
-        "a valid baton.v1.ContextEntry within its size limits, matching its subject".into()
-    } else {
-        "a valid baton.v1.Event within its size limits, matching its subject".into()
-    };
-    alert.detail = format!(
-        "BATON_DLQ subject {}, header Baton-Dlq-Source: {}:{}",
-        subjects::dlq(m.reason),
-        m.stream,
-        m.seq
-    );
-    let subject = clip(m.subject, 256);
-    alert.summary = if m.stream == subjects::CONTEXT_STREAM {
-        format!(
-            "A {what} on {subject} ({} seq {}) was set aside and is skipped by every reader: {error}. Its bytes are in BATON_DLQ; record the decision again correctly.",
-            m.stream, m.seq
-        )
-    } else {
-        format!(
-            "An {what} on {subject} ({} seq {}) was set aside: {error}. Its bytes are in BATON_DLQ; fix the sender and publish it again.",
-            m.stream, m.seq
-        )
-    };
-    alert
 }
 
 /// A deterministic alert id: `<kind>.<task>.e<epoch>.<anchor>`.

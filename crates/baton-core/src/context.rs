@@ -9,11 +9,11 @@
 
 use std::collections::HashMap;
 
+pub use crate::catalogue::stale_context_alert;
+
 use crate::{
-    alert::{Alert, AlertKind, alert_id},
     event::{Event, EventKind, EventMeta},
     ids::{AgentId, WorkflowId},
-    task::Task,
     time::Time,
 };
 
@@ -120,72 +120,4 @@ impl DecisionLog {
             .filter(|d| d.version > event.context_version && d.stored_at <= meta.stored_at)
             .collect()
     }
-}
-
-/// The `STALE_CONTEXT` alert for an event that missed `missed`.
-pub fn stale_context_alert(
-    event: &Event,
-    meta: EventMeta,
-    task: Option<&Task>,
-    missed: &[&Decision],
-) -> Alert {
-    let epoch = task.map_or(event.epoch, |t| t.epoch);
-    let mut alert = Alert::firing(
-        AlertKind::StaleContext,
-        alert_id(
-            AlertKind::StaleContext,
-            Some(&event.task),
-            epoch,
-            &format!("s{}", meta.seq),
-        ),
-        Some(event.task.clone()),
-        meta.stored_at,
-    );
-    alert.workflow = Some(event.workflow.clone());
-    alert.stage = task.and_then(|t| t.stage.clone());
-    alert.agents = std::iter::once(event.agent.clone())
-        .chain(missed.iter().map(|d| d.author.clone()))
-        .fold(Vec::new(), |mut v, a| {
-            if !v.contains(&a) {
-                v.push(a);
-            }
-            v
-        });
-    alert.epoch = epoch;
-    alert.task_status = task.map(|t| t.status);
-    alert.event_id = Some(event.event_id.clone());
-    alert.event_seq = meta.seq;
-    alert.missed_versions = missed.iter().map(|d| d.version).collect();
-    let latest = missed.iter().map(|d| d.version).max().unwrap_or(0);
-    alert.expected = format!(
-        "{} after reading decision record version {latest} of workflow {}",
-        event.kind(),
-        event.workflow
-    );
-    let read = if event.context_version == 0 {
-        "without reading the decision record".to_string()
-    } else {
-        format!("having read version {}", event.context_version)
-    };
-    let list = missed
-        .iter()
-        .take(5)
-        .map(|d| format!("#{} {:?} by {}", d.version, d.summary, d.author))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let more = if missed.len() > 5 {
-        format!(" and {} more", missed.len() - 5)
-    } else {
-        String::new()
-    };
-    alert.summary = format!(
-        "Agent {} sent {} for task {} {read}, but {} decision(s) were recorded before it acted: {list}{more}. Have it re-read workflow {}'s record and check its work.",
-        event.agent,
-        event.kind(),
-        event.task,
-        missed.len(),
-        event.workflow
-    );
-    alert.detail = format!("BATON_EVENTS seq {}", meta.seq);
-    alert
 }

@@ -8,13 +8,15 @@
 
 use std::time::Duration;
 
+pub use crate::catalogue::{resolution_summary, stall_alert};
+
 use crate::{
-    alert::{Alert, AlertKind, alert_id},
+    alert::{AlertKind, alert_id},
     event::HandoffTarget,
     ids::{AgentId, TaskId},
     rules::Rules,
     task::{Mark, Task, TaskStatus},
-    time::{Time, human_duration},
+    time::Time,
 };
 
 /// What is expected.
@@ -204,131 +206,4 @@ pub fn agents_involved(task: &Task, kind: ExpectationKind) -> Vec<AgentId> {
     }
     agents.dedup();
     agents
-}
-
-/// The alert for a missed expectation, observed at `now`.
-pub fn stall_alert(task: &Task, e: &Expectation, now: Time, notification: u32) -> Alert {
-    let kind = e.kind.alert_kind();
-    let mut alert = Alert::firing(kind, e.alert_id(&task.id), Some(task.id.clone()), now);
-    let due = e.due();
-    let late = now.since(due);
-    let waited = now.since(e.since.at);
-    alert.workflow = Some(task.workflow.clone());
-    alert.stage = task.stage.clone();
-    alert.agents = agents_involved(task, e.kind);
-    alert.due_at = Some(due);
-    alert.late_by = Some(late);
-    alert.epoch = e.epoch;
-    alert.notification = notification;
-    alert.task_status = Some(task.status);
-    alert.last_event = Some(task.last_event.clone());
-    let owner = task.owner.as_ref().map_or("nobody", AgentId::as_str);
-    let stage = task
-        .stage
-        .as_ref()
-        .map(|s| format!(" (stage {s})"))
-        .unwrap_or_default();
-    let window = human_duration(e.window);
-    let last = &task.last_event;
-    let last_seen = format!(
-        "last event: {} from {} at {}",
-        last.kind, last.agent, last.at
-    );
-    let (expected, summary) = match e.kind {
-        ExpectationKind::Heartbeat => (
-            format!("a heartbeat from {owner} every {window}"),
-            format!(
-                "Task {}{stage}: owner {owner} has sent no heartbeat for {} (lease {window}); {last_seen}. Check the agent, or revoke the task so another can claim it.",
-                task.id,
-                human_duration(waited)
-            ),
-        ),
-        ExpectationKind::Progress => (
-            format!("progress from {owner} within {window}"),
-            format!(
-                "Task {}{stage}: owner {owner} is alive but reported no progress for {} (window {window}); {last_seen}.",
-                task.id,
-                human_duration(waited)
-            ),
-        ),
-        ExpectationKind::Unblock => (
-            format!("{owner} to resume within {window} of blocking"),
-            format!(
-                "Task {}{stage}: owner {owner} has been blocked for {} waiting for input ({:?}); give it what it needs or reassign.",
-                task.id,
-                human_duration(waited),
-                task.blocked_reason()
-            ),
-        ),
-        ExpectationKind::Acceptance => {
-            let (from, to, output) = task.pending_handoff.as_deref().map_or_else(
-                || (owner.to_string(), "?".to_string(), String::new()),
-                |p| {
-                    (
-                        p.from.to_string(),
-                        p.to.to_string(),
-                        p.output_location.clone(),
-                    )
-                },
-            );
-            let output = if output.is_empty() {
-                String::new()
-            } else {
-                format!(" with output {output}")
-            };
-            (
-                format!("{to} to accept the handoff from {from} within {window}"),
-                format!(
-                    "Task {}{stage}: {from} offered it to {to}{output} {} ago and nobody accepted (window {window}); the work is stalled between {from} and {to}.",
-                    task.id,
-                    human_duration(waited)
-                ),
-            )
-        }
-        ExpectationKind::Start => {
-            let who = match task.pending_handoff.as_deref() {
-                Some(p) => format!("{} to start it after {}'s offer", p.to, p.from),
-                None => task.assignee().map_or_else(
-                    || "an agent to claim it".to_string(),
-                    |a| format!("assignee {a} to claim it"),
-                ),
-            };
-            (
-                format!("{who} within {window}"),
-                format!(
-                    "Task {}{stage} has not been started for {} (window {window}): waiting for {who}.",
-                    task.id,
-                    human_duration(waited)
-                ),
-            )
-        }
-        ExpectationKind::Deadline => (
-            format!("the task to end within {window} of creation"),
-            format!(
-                "Task {}{stage} is past its deadline by {} and still {} (owner {owner}); {last_seen}.",
-                task.id,
-                human_duration(late),
-                task.status
-            ),
-        ),
-    };
-    alert.expected = expected;
-    alert.summary = summary;
-    alert
-}
-
-/// The one-sentence summary of a resolution.
-pub fn resolution_summary(firing: &Alert, task: Option<&Task>) -> String {
-    let what = firing.kind.as_str().replace('_', " ");
-    match (task, firing.task.as_ref()) {
-        (Some(task), Some(id)) if task.status.is_terminal() => {
-            format!("Resolved {what} on task {id}: the task is {}.", task.status)
-        }
-        (Some(task), Some(id)) => format!(
-            "Resolved {what} on task {id}: {} from {} arrived.",
-            task.last_event.kind, task.last_event.agent
-        ),
-        (_, Some(id)) => format!("Resolved {what} on task {id}."),
-        (_, None) => format!("Resolved {what}."),
-    }
 }

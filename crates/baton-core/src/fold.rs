@@ -11,8 +11,10 @@
 
 use std::fmt;
 
+use crate::catalogue::{unknown_task_alert, violation_alert};
+
 use crate::{
-    alert::{Alert, AlertKind, alert_id},
+    alert::Alert,
     event::{Event, EventBody, EventKind, EventMeta, HandoffTarget},
     ids::AgentId,
     task::{EventRef, Mark, PendingHandoff, Task, TaskDetails, TaskStatus},
@@ -557,78 +559,4 @@ fn end(task: &mut Task, status: TaskStatus) {
     task.progress_since = None;
     task.blocked_since = None;
     task.waiting_since = None;
-}
-
-fn violation_alert(task: &Task, event: &Event, meta: EventMeta, v: &Violation) -> Alert {
-    let mut alert = Alert::firing(
-        AlertKind::OwnershipViolation,
-        alert_id(
-            AlertKind::OwnershipViolation,
-            Some(&task.id),
-            task.epoch,
-            &format!("s{}", meta.seq),
-        ),
-        Some(task.id.clone()),
-        meta.stored_at,
-    );
-    alert.workflow = Some(task.workflow.clone());
-    alert.stage = task.stage.clone();
-    alert.agents = std::iter::once(v.actor.clone())
-        .chain(v.counterpart.clone().filter(|c| *c != v.actor))
-        .collect();
-    alert.epoch = task.epoch;
-    alert.task_status = Some(task.status);
-    alert.event_id = Some(event.event_id.clone());
-    alert.event_seq = meta.seq;
-    alert.last_event = Some(task.last_event.clone());
-    alert.expected = match v.reason {
-        ViolationReason::NotOwner | ViolationReason::StaleEpoch => format!(
-            "{} only from the owner ({}) at epoch {}",
-            v.event_kind,
-            task.owner.as_ref().map_or("nobody", AgentId::as_str),
-            task.epoch
-        ),
-        _ => format!("no {} in this state", v.event_kind),
-    };
-    alert.summary = format!(
-        "Agent {} sent {} for task {} and it was refused: {}.",
-        v.actor, v.event_kind, task.id, v
-    );
-    alert.detail = format!("BATON_EVENTS seq {}", meta.seq);
-    alert
-}
-
-fn unknown_task_alert(event: &Event, meta: EventMeta, policy: UnknownTaskPolicy) -> Alert {
-    let mut alert = Alert::firing(
-        AlertKind::UnknownTask,
-        alert_id(
-            AlertKind::UnknownTask,
-            Some(&event.task),
-            0,
-            &format!("s{}", meta.seq),
-        ),
-        Some(event.task.clone()),
-        meta.stored_at,
-    );
-    alert.workflow = Some(event.workflow.clone());
-    alert.agents = vec![event.agent.clone()];
-    alert.expected = format!("a created event for task {} before any other", event.task);
-    alert.event_id = Some(event.event_id.clone());
-    alert.event_seq = meta.seq;
-    alert.summary = match policy {
-        UnknownTaskPolicy::Alert => format!(
-            "Agent {} sent {} for task {}, which was never created; the event was ignored.",
-            event.agent,
-            event.kind(),
-            event.task
-        ),
-        UnknownTaskPolicy::AutoCreate => format!(
-            "Agent {} sent {} for task {}, which was never created; the task was created from it.",
-            event.agent,
-            event.kind(),
-            event.task
-        ),
-    };
-    alert.detail = format!("BATON_EVENTS seq {}", meta.seq);
-    alert
 }

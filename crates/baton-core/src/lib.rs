@@ -16,11 +16,13 @@
 //! - [`stall`]: the stall detector's engine (deadlines, alert lifecycle).
 //! - [`context`]: the decision record and stale-context detection.
 //! - [`alert`]: alerts and their deterministic ids.
+//! - [`catalogue`]: every alert Baton raises, with its fields and text.
 //! - [`timeline`]: a task's events with the owner after each.
 //! - [`wire`]: `TryFrom` conversions from and to `baton-proto`.
 //! - [`subjects`]: subject, stream and bucket names.
 
 pub mod alert;
+pub mod catalogue;
 pub mod context;
 pub mod event;
 pub mod expect;

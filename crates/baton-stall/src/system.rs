@@ -6,7 +6,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use baton_core::{Alert, AlertKind, Time, alert::alert_id, time::human_duration};
+use baton_core::{
+    Alert, AlertKind, Time,
+    catalogue::{ConsumerStall, consumer_stalled_alert, orchestrator_down_alert},
+};
 
 /// What the watch knows about one consumer at one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,25 +144,7 @@ impl SystemWatch {
             firing.late_by = Some(now.since(due));
             return vec![firing.clone()];
         }
-        let mut alert = Alert::firing(
-            AlertKind::OrchestratorDown,
-            alert_id(
-                AlertKind::OrchestratorDown,
-                None,
-                0,
-                &format!("t{}", seen.unix_nanos() / 1_000_000),
-            ),
-            None,
-            now,
-        );
-        alert.expected = "a liveness report from an orchestrator".into();
-        alert.due_at = Some(due);
-        alert.late_by = Some(now.since(due));
-        alert.summary = format!(
-            "No orchestrator has reported for {} (last: {name}); task state in KV and protocol alerts are not being updated. Check the orchestrator process.",
-            human_duration(now.since(seen))
-        );
-        alert.detail = format!("KV baton-services key orchestrator.{name}");
+        let alert = orchestrator_down_alert(name, seen, due, now);
         self.orchestrator_down = Some(alert.clone());
         vec![alert]
     }
@@ -204,37 +189,21 @@ impl SystemWatch {
             firing.observed_at = now;
             return vec![firing.clone()];
         }
-        let mut alert = Alert::firing(
-            AlertKind::ConsumerStalled,
-            alert_id(
-                AlertKind::ConsumerStalled,
-                None,
-                0,
-                &format!("{name}-s{}", track.last_progress_seq),
-            ),
-            None,
+        let alert = consumer_stalled_alert(
+            name,
+            ConsumerStall {
+                at_limit,
+                num_ack_pending: o.num_ack_pending,
+                num_pending: o.num_pending,
+                delivered_seq: o.delivered_seq,
+                since: track.last_progress_at,
+                since_seq: track.last_progress_seq,
+                due: track
+                    .last_progress_at
+                    .saturating_add(self.limits.stall_after),
+            },
             now,
         );
-        alert.expected = format!("consumer {name} to make progress on its pending messages");
-        alert.summary = if at_limit {
-            format!(
-                "Consumer {name} holds {} unacknowledged messages, its max_ack_pending: JetStream has stopped delivering to it. Check the service that reads it.",
-                o.num_ack_pending
-            )
-        } else {
-            format!(
-                "Consumer {name} has {} messages pending and delivered nothing new for {} (stuck at stream seq {}). Check the service that reads it.",
-                o.num_pending,
-                human_duration(now.since(track.last_progress_at)),
-                o.delivered_seq
-            )
-        };
-        alert.due_at = Some(
-            track
-                .last_progress_at
-                .saturating_add(self.limits.stall_after),
-        );
-        alert.detail = name.to_string();
         track.firing = Some(alert.clone());
         vec![alert]
     }

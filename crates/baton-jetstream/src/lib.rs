@@ -12,9 +12,12 @@
 //! - [`read`]: reading a stream's history for one subject.
 //! - [`policy`]: the orchestrator's fold policy, published in KV for every
 //!   reader.
+//! - [`leadership`]: the services' leadership lease and the fences that
+//!   make the broker refuse a deposed instance's writes (decision 8).
 
 pub mod auth;
 pub mod connect;
+pub mod leadership;
 pub mod policy;
 pub mod publish;
 pub mod read;

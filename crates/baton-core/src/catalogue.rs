@@ -171,11 +171,11 @@ pub fn stale_context_alert(
     alert
 }
 
-/// The alert for a missed expectation, observed at `now`.
-pub fn stall_alert(task: &Task, e: &Expectation, now: Time, notification: u32) -> Alert {
+/// The alert for a missed expectation, due at `due` (its window counted
+/// without broker outages, decision 9), observed at `now`.
+pub fn stall_alert(task: &Task, e: &Expectation, due: Time, now: Time, notification: u32) -> Alert {
     let kind = e.kind.alert_kind();
     let mut alert = Alert::firing(kind, e.alert_id(&task.id), Some(task.id.clone()), now);
-    let due = e.due();
     let late = now.since(due);
     let waited = now.since(e.since.at);
     alert.workflow = Some(task.workflow.clone());

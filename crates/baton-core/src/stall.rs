@@ -10,9 +10,14 @@
 //! `handle_timeout(t - 1ns)`, so an expectation that was due before the
 //! event arrived fires even when the event is processed late (backlog,
 //! backtest).
+//!
+//! Broker outages (decision 9): the service tells the engine about windows
+//! in which the broker could not store or deliver events
+//! ([`Detector::record_outage`]); an expectation's window then counts only
+//! the time outside them, so agents are not blamed for an election.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     time::Duration,
 };
 
@@ -33,6 +38,71 @@ use crate::{
 /// How long an alert that is firing but not paged (silenced or inhibited)
 /// waits before it is looked at again when nothing else wakes it.
 const RECHECK: Duration = Duration::from_secs(60);
+
+/// Windows in which the broker could not store or deliver events: time in
+/// them does not count against anyone's deadline (decision 9).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outages {
+    /// Disjoint, in order.
+    windows: VecDeque<(Time, Time)>,
+}
+
+impl Outages {
+    /// Windows kept; the oldest is forgotten first (an expectation armed
+    /// before it then counts that outage against its window).
+    pub const MAX: usize = 256;
+
+    /// Adds the window `[from, until)`, merged with any it touches.
+    pub fn record(&mut self, from: Time, until: Time) {
+        if until <= from {
+            return;
+        }
+        let (mut from, mut until) = (from, until);
+        let mut kept = VecDeque::with_capacity(self.windows.len() + 1);
+        for &(a, b) in &self.windows {
+            if b < from || a > until {
+                kept.push_back((a, b));
+            } else {
+                from = from.min(a);
+                until = until.max(b);
+            }
+        }
+        let at = kept.iter().position(|&(a, _)| a > from).unwrap_or(kept.len());
+        kept.insert(at, (from, until));
+        while kept.len() > Self::MAX {
+            kept.pop_front();
+        }
+        self.windows = kept;
+    }
+
+    /// When a window of `window` starting at `since` ends, counting only
+    /// time outside the outages.
+    pub fn due(&self, since: Time, window: Duration) -> Time {
+        let mut at = since;
+        let mut left = window;
+        for &(a, b) in &self.windows {
+            if b <= at {
+                continue;
+            }
+            let run = a.max(at).since(at);
+            if run >= left {
+                break;
+            }
+            left -= run;
+            at = b;
+        }
+        at.saturating_add(left)
+    }
+
+    /// When expectation `e` is due.
+    pub fn due_of(&self, e: &Expectation) -> Time {
+        self.due(e.since.at, e.window)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+}
 
 /// Alerts matching every set field are not paged until `until`.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +305,7 @@ pub struct Detector {
     ids: Interner,
     silences: Vec<Silence>,
     stats: DetectorStats,
+    outages: Outages,
 }
 
 impl Detector {
@@ -248,7 +319,26 @@ impl Detector {
             ids: Interner::default(),
             silences: Vec::new(),
             stats: DetectorStats::default(),
+            outages: Outages::default(),
         }
+    }
+
+    /// The broker could not store or deliver events from `from` until
+    /// `until` (decision 9): every expectation's window is extended by the
+    /// part of the outage it overlaps. Nothing fires or resolves here; the
+    /// next `handle_timeout` judges with the new deadlines.
+    pub fn record_outage(&mut self, from: Time, until: Time) {
+        self.outages.record(from, until);
+        let ids: Vec<TaskId> = self.tasks.values().map(|t| t.task.id.clone()).collect();
+        for id in ids {
+            let next = self.next_check(&id);
+            self.reschedule(&id, next);
+        }
+    }
+
+    /// The outages recorded so far.
+    pub fn outages(&self) -> &Outages {
+        &self.outages
     }
 
     /// Tasks being tracked (not ended).
@@ -487,10 +577,12 @@ impl Detector {
             .renotify;
         // `expectations` lists an offer's Acceptance before its Start, so an
         // inhibiting alert is always firing before the one it inhibits.
+        let outages = &self.outages;
         for e in expectations(task, &self.rules)
             .iter()
-            .filter(|e| e.due() <= now)
+            .filter(|e| outages.due_of(e) <= now)
         {
+            let due = outages.due_of(e);
             let key = Key::of(e);
             let index = match firing.iter().position(|f| f.key == key) {
                 Some(i) => {
@@ -508,7 +600,7 @@ impl Detector {
                 None => {
                     firing.push(Firing {
                         key,
-                        due: e.due(),
+                        due,
                         agents: agents_involved(task, e.kind),
                         sent: 0,
                         last_sent: None,
@@ -527,7 +619,7 @@ impl Detector {
                 });
             let f = &mut firing[index];
             f.checked = now;
-            let alert = stall_alert(task, e, now, f.sent);
+            let alert = stall_alert(task, e, due, now, f.sent);
             if inhibited {
                 self.stats.inhibited += 1;
             } else if self.silences.iter().any(|s| s.mutes(&alert, now)) {
@@ -597,7 +689,7 @@ impl Detector {
         let unfired = current
             .iter()
             .filter(|e| !tracked.firing.iter().any(|f| f.key == Key::of(e)))
-            .map(Expectation::due)
+            .map(|e| self.outages.due_of(e))
             .min();
         // A muted alert (silenced or inhibited) is looked at again when a
         // silence may have ended, or after the re-check interval.

@@ -20,11 +20,25 @@
 //! **fence** into every stream the service writes to
 //! (`baton.fence.<stream>.<service>`, or the reserved KV key
 //! `_fence.<service>`), with compare-and-set and only if no later term has
-//! fenced it, and every write of the term carries
-//! `Nats-Expected-Last-Subject-Sequence(-Subject)` naming its fence. Once a
-//! later term has fenced a stream, the broker refuses every write of the
-//! earlier one there (error 10071), which is how a deposed instance learns
-//! it at the latest.
+//! fenced it, and every write of the term is checked against it:
+//!
+//! - in a stream the service writes alone (its own KV snapshot bucket), a
+//!   **chain**: each write expects the stream's last sequence
+//!   (`Nats-Expected-Last-Sequence`), starting at the fence. Any write by
+//!   another instance breaks the chain. Chained writes pipeline on a
+//!   cluster (2,000 in flight measured here), so the state flushes stay fast;
+//!   [`FenceTarget::chain`] streams are written only by the outbox's
+//!   `SoleWriter`.
+//! - in a shared stream (alerts, dead letters, checkpoints), a **subject
+//!   fence**: each write carries `Nats-Expected-Last-Subject-Sequence(-Subject)`
+//!   naming the fence. On a cluster the stream leader refuses two such
+//!   writes in flight at once (10164), so they are written one at a time
+//!   and a refusal is checked against the fence ([`still_fenced`]) before
+//!   it counts as deposition.
+//!
+//! Once a later term has fenced a stream, the broker refuses every write of
+//! the earlier one there, which is how a deposed instance learns it at the
+//! latest.
 
 use std::time::Duration;
 
@@ -341,16 +355,30 @@ pub struct FenceTarget {
     pub covers: String,
     /// The fence's subject in the stream.
     pub fence_subject: String,
+    /// Only this service writes the stream: writes are chained on the
+    /// stream's last sequence (see the module doc) instead of naming the
+    /// fence subject.
+    pub chain: bool,
 }
 
 impl FenceTarget {
-    /// The fence of `service` in KV bucket `bucket`: the reserved key
-    /// `_fence.<service>`.
+    /// The fence of `service` in the shared KV bucket `bucket`: the
+    /// reserved key `_fence.<service>`.
     pub fn bucket(bucket: &str, service: &str) -> FenceTarget {
         FenceTarget {
             stream: format!("KV_{bucket}"),
             covers: format!("$KV.{bucket}."),
             fence_subject: format!("$KV.{bucket}.{}{service}", subjects::FENCE_KEY_PREFIX),
+            chain: false,
+        }
+    }
+
+    /// The fence of `service` in KV bucket `bucket`, which only it writes:
+    /// its writes are chained from the fence.
+    pub fn sole_bucket(bucket: &str, service: &str) -> FenceTarget {
+        FenceTarget {
+            chain: true,
+            ..FenceTarget::bucket(bucket, service)
         }
     }
 
@@ -360,6 +388,7 @@ impl FenceTarget {
             stream: subjects::ALERTS_STREAM.into(),
             covers: "baton.raise.".into(),
             fence_subject: subjects::fence("alerts", service),
+            chain: false,
         }
     }
 
@@ -369,6 +398,7 @@ impl FenceTarget {
             stream: subjects::DLQ_STREAM.into(),
             covers: "baton.dlq.".into(),
             fence_subject: subjects::fence("dlq", service),
+            chain: false,
         }
     }
 }
@@ -400,9 +430,24 @@ impl Fences {
             .find(|f| subject.starts_with(&f.target.covers) && subject != f.target.fence_subject)
     }
 
-    /// Adds the fence headers for `subject` to `headers`; true if fenced.
+    /// The subject fence a publish to `subject` carries, if any (chained
+    /// streams are fenced by their writer, not by headers per subject).
+    pub fn subject_fence(&self, subject: &str) -> Option<&Fence> {
+        self.for_subject(subject).filter(|f| !f.target.chain)
+    }
+
+    /// Where the chain of a chained stream starts (the fence's sequence).
+    pub fn chain_start(&self, stream: &str) -> Option<u64> {
+        self.fences
+            .iter()
+            .find(|f| f.target.chain && f.target.stream == stream)
+            .map(|f| f.seq)
+    }
+
+    /// Adds the subject-fence headers for `subject` to `headers`; true if
+    /// fenced that way.
     pub fn apply(&self, subject: &str, headers: &mut HeaderMap) -> bool {
-        match self.for_subject(subject) {
+        match self.subject_fence(subject) {
             Some(f) => {
                 headers.insert(EXPECTED_SEQ_HEADER, f.seq.to_string().as_str());
                 headers.insert(EXPECTED_SUBJECT_HEADER, f.target.fence_subject.as_str());
@@ -502,6 +547,30 @@ pub async fn raise_fences(
         term: lease.term,
         fences,
     })
+}
+
+/// Whether `fence` is still the last fence in its stream: a write refused
+/// while it is was refused for another reason (on a cluster, another
+/// fenced write in flight), not because a later term took over.
+pub async fn still_fenced(js: &jetstream::Context, fence: &Fence) -> Result<bool, FenceError> {
+    let err = |message: String| FenceError::Unavailable {
+        stream: fence.target.stream.clone(),
+        message,
+    };
+    let stream = js
+        .get_stream_no_info(&fence.target.stream)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    match stream
+        .get_last_raw_message_by_subject(&fence.target.fence_subject)
+        .await
+    {
+        Ok(m) => Ok(m.sequence == fence.seq),
+        Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Ok(false)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
 }
 
 /// The lease record of a term, as fences carry it.

@@ -174,7 +174,7 @@ pub const SERVICE: &str = "orchestrator";
 /// The streams the orchestrator writes to, each fenced per term.
 pub fn fence_targets() -> Vec<FenceTarget> {
     vec![
-        FenceTarget::bucket(subjects::TASKS_BUCKET, SERVICE),
+        FenceTarget::sole_bucket(subjects::TASKS_BUCKET, SERVICE),
         FenceTarget::bucket(subjects::CHECKPOINTS_BUCKET, SERVICE),
         FenceTarget::alerts(SERVICE),
         FenceTarget::dlq(SERVICE),
@@ -426,10 +426,11 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, Orchestrat
     let ingest = Ingest {
         js: js.clone(),
         outbox,
-        state_writer: Arc::new(tokio::sync::Mutex::new(SoleWriter::new(format!(
-            "KV_{}",
-            subjects::TASKS_BUCKET
-        )))),
+        // Fenced by a chain from the term's fence in KV baton-tasks.
+        state_writer: Arc::new(tokio::sync::Mutex::new(SoleWriter::for_term(
+            format!("KV_{}", subjects::TASKS_BUCKET),
+            &term.fences,
+        ))),
         checkpoint,
         context_checkpoint,
         book,

@@ -172,30 +172,59 @@ impl Outbox {
         &self.js
     }
 
-    /// Stores one message, once (no retry): for writes that are retried by
-    /// being written again later, such as checkpoints.
+    /// Stores one message, once (a refusal that turns out not to be a
+    /// deposition is tried again): for writes that are retried by being
+    /// written again later, such as checkpoints.
     pub async fn store_one(&self, item: &Outgoing) -> Result<(), StoreError> {
-        let ack = self
-            .js
-            .send_publish(item.subject.clone(), item.message(&self.fences))
-            .await
-            .map_err(|e| StoreError::Failed(e.to_string()))?
-            .await;
-        match ack {
-            Ok(_) => Ok(()),
-            Err(e) if self.refused_by_fence(&item.subject, &e) => Err(StoreError::Deposed),
-            Err(e) => Err(StoreError::Failed(e.to_string())),
+        for _ in 0..10 {
+            let ack = self
+                .js
+                .send_publish(item.subject.clone(), item.message(&self.fences))
+                .await
+                .map_err(|e| StoreError::Failed(e.to_string()))?
+                .await;
+            match ack {
+                Ok(_) => return Ok(()),
+                Err(e) if self.fence_conflict(&item.subject, &e) => {
+                    if self.deposed_at(&item.subject).await {
+                        return Err(StoreError::Deposed);
+                    }
+                }
+                Err(e) => return Err(StoreError::Failed(e.to_string())),
+            }
+        }
+        Err(StoreError::Failed(format!(
+            "{}: refused again and again while this term's fence stands",
+            item.subject
+        )))
+    }
+
+    /// A fenced write refused for a wrong last sequence: deposed, or (on a
+    /// cluster) another fenced write was in flight.
+    fn fence_conflict(&self, subject: &str, e: &jetstream::context::PublishError) -> bool {
+        baton_jetstream::publish::is_wrong_last_sequence(e)
+            && self.fences.subject_fence(subject).is_some()
+    }
+
+    /// Whether the fence covering `subject` was replaced by a later term's
+    /// (then this outbox is deposed from now on). When the fence cannot be
+    /// read, the write is retried like any other failure.
+    async fn deposed_at(&self, subject: &str) -> bool {
+        let Some(fence) = self.fences.subject_fence(subject) else {
+            return false;
+        };
+        match baton_jetstream::leadership::still_fenced(&self.js, fence).await {
+            Ok(true) | Err(_) => false,
+            Ok(false) => {
+                self.mark_deposed();
+                true
+            }
         }
     }
 
-    fn refused_by_fence(&self, subject: &str, e: &jetstream::context::PublishError) -> bool {
-        let refused = baton_jetstream::publish::is_wrong_last_sequence(e)
-            && self.fences.for_subject(subject).is_some();
-        if refused {
-            self.deposed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        refused
+    fn mark_deposed(&self) {
+        self.deposed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Reports deliveries that keep failing to `health` (`/healthz`).
@@ -234,7 +263,9 @@ impl Outbox {
             }
             let mut retry = Vec::with_capacity(failed.len());
             for (i, err) in failed {
-                if self.refused_by_fence(&items[i].subject, &err) {
+                if self.fence_conflict(&items[i].subject, &err)
+                    && self.deposed_at(&items[i].subject).await
+                {
                     tracing::warn!(subject = %items[i].subject, "write refused by a later term's fence: deposed");
                     return Err(Interrupted::Deposed {
                         subject: items[i].subject.clone(),
@@ -291,6 +322,22 @@ impl Outbox {
             {
                 failed.push((j, e));
             }
+            // Writes naming a fence subject go one at a time: a cluster's
+            // stream leader refuses a second one while the first is in flight.
+            if self.fences.subject_fence(&items[i].subject).is_some() {
+                let stored = match self
+                    .js
+                    .send_publish(items[i].subject.clone(), items[i].message(&self.fences))
+                    .await
+                {
+                    Ok(ack) => ack.await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = stored {
+                    failed.push((i, e));
+                }
+                continue;
+            }
             match self
                 .js
                 .send_publish(items[i].subject.clone(), items[i].message(&self.fences))
@@ -329,7 +376,21 @@ pub struct SoleWriter {
     /// The stream's last sequence after our previous delivery; `None` =
     /// ask the stream first.
     last_seq: Option<u64>,
+    /// Fenced by a chain (decision 8): every write expects the stream's
+    /// last sequence, starting at the term's fence, so a write by another
+    /// instance breaks the chain and shows this one is deposed.
+    chained: bool,
 }
+
+/// How far a chained delivery got.
+enum ChainPosition {
+    /// The first `k` items are stored, nothing else was written.
+    Stored(usize),
+    /// Someone else wrote to the stream: deposed.
+    Foreign,
+}
+
+const EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
 
 impl SoleWriter {
     /// A writer to `stream`, whose subjects every delivered message must
@@ -338,6 +399,19 @@ impl SoleWriter {
         SoleWriter {
             stream: stream.into(),
             last_seq: None,
+            chained: false,
+        }
+    }
+
+    /// The writer of `stream` for a leadership term: if `fences` fence the
+    /// stream by a chain, every write continues the chain from the fence.
+    pub fn for_term(stream: impl Into<String>, fences: &Fences) -> SoleWriter {
+        let stream = stream.into();
+        let start = fences.chain_start(&stream);
+        SoleWriter {
+            stream,
+            last_seq: start,
+            chained: start.is_some(),
         }
     }
 
@@ -350,6 +424,9 @@ impl SoleWriter {
     ) -> Result<Delivered, Interrupted> {
         if items.is_empty() {
             return Ok(Delivered::default());
+        }
+        if self.chained {
+            return self.deliver_chained(outbox, items, shutdown).await;
         }
         match self.deliver_unacknowledged(outbox, items).await {
             Ok(last_seq) => {
@@ -367,6 +444,169 @@ impl SoleWriter {
         let mut delivered = outbox.deliver(items, shutdown).await?;
         delivered.fell_back = true;
         Ok(delivered)
+    }
+
+    /// The chained delivery: send the rest of the chain (one
+    /// acknowledgement, for the last); if it is not proven stored, find out
+    /// from the stream how far it got (or that someone else wrote), and go
+    /// on from there.
+    async fn deliver_chained(
+        &mut self,
+        outbox: &Outbox,
+        items: &[Outgoing],
+        shutdown: &Shutdown,
+    ) -> Result<Delivered, Interrupted> {
+        let max_payload = outbox.js.client().server_info().max_payload;
+        if let Some(big) = items.iter().find(|i| i.payload.len() > max_payload) {
+            return Err(Interrupted::TooLarge {
+                subject: big.subject.clone(),
+                len: big.payload.len(),
+            });
+        }
+        let mut done = 0usize;
+        let mut retries = 0usize;
+        let mut backoff = Duration::from_millis(50);
+        let since = tokio::time::Instant::now();
+        loop {
+            let base = self.last_seq.unwrap_or_default();
+            let rest = &items[done..];
+            let sent = Self::send_chain(outbox, rest, base).await;
+            if let Ok(seq) = &sent
+                && *seq == base + rest.len() as u64
+            {
+                self.last_seq = Some(*seq);
+                if retries > 0 {
+                    outbox.report(None);
+                }
+                return Ok(Delivered {
+                    published: items.len(),
+                    retries,
+                    fell_back: retries > 0,
+                });
+            }
+            match self.chain_position(outbox, rest, base).await {
+                Ok(ChainPosition::Stored(k)) => {
+                    done += k;
+                    self.last_seq = Some(base + k as u64);
+                    if done == items.len() {
+                        return Ok(Delivered {
+                            published: items.len(),
+                            retries,
+                            fell_back: true,
+                        });
+                    }
+                }
+                Ok(ChainPosition::Foreign) => {
+                    tracing::warn!(stream = %self.stream, "another instance wrote to this stream: deposed");
+                    outbox.mark_deposed();
+                    return Err(Interrupted::Deposed {
+                        subject: self.stream.clone(),
+                    });
+                }
+                Err(why) => {
+                    tracing::warn!(stream = %self.stream, reason = %why, "cannot tell how far a delivery got; retrying");
+                }
+            }
+            retries += 1;
+            if let Err(why) = &sent {
+                tracing::warn!(stream = %self.stream, reason = %why, "delivery not acknowledged; retrying the rest of the chain");
+                if since.elapsed() >= UNHEALTHY_AFTER {
+                    outbox.report(Some(format!(
+                        "state not stored for {}s: {why}",
+                        since.elapsed().as_secs()
+                    )));
+                }
+            }
+            if shutdown.is_triggered() {
+                return Err(Interrupted::Shutdown {
+                    pending: items.len() - done,
+                });
+            }
+            let mut s = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = s.wait() => return Err(Interrupted::Shutdown { pending: items.len() - done }),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Publishes `items` as the chain after `base`: each expects the one
+    /// before it as the stream's last. Returns the last one's sequence.
+    async fn send_chain(outbox: &Outbox, items: &[Outgoing], base: u64) -> Result<u64, String> {
+        let Some((last, rest)) = items.split_last() else {
+            return Ok(base);
+        };
+        let chained = |item: &Outgoing, expect: u64| {
+            let mut h = item.headers.clone().unwrap_or_default();
+            h.insert(EXPECTED_LAST_SEQ, expect.to_string().as_str());
+            h
+        };
+        let client = outbox.js.client();
+        for (i, item) in rest.iter().enumerate() {
+            client
+                .publish_with_headers(
+                    item.subject.clone(),
+                    chained(item, base + i as u64),
+                    item.payload.clone(),
+                )
+                .await
+                .map_err(|e| format!("publish to {}: {e}", item.subject))?;
+        }
+        let msg = PublishMessage::build()
+            .headers(chained(last, base + rest.len() as u64))
+            .payload(last.payload.clone());
+        let ack = outbox
+            .js
+            .send_publish(last.subject.clone(), msg)
+            .await
+            .map_err(|e| format!("publish to {}: {e}", last.subject))?
+            .await
+            .map_err(|e| format!("publish to {}: {e}", last.subject))?;
+        Ok(ack.sequence)
+    }
+
+    /// How far the chain after `base` got: the stream's last message is
+    /// either `base` itself, one of `items` at its place, or not ours.
+    async fn chain_position(
+        &self,
+        outbox: &Outbox,
+        items: &[Outgoing],
+        base: u64,
+    ) -> Result<ChainPosition, String> {
+        let mut stream = outbox
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| format!("cannot read stream {}: {e}", self.stream))?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| format!("cannot read stream {}: {e}", self.stream))?
+            .state
+            .last_sequence;
+        if last == base {
+            return Ok(ChainPosition::Stored(0));
+        }
+        let Some(k) = last
+            .checked_sub(base)
+            .and_then(|k| usize::try_from(k).ok())
+            .filter(|k| *k <= items.len())
+        else {
+            return Ok(ChainPosition::Foreign);
+        };
+        let stored = stream
+            .get_raw_message(last)
+            .await
+            .map_err(|e| format!("cannot read {} seq {last}: {e}", self.stream))?;
+        let ours = &items[k - 1];
+        Ok(
+            if stored.subject.as_str() == ours.subject && stored.payload == ours.payload {
+                ChainPosition::Stored(k)
+            } else {
+                ChainPosition::Foreign
+            },
+        )
     }
 
     /// The stream's last sequence after storing `items`, if it proves

@@ -50,7 +50,7 @@ use baton_service::{
     http::{self, Health},
     leader::{self, Beat, LeaderConfig, LeaderMetrics, Leadership, Term},
     liveness::{self, Progress},
-    outbox::{Outbox, Outgoing},
+    outbox::{Outbox, Outgoing, SoleWriter},
     shutdown::Shutdown,
     snapshot::Checkpoint,
 };
@@ -156,7 +156,7 @@ pub const SERVICE: &str = "stall-detector";
 /// The streams the detector writes to, each fenced per term.
 pub fn fence_targets() -> Vec<FenceTarget> {
     vec![
-        FenceTarget::bucket(subjects::DETECTOR_BUCKET, SERVICE),
+        FenceTarget::sole_bucket(subjects::DETECTOR_BUCKET, SERVICE),
         FenceTarget::bucket(subjects::CHECKPOINTS_BUCKET, SERVICE),
         FenceTarget::alerts(SERVICE),
     ]
@@ -443,6 +443,10 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         .set(resume_after, consumer.cached_info().num_pending);
     let batches = Batches::new(&consumer, config.max_batch).await?;
     let service = Service {
+        snapshot_writer: Arc::new(tokio::sync::Mutex::new(SoleWriter::for_term(
+            format!("KV_{}", subjects::DETECTOR_BUCKET),
+            &term.fences,
+        ))),
         outbox,
         js,
         det,
@@ -475,6 +479,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), DetectorError
 struct Service {
     js: jetstream::Context,
     outbox: Outbox,
+    /// Only the active detector writes `baton-detector`: one
+    /// acknowledgement per snapshot write, fenced by a chain.
+    snapshot_writer: Arc<tokio::sync::Mutex<SoleWriter>>,
     det: Detector,
     watch: SystemWatch,
     config: Config,
@@ -819,11 +826,17 @@ impl Service {
             })
             .collect();
         let outbox = self.outbox.clone();
+        let writer = self.snapshot_writer.clone();
         let shutdown = self.shutdown.clone();
         let checkpoint = self.checkpoint.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            match outbox.deliver(&writes, &shutdown).await {
+            let delivered = writer
+                .lock()
+                .await
+                .deliver(&outbox, &writes, &shutdown)
+                .await;
+            match delivered {
                 Ok(_) => {
                     metrics.snapshot_writes.inc_by(writes.len() as u64);
                     if let Err(e) = checkpoint.store(upto).await {

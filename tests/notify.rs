@@ -374,8 +374,11 @@ async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubl
         am_url.as_str(),
         "--webhook",
         hook.as_str(),
+        // Longer than the test's patience: a resolution must come as an
+        // explicit endsAt, not by Alertmanager expiring an alert it stopped
+        // hearing about (after 4 x resend interval).
         "--resend-interval",
-        "1s",
+        "60s",
         "--watchdog-interval",
         "500ms",
     ];

@@ -282,6 +282,56 @@ async fn serve(mut stream: TcpStream, record: Arc<Mutex<Vec<Value>>>) -> std::io
     stream.shutdown().await
 }
 
+/// The stall detector as a child process serving /metrics; returns its
+/// HTTP address.
+async fn start_detector(rig: &mut Rig) -> String {
+    let rules = rig.dir.path().join("rules.toml");
+    std::fs::write(&rules, RULES).expect("rules");
+    let rules = rules.to_string_lossy().to_string();
+    let log = rig.dir.path().join("detector.log");
+    let detector = BatonProcess::spawn(
+        &rig.server.url(),
+        &[
+            "stall-detector",
+            "--rules",
+            &rules,
+            "--instance",
+            "d",
+            "--liveness-interval",
+            "200ms",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &log,
+    );
+    rig.extra.push(detector);
+    wait_liveness(&rig.js, "stall-detector.d").await.http_addr
+}
+
+/// Every metric family a service exposes is in docs/metrics.md.
+async fn assert_documented(addr: &str) {
+    let docs = std::fs::read_to_string(repo().join("docs/metrics.md")).expect("docs/metrics.md");
+    let (_, body) = http_get(addr, "/metrics").await;
+    let mut seen = 0;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let exposed = match kind {
+            "counter" => format!("`{name}_total"),
+            _ => format!("`{name}"),
+        };
+        assert!(
+            docs.contains(&exposed),
+            "{name} ({kind}, served by {addr}) is not listed in docs/metrics.md"
+        );
+        seen += 1;
+    }
+    assert!(seen > 5, "only {seen} metric families at {addr}");
+}
+
 /// The router as a child process.
 fn start_router(rig: &Rig, instance: &str, args: &[&str]) -> BatonProcess {
     let log = rig.dir.path().join(format!("notify-{instance}.log"));
@@ -362,8 +412,8 @@ async fn webhook_caught_up(js: &jetstream::Context, consumer: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubles_it() {
     let mut rig = Rig::new().await;
-    rig.start_orchestrator(&[]).await;
-    rig.start_detector(RULES).await;
+    let orchestrator = rig.start_orchestrator(&[]).await;
+    let detector_http = start_detector(&mut rig).await;
     let am = Alertmanager::start().await;
     let got = Arc::new(Mutex::new(Vec::new()));
     let receiver = Receiver::start("127.0.0.1:0".parse().expect("addr"), got).await;
@@ -383,7 +433,7 @@ async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubl
         "500ms",
     ];
     let mut router = start_router(&rig, "n1", &router_args);
-    let status = wait_liveness(&rig.js, "notify.n1").await;
+    wait_liveness(&rig.js, "notify.n1").await;
 
     // The watchdog fires while the orchestrator and the detector are alive.
     eventually("watchdog in Alertmanager", || async {
@@ -431,7 +481,6 @@ async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubl
     assert!(router.terminate(), "router stops cleanly");
     let mut router = start_router(&rig, "n2", &router_args);
     let status2 = wait_liveness(&rig.js, "notify.n2").await;
-    let _ = status;
     eventually("restarted router re-sent to Alertmanager", || async {
         let m = scrape(&status2.http_addr).await;
         (sum(&m, "baton_notify_delivered_total", "kind=\"alertmanager\"") >= 2.0).then_some(())
@@ -471,6 +520,24 @@ async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubl
         .collect();
     assert_eq!(ids, expected, "every alert once, in order");
     assert!(ids.iter().any(|i| i.ends_with(".resolved")), "{ids:?}");
+
+    // What each service exposes is documented.
+    for addr in [&orchestrator.http_addr, &detector_http, &status2.http_addr] {
+        assert_documented(addr).await;
+    }
+
+    // The detector dies: the watchdog stops, and lapses in Alertmanager
+    // (the dead-man's switch behind it pages), while the router runs on.
+    rig.extra.iter_mut().for_each(BatonProcess::kill9);
+    eventually("watchdog lapsed in Alertmanager", || async {
+        am.named("BatonWatchdog", "_system")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let m = scrape(&status2.http_addr).await;
+    assert_eq!(m.get("baton_notify_watchdog_healthy"), Some(&0.0));
     assert!(router.terminate());
 }
 

@@ -71,6 +71,26 @@ impl Metrics {
         }
     }
 
+    /// Creates a target's series at zero, so that `increase()` sees its
+    /// first delivery, refusal or give-up.
+    pub fn add_target(&self, label: &TargetLabel) {
+        for outcome in ["ok", "error", "refused"] {
+            let _ = self.requests.get_or_create(&OutcomeLabel {
+                kind: label.kind,
+                target: label.target.clone(),
+                outcome,
+            });
+        }
+        let _ = self.delivered.get_or_create(label);
+        let _ = self.given_up.get_or_create(label);
+        let _ = self.target_up.get_or_create(label);
+        if label.kind == "webhook" {
+            let _ = self.filtered.get_or_create(label);
+            let _ = self.pending.get_or_create(label);
+        }
+        let _ = self.delivery_latency.get_or_create(label);
+    }
+
     /// Registers every metric under `baton_notify_`.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("baton_notify");

@@ -110,6 +110,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Notify
         .await?;
         tasks.push(tokio::spawn(follower.run(shutdown.clone())));
         for (i, target) in routes.alertmanagers.iter().enumerate() {
+            metrics.add_target(&TargetLabel {
+                kind: "alertmanager",
+                target: target.name.clone(),
+            });
             let pusher = Pusher {
                 index: i,
                 target: target.clone(),
@@ -521,9 +525,11 @@ async fn run_watchdog(
             was_healthy = Some(healthy);
         }
         metrics.watchdog_healthy.set(i64::from(healthy));
-        shared
-            .book()
-            .watchdog(verdict.ok(), since, ttl, console.as_deref(), wall_now());
+        {
+            let mut book = shared.book();
+            book.watchdog(verdict.ok(), since, ttl, console.as_deref(), wall_now());
+            metrics.alertmanager_active.set(gauge(book.len()));
+        }
         shared.wake_all();
     }
 }
@@ -615,6 +621,7 @@ impl WebhookWorker {
             kind: "webhook",
             target: target.name.clone(),
         };
+        metrics.add_target(&label);
         metrics
             .pending
             .get_or_create(&label)

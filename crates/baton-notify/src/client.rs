@@ -3,17 +3,22 @@
 //! more, so this avoids an HTTP stack (as `baton_service::http` does on the
 //! serving side). One connection per request (`Connection: close`): alert
 //! rates are low, and a fresh connection never carries a half-read reply.
+//! `https://` goes through rustls (the TLS stack async-nats uses), trusting
+//! the system's roots plus an optional CA file.
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::Path, sync::Arc, time::Duration};
 
+use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_rustls::{TlsConnector, rustls};
 
-/// Where a request goes: `http://host[:port]/path?query`.
+/// Where a request goes: `http[s]://host[:port]/path?query`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    tls: bool,
     host: String,
     port: u16,
     /// Path and query, starting with `/`.
@@ -28,22 +33,21 @@ impl fmt::Debug for Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.path)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.path)
     }
 }
 
 impl Endpoint {
-    /// Parses an `http://` URL; says what is wrong otherwise.
+    /// Parses an `http://` or `https://` URL; says what is wrong otherwise.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
         let url = url.trim();
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            return Err(format!(
-                "{url:?}: https is not supported yet; point Baton at a local TLS-terminating proxy (or an http listener)"
-            ));
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
         } else {
-            return Err(format!("{url:?} is not an http:// URL"));
+            return Err(format!("{url:?} is not an http:// or https:// URL"));
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
@@ -76,6 +80,7 @@ impl Endpoint {
             return Err(format!("{url:?}: the host contains spaces"));
         }
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(p) => p
                 .parse::<u16>()
@@ -89,7 +94,21 @@ impl Endpoint {
         {
             return Err(format!("{url:?}: the path contains spaces"));
         }
-        Ok(Endpoint { host, port, path })
+        if tls {
+            ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+                .map_err(|e| format!("{url:?}: {e}"))?;
+        }
+        Ok(Endpoint {
+            tls,
+            host,
+            port,
+            path,
+        })
+    }
+
+    /// Whether requests go over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// `host:port` (the Host header and the address to connect to).
@@ -154,23 +173,109 @@ impl Reply {
 /// Most of a reply body kept for messages.
 const BODY_KEPT: usize = 2048;
 
-/// `POST`s `body` as JSON to `to` with extra `headers`, within `timeout`.
-pub async fn post_json(
-    to: &Endpoint,
-    headers: &[(String, String)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<Reply, HttpError> {
-    match tokio::time::timeout(timeout, post(to, headers, body)).await {
-        Ok(r) => r,
-        Err(_) => Err(HttpError::Timeout {
-            to: to.to_string(),
-            timeout,
-        }),
+/// Why the TLS set-up failed.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsError(String);
+
+/// Makes requests: holds the TLS configuration, built once.
+#[derive(Clone)]
+pub struct Client {
+    tls: TlsConnector,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
     }
 }
 
-async fn post(
+impl Client {
+    /// A client trusting the system's root certificates and, when given,
+    /// the CA certificates (PEM) in `ca_file`.
+    pub fn new(ca_file: Option<&Path>) -> Result<Client, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // A system root rustls cannot use is skipped, as browsers do.
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = ca_file {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| TlsError(format!("cannot read CA file {}: {e}", path.display())))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| TlsError(format!("CA file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(TlsError(format!(
+                    "CA file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError(format!("CA file {}: {e}", path.display())))?;
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Client {
+            tls: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// `POST`s `body` as JSON to `to` with extra `headers`, within `timeout`.
+    pub async fn post_json(
+        &self,
+        to: &Endpoint,
+        headers: &[(String, String)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Reply, HttpError> {
+        match tokio::time::timeout(timeout, self.post(to, headers, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(HttpError::Timeout {
+                to: to.to_string(),
+                timeout,
+            }),
+        }
+    }
+
+    async fn post(
+        &self,
+        to: &Endpoint,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Reply, HttpError> {
+        let connect = |source| HttpError::Connect {
+            to: to.to_string(),
+            source,
+        };
+        let stream = TcpStream::connect(to.authority()).await.map_err(connect)?;
+        let _ = stream.set_nodelay(true);
+        if !to.tls {
+            return exchange(stream, to, headers, body).await;
+        }
+        let name = ServerName::try_from(
+            to.host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
+        .map_err(|e| connect(std::io::Error::other(e)))?;
+        let tls = self.tls.connect(name, stream).await.map_err(connect)?;
+        exchange(tls, to, headers, body).await
+    }
+}
+
+/// One request and its reply over `stream`.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     to: &Endpoint,
     headers: &[(String, String)],
     body: &[u8],
@@ -179,22 +284,10 @@ async fn post(
         to: to.to_string(),
         source,
     };
-    let addr = to.authority();
-    let connect_to = if to.host.starts_with('[') {
-        addr.clone()
-    } else {
-        format!("{}:{}", to.host, to.port)
-    };
-    let mut stream = TcpStream::connect(connect_to)
-        .await
-        .map_err(|source| HttpError::Connect {
-            to: to.to_string(),
-            source,
-        })?;
-    let _ = stream.set_nodelay(true);
     let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: baton-notify/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: baton-notify/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         to.path,
+        to.authority(),
         env!("CARGO_PKG_VERSION"),
         body.len()
     );
@@ -279,7 +372,7 @@ mod tests {
             "http://h:99999",
             "http://u:p@h",
             "http://h/a b",
-            "https://hooks.slack.com/x",
+            "https://",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
         }

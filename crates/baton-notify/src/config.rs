@@ -6,6 +6,7 @@
 //! console_url = "http://127.0.0.1:8080"   # links in annotations and messages
 //! resend_interval = "60s"                 # firing alerts re-sent to Alertmanager
 //! report_ttl = "1h"                       # how long a one-shot report stays active there
+//! tls_ca = "/etc/baton/hooks-ca.pem"      # optional: trusted for https targets, besides the system's
 //!
 //! [[alertmanager]]                        # every one gets every alert (HA: never balanced)
 //! url = "http://alertmanager-1:9093"
@@ -145,6 +146,9 @@ pub struct Routes {
     pub webhooks: Vec<WebhookTarget>,
     pub watchdog: Watchdog,
     pub retry: Retry,
+    /// CA certificates (PEM) trusted for https targets, besides the
+    /// system's.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for Routes {
@@ -167,6 +171,7 @@ impl Default for Routes {
                 give_up_after: Duration::from_secs(24 * 3600),
                 refused_attempts: 3,
             },
+            tls_ca: None,
         }
     }
 }
@@ -178,6 +183,7 @@ struct FileRoutes {
     resend_interval: Option<String>,
     report_ttl: Option<String>,
     request_timeout: Option<String>,
+    tls_ca: Option<std::path::PathBuf>,
     #[serde(default)]
     alertmanager: Vec<FileAlertmanager>,
     #[serde(default)]
@@ -313,6 +319,7 @@ impl Routes {
                 file.request_timeout.as_ref(),
                 d.request_timeout,
             )?,
+            tls_ca: file.tls_ca,
             ..d.clone()
         };
         if let Some(w) = file.watchdog {

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use crate::{
     Config, NotifyError, SERVICE,
     alertmanager::{Batch, Book},
-    client::{self, Reply},
+    client::{self, Client, Reply},
     config::{AlertmanagerTarget, Format, Routes, Start, WebhookTarget},
     metrics::{Metrics, OutcomeLabel, TargetLabel},
     watchdog, webhook,
@@ -87,6 +87,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Notify
         None => None,
     };
     let routes = Arc::new(config.routes.clone());
+    let http_client = Client::new(routes.tls_ca.as_deref()).map_err(setup)?;
     let mut tasks = Vec::new();
     let progress = Progress::default();
 
@@ -115,6 +116,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Notify
                 target: target.name.clone(),
             });
             let pusher = Pusher {
+                client: http_client.clone(),
                 index: i,
                 target: target.clone(),
                 shared: shared.clone(),
@@ -139,6 +141,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Notify
     for target in &routes.webhooks {
         let worker = WebhookWorker::start(
             &js,
+            http_client.clone(),
             target.clone(),
             routes.clone(),
             metrics.clone(),
@@ -386,6 +389,7 @@ fn console_link(routes: &Routes, alert: &Alert) -> Option<String> {
 /// Sends one Alertmanager what it has not accepted yet, and everything
 /// every `resend_interval`; retries with backoff while it is down.
 struct Pusher {
+    client: Client,
     index: usize,
     target: AlertmanagerTarget,
     shared: Arc<Shared>,
@@ -460,13 +464,15 @@ impl Pusher {
 
     async fn send(&self, batch: &Batch) -> Result<(), String> {
         let body = serde_json::to_vec(&batch.alerts).map_err(|e| e.to_string())?;
-        let result = client::post_json(
-            &self.target.endpoint,
-            &self.target.headers,
-            &body,
-            self.routes.request_timeout,
-        )
-        .await;
+        let result = self
+            .client
+            .post_json(
+                &self.target.endpoint,
+                &self.target.headers,
+                &body,
+                self.routes.request_timeout,
+            )
+            .await;
         let outcome = outcome_of(result.as_ref());
         self.metrics
             .requests
@@ -564,6 +570,7 @@ async fn liveness_reports(
 /// One webhook: its durable consumer, delivered in order, acknowledged
 /// once delivered (or given up).
 struct WebhookWorker {
+    client: Client,
     target: WebhookTarget,
     routes: Arc<Routes>,
     metrics: Metrics,
@@ -582,6 +589,7 @@ enum Outcome {
 impl WebhookWorker {
     async fn start(
         js: &jetstream::Context,
+        client: Client,
         target: WebhookTarget,
         routes: Arc<Routes>,
         metrics: Metrics,
@@ -627,6 +635,7 @@ impl WebhookWorker {
             .get_or_create(&label)
             .set(i64::try_from(consumer.cached_info().num_pending).unwrap_or(i64::MAX));
         Ok(WebhookWorker {
+            client,
             target,
             routes,
             metrics,
@@ -735,13 +744,15 @@ impl WebhookWorker {
             attempt += 1;
             // Not cut short by shutdown: a request the webhook may have
             // taken is finished and acknowledged, never sent again.
-            let result = client::post_json(
-                &self.target.endpoint,
-                &headers,
-                &body,
-                self.routes.request_timeout,
-            )
-            .await;
+            let result = self
+                .client
+                .post_json(
+                    &self.target.endpoint,
+                    &headers,
+                    &body,
+                    self.routes.request_timeout,
+                )
+                .await;
             let outcome = outcome_of(result.as_ref());
             if outcome == "refused" {
                 refusals += 1;

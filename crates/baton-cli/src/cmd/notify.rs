@@ -46,6 +46,9 @@ pub struct NotifyArgs {
         value_name = "[NAME=]URL"
     )]
     pub slack_webhooks: Vec<String>,
+    /// CA certificates (PEM) to trust for https targets, besides the system's
+    #[arg(long, env = "BATON_NOTIFY_TLS_CA", value_name = "FILE")]
+    pub https_ca: Option<PathBuf>,
     /// Base URL of the web console, for links in alerts (e.g. http://127.0.0.1:8080)
     #[arg(long, env = "BATON_CONSOLE_URL", value_name = "URL")]
     pub console_url: Option<String>,
@@ -94,6 +97,9 @@ impl NotifyArgs {
         }
         for spec in self.slack_webhooks.iter().filter(|u| !u.is_empty()) {
             routes.add_webhook(spec, Format::Slack)?;
+        }
+        if let Some(ca) = &self.https_ca {
+            routes.tls_ca = Some(ca.clone());
         }
         if let Some(url) = &self.console_url {
             routes.console_url = Some(url.clone());

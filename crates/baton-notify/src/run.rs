@@ -48,23 +48,24 @@ const AM_CHUNK: usize = 500;
 pub struct Running {
     pub http_addr: Option<SocketAddr>,
     pub metrics: Metrics,
-    tasks: Vec<tokio::task::JoinHandle<Result<(), NotifyError>>>,
+    tasks: tokio::task::JoinSet<Result<(), NotifyError>>,
 }
 
 impl Running {
-    /// Waits until every loop has stopped; the first error, if any.
-    pub async fn wait(self) -> Result<(), NotifyError> {
-        let mut first = Ok(());
-        for t in self.tasks {
-            let r = match t.await {
+    /// Waits until every loop has stopped (on shutdown), or until one
+    /// fails: then its error, so that a supervisor restarts the router.
+    pub async fn wait(mut self) -> Result<(), NotifyError> {
+        while let Some(done) = self.tasks.join_next().await {
+            let result = match done {
                 Ok(r) => r,
                 Err(e) => Err(setup(format!("router task failed: {e}"))),
             };
-            if first.is_ok() {
-                first = r;
+            if let Err(e) = result {
+                self.tasks.abort_all();
+                return Err(e);
             }
         }
-        first
+        Ok(())
     }
 }
 
@@ -88,7 +89,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Notify
     };
     let routes = Arc::new(config.routes.clone());
     let http_client = Client::new(routes.tls_ca.as_deref()).map_err(setup)?;
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let progress = Progress::default();
 
     if !routes.alertmanagers.is_empty() {
@@ -109,7 +110,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Notify
             progress.clone(),
         )
         .await?;
-        tasks.push(tokio::spawn(follower.run(shutdown.clone())));
+        tasks.spawn(follower.run(shutdown.clone()));
         for (i, target) in routes.alertmanagers.iter().enumerate() {
             metrics.add_target(&TargetLabel {
                 kind: "alertmanager",
@@ -123,16 +124,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Notify
                 routes: routes.clone(),
                 metrics: metrics.clone(),
             };
-            tasks.push(tokio::spawn(pusher.run(shutdown.clone())));
+            tasks.spawn(pusher.run(shutdown.clone()));
         }
         if routes.watchdog.enabled {
-            tasks.push(tokio::spawn(run_watchdog(
+            tasks.spawn(run_watchdog(
                 js.clone(),
                 shared,
                 routes.clone(),
                 metrics.clone(),
                 shutdown.clone(),
-            )));
+            ));
         }
     } else if routes.watchdog.enabled {
         tracing::warn!("no Alertmanager configured: the watchdog has nowhere to go");
@@ -148,7 +149,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Notify
             config.max_batch,
         )
         .await?;
-        tasks.push(tokio::spawn(worker.run(shutdown.clone())));
+        tasks.spawn(worker.run(shutdown.clone()));
     }
     if routes.alertmanagers.is_empty() && routes.webhooks.is_empty() {
         tracing::warn!("no Alertmanager and no webhook configured: nothing will be delivered");

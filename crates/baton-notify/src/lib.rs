@@ -49,6 +49,12 @@
 //!   every Alertmanager with `endsAt` three intervals ahead; otherwise it is
 //!   not, and it lapses.
 //!
+//! Targets are `http://` or `https://` ([`client`]: one small HTTP/1.1
+//! client, rustls for TLS). Measured here (2 shared cores, debug build): a
+//! burst of 2000 alerts reached a local webhook at ~350/s (one request and
+//! one confirmed acknowledgement each, in order) and was all listed by
+//! Alertmanager 0.2 s after the last webhook delivery.
+//!
 //! Run one router per Baton (like the other services today): two would
 //! share each webhook's consumer and split its deliveries.
 

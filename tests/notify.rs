@@ -413,10 +413,12 @@ async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubl
     let mut rig = Rig::new().await;
     let orchestrator = rig.start_orchestrator(&[]).await;
     let detector_http = start_detector(&mut rig).await;
+    // Two Alertmanagers (an HA pair): each must get every alert.
     let am = Alertmanager::start().await;
+    let am2 = Alertmanager::start().await;
     let got = Arc::new(Mutex::new(Vec::new()));
     let receiver = Receiver::start("127.0.0.1:0".parse().expect("addr"), got).await;
-    let am_url = am.url();
+    let am_url = format!("{},{}", am.url(), am2.url());
     let hook = format!("hook={}", receiver.url());
     let router_args = [
         "--alertmanager",
@@ -475,6 +477,14 @@ async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubl
                 .is_some_and(|s| s.contains("claimed from writer"))
     );
     assert_eq!(notes["console"], "http://console.test:8080/tasks/draft-1");
+    let other = eventually("HEARTBEAT_MISSED in the second Alertmanager", || async {
+        am2.named("HEARTBEAT_MISSED", "draft-1")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(other["labels"], fired["labels"]);
 
     // A restart of the router re-sends the same alert: still one.
     assert!(router.terminate(), "router stops cleanly");
@@ -482,11 +492,12 @@ async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubl
     let status2 = wait_liveness(&rig.js, "notify.n2").await;
     eventually("restarted router re-sent to Alertmanager", || async {
         let m = scrape(&status2.http_addr).await;
-        (sum(&m, "baton_notify_delivered_total", "kind=\"alertmanager\"") >= 2.0).then_some(())
+        (sum(&m, "baton_notify_delivered_total", "kind=\"alertmanager\"") >= 4.0).then_some(())
     })
     .await;
     let after = am.named("HEARTBEAT_MISSED", "draft-1").await;
     assert_eq!(after.len(), 1, "one alert after the restart: {after:?}");
+    assert_eq!(am2.named("HEARTBEAT_MISSED", "draft-1").await.len(), 1);
     assert_eq!(after[0]["fingerprint"], fired["fingerprint"]);
     assert_eq!(am.named("BatonWatchdog", "_system").await.len(), 1);
 
@@ -496,11 +507,10 @@ async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubl
         a.kind == AlertKind::HeartbeatMissed && a.state == AlertState::Resolved
     })
     .await;
-    eventually("resolved in Alertmanager", || async {
-        am.named("HEARTBEAT_MISSED", "draft-1")
-            .await
-            .is_empty()
-            .then_some(())
+    eventually("resolved in both Alertmanagers", || async {
+        (am.named("HEARTBEAT_MISSED", "draft-1").await.is_empty()
+            && am2.named("HEARTBEAT_MISSED", "draft-1").await.is_empty())
+        .then_some(())
     })
     .await;
 

@@ -3,6 +3,7 @@
 //!
 //! - `baton dev`: a local broker with the services, for trying Baton out.
 //! - `baton orchestrator`, `baton stall-detector`: the services.
+//! - `baton notify`: the alert router (Alertmanager, webhooks, watchdog).
 //! - operator commands: `tasks`, `task`, `alerts`, `context`, `emit`,
 //!   `silence`, `status`, `rules`.
 //! - `baton auth`: NATS identities and the server config enforcing them.
@@ -54,6 +55,8 @@ enum Command {
     Orchestrator(cmd::services::OrchestratorArgs),
     /// Run the stall detector: alert on expected events that never arrive
     StallDetector(cmd::services::DetectorArgs),
+    /// Run the alert router: deliver alerts to Alertmanager and webhooks, and send a watchdog while Baton is healthy
+    Notify(cmd::notify::NotifyArgs),
     /// Run the demo agents against running Baton services (as `baton dev --demo` does)
     Demo,
     /// List tasks
@@ -103,7 +106,10 @@ fn main() -> ExitCode {
         args.keep_own_nats(matches.subcommand_matches("dev"));
     }
     let default_log = match cli.command {
-        Command::Dev(_) | Command::Orchestrator(_) | Command::StallDetector(_) => "info",
+        Command::Dev(_)
+        | Command::Orchestrator(_)
+        | Command::StallDetector(_)
+        | Command::Notify(_) => "info",
         _ => "warn",
     };
     init_logging(&cli, default_log);
@@ -125,6 +131,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => cmd::dev::run(nats, args).await,
             Command::Orchestrator(args) => cmd::services::orchestrator(nats, args).await,
             Command::StallDetector(args) => cmd::services::detector(nats, args).await,
+            Command::Notify(args) => cmd::notify::notify(nats, args).await,
             Command::Demo => cmd::demo::run(&nats.options("baton-demo")).await,
             Command::Tasks(args) => cmd::tasks::tasks(nats, args).await,
             Command::Task(args) => cmd::tasks::task(nats, args).await,

@@ -30,7 +30,9 @@ use std::{
 };
 
 use async_nats::jetstream;
-use baton_core::{AlertKind, AlertState, Event, Task, subjects};
+use baton_core::{Alert, AlertKind, AlertState, Event, EventBody, Task, subjects};
+use baton_proto::{prost::Message as _, v1 as pb};
+use futures::StreamExt;
 use baton_jetstream::{Retry, auth::IdentityFile, publish_durable};
 use support::{Events, read_all};
 
@@ -266,7 +268,9 @@ impl Stack {
             "BATON_N3_PORT",
             "BATON_MONITOR_PORT",
             "BATON_ORCHESTRATOR_PORT",
+            "BATON_ORCHESTRATOR_B_PORT",
             "BATON_DETECTOR_PORT",
+            "BATON_DETECTOR_B_PORT",
         ] {
             cmd.env(var, "");
         }
@@ -688,16 +692,107 @@ async fn docker_compose_runs_the_cluster_the_demo_and_survives_faults() {
             "acknowledged event {id} must be stored exactly once"
         );
     }
-    for service in ["orchestrator", "stall-detector"] {
+
+    // 6. docker kill the active orchestrator while publishing: the standby
+    // takes over and materialises everything; then the active detector
+    // while a task's lease runs out: its HEARTBEAT_MISSED is paged once.
+    let mut pages = js_others
+        .client()
+        .subscribe(subjects::ALERTS_ALL)
+        .await
+        .expect("subscribe to pages");
+    let (orchestrator, term) = active_instance(&js_others, "orchestrator").await;
+    let batch3 = tasks("takeover", 60);
+    let killed_at = Instant::now();
+    acked.extend(
+        publish_tasks(&js_others, &mut events, &batch3, 20, || {
+            docker(&["kill", &stack.container(&orchestrator)]);
+        })
+        .await,
+    );
+    let took = wait_materialised(&js_others, &batch3, "after killing the active orchestrator").await;
+    let (successor, next) = active_instance(&js_others, "orchestrator").await;
+    assert!(next > term, "a new term began ({orchestrator} {term} -> {successor} {next})");
+    eprintln!(
+        "docker kill {orchestrator}: {successor} took over (term {next}); every task materialised {took:?} after the last ack ({:?} after the kill)",
+        killed_at.elapsed()
+    );
+    let (detector, term) = active_instance(&js_others, "stall-detector").await;
+    let silent = "silent-after-takeover";
+    let sent = publish_tasks(&js_others, &mut events, &[silent.to_string()], 0, || {}).await;
+    acked.extend(sent);
+    let claim = events.make(
+        silent,
+        "quiet",
+        0,
+        EventBody::Claimed {
+            heartbeat_within: Some(Duration::from_secs(2)),
+        },
+    );
+    support::publish(&js_others, &claim).await;
+    docker(&["kill", &stack.container(&detector)]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut missed = Vec::new();
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), pages.next()).await {
+            Ok(Some(msg)) => {
+                if let Ok(a) = Alert::decode(&msg.payload)
+                    && a.kind == AlertKind::HeartbeatMissed
+                    && a.task.as_ref().map(|t| t.as_str()) == Some(silent)
+                {
+                    missed.push(a);
+                }
+            }
+            Ok(None) => break,
+            Err(_) if !missed.is_empty() => break,
+            Err(_) => {}
+        }
+    }
+    // The standby, or the killed one restarted by Docker (it takes its own
+    // lease back at once): either way a new term, fenced.
+    let (successor, next) = active_instance(&js_others, "stall-detector").await;
+    assert!(next > term, "a new detector term began ({detector} {term} -> {successor} {next})");
+    assert_eq!(
+        missed.iter().filter(|a| a.state == AlertState::Firing && a.notification == 0).count(),
+        1,
+        "the missed heartbeat is paged exactly once across the takeover: {missed:?}"
+    );
+    eprintln!("docker kill {detector}: {successor} took over and paged HEARTBEAT_MISSED once");
+
+    for service in [
+        "orchestrator-a",
+        "orchestrator-b",
+        "stall-detector-a",
+        "stall-detector-b",
+    ] {
         let state = stack.state(service);
-        assert_eq!(state.0, "running", "{service} is not running: {state:?}");
-        eprintln!("{service}: restarted {} times by Docker", state.2);
+        eprintln!("{service}: {} (restarted {} times by Docker)", state.0, state.2);
     }
     eprintln!(
         "compose test: up in {up:?}, total {:?}, {} acknowledged events checked",
         started.elapsed(),
         acked.len()
     );
+}
+
+/// The instance holding `service`'s leadership lease (the compose service
+/// name: instances are named after their service), once one does.
+async fn active_instance(js: &jetstream::Context, service: &str) -> (String, u64) {
+    let leaders = js
+        .get_key_value(subjects::LEADERS_BUCKET)
+        .await
+        .expect("leaders bucket");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(v)) = leaders.get(service).await
+            && let Ok(lease) = pb::Leadership::decode(v)
+            && !lease.instance.is_empty()
+        {
+            return (lease.instance, lease.term);
+        }
+        assert!(Instant::now() < deadline, "no active {service}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A short id unique to this run (from the temp dir's random name).

@@ -387,7 +387,7 @@ async fn claim_and_go_quiet(js: &jetstream::Context, ev: &mut Events, task: &str
 
 /// Alerts in BATON_ALERTS, with their `Nats-Msg-Id`s, in stream order.
 async fn stored_alerts(js: &jetstream::Context) -> Vec<(String, baton_core::Alert)> {
-    read_all(js, subjects::ALERTS_STREAM, subjects::ALERTS_ALL)
+    read_all(js, subjects::ALERTS_STREAM, subjects::ALERTS_RAISE_ALL)
         .await
         .into_iter()
         .filter_map(|m| {
@@ -603,7 +603,7 @@ async fn a_webhook_that_is_down_gets_every_alert_afterwards_once() {
     // decodes everything) is skipped, not a crash.
     publish_raw(
         &rig.js,
-        "baton.alert.heartbeat_missed.bogus",
+        "baton.raise.heartbeat_missed.bogus",
         b"\xff\xfe not an alert".to_vec(),
         Some("garbage-1"),
     )

@@ -232,7 +232,7 @@ impl Follower {
             read::for_each_last_per_subject(
                 js,
                 subjects::ALERTS_STREAM,
-                subjects::ALERTS_ALL,
+                subjects::ALERTS_RAISE_ALL,
                 |stored| scanned.push(stored),
             )
             .await?;
@@ -332,7 +332,7 @@ impl Follower {
         let stream = self.js.get_stream_no_info(subjects::ALERTS_STREAM).await?;
         let consumer = stream
             .create_consumer(OrderedConfig {
-                filter_subject: subjects::ALERTS_ALL.into(),
+                filter_subject: subjects::ALERTS_RAISE_ALL.into(),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: self.next_seq.max(1),
                 },
@@ -554,7 +554,11 @@ async fn liveness_reports(
             if stored.is_kv_tombstone() {
                 return;
             }
-            if let Ok(s) = pb::ServiceStatus::decode(stored.payload.clone()) {
+            // A standby vouches for nothing: only the active instance of a
+            // service does its work (decision 8).
+            if let Ok(s) = pb::ServiceStatus::decode(stored.payload.clone())
+                && s.role != "standby"
+            {
                 reports.push(watchdog::Report {
                     service: s.service,
                     instance: s.instance,
@@ -602,7 +606,7 @@ impl WebhookWorker {
         let spec = ConsumerSpec {
             stream: subjects::ALERTS_STREAM.into(),
             durable: target.consumer(),
-            filter: subjects::ALERTS_ALL.into(),
+            filter: subjects::ALERTS_RAISE_ALL.into(),
             max_ack_pending: i64::try_from(max_batch * 4).unwrap_or(i64::MAX),
             ack_wait,
             max_batch,

@@ -125,9 +125,17 @@ pub async fn resume(
 /// Receives messages in batches: waits for the first, then takes whatever
 /// else is already buffered, up to `max_batch`.
 pub struct Batches {
+    consumer: PullConsumer,
     messages: pull::Stream,
     max_batch: usize,
+    /// When the last message (or the last check) came.
+    quiet_since: tokio::time::Instant,
 }
+
+/// A consumer quiet this long is asked whether it has work pending; if it
+/// has, its pull is started again (a pull can sit silent after the client
+/// moved to another node of the cluster, e.g. when its node was cut off).
+const QUIET_CHECK: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Batches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -140,7 +148,17 @@ impl std::fmt::Debug for Batches {
 impl Batches {
     /// Starts pulling from `consumer`.
     pub async fn new(consumer: &PullConsumer, max_batch: usize) -> Result<Batches, ConsumerError> {
-        let messages = consumer
+        let messages = Self::pull(consumer, max_batch).await?;
+        Ok(Batches {
+            consumer: consumer.clone(),
+            messages,
+            max_batch,
+            quiet_since: tokio::time::Instant::now(),
+        })
+    }
+
+    async fn pull(consumer: &PullConsumer, max_batch: usize) -> Result<pull::Stream, ConsumerError> {
+        consumer
             .stream()
             .max_messages_per_batch(max_batch.min(10_000))
             .heartbeat(Duration::from_secs(5))
@@ -151,11 +169,31 @@ impl Batches {
                 stream: String::new(),
                 durable: String::new(),
                 message: e.to_string(),
-            })?;
-        Ok(Batches {
-            messages,
-            max_batch,
-        })
+            })
+    }
+
+    /// After a quiet stretch: if the consumer has messages pending that
+    /// never arrived, pull again.
+    async fn check_quiet(&mut self) {
+        if self.quiet_since.elapsed() < QUIET_CHECK {
+            return;
+        }
+        self.quiet_since = tokio::time::Instant::now();
+        let pending = match self.consumer.info().await {
+            Ok(info) => info.num_pending,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot ask the consumer for pending work");
+                return;
+            }
+        };
+        if pending == 0 {
+            return;
+        }
+        tracing::warn!(pending, "the consumer has work pending but nothing arrived; pulling again");
+        match Self::pull(&self.consumer, self.max_batch).await {
+            Ok(messages) => self.messages = messages,
+            Err(e) => tracing::warn!(error = %e, "could not pull again; retrying later"),
+        }
     }
 
     /// The next batch, or `None` on shutdown. Waits at most `idle` for the
@@ -171,9 +209,15 @@ impl Batches {
             biased;
             _ = shutdown.wait() => return None,
             first = tokio::time::timeout(idle, self.messages.next()) => match first {
-                Err(_) => return Some(batch),
+                Err(_) => {
+                    self.check_quiet().await;
+                    return Some(batch);
+                }
                 Ok(None) => return None,
-                Ok(Some(Ok(m))) => batch.push(m),
+                Ok(Some(Ok(m))) => {
+                    self.quiet_since = tokio::time::Instant::now();
+                    batch.push(m);
+                }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(error = %e, "consumer stream error");
                     return Some(batch);

@@ -74,6 +74,8 @@ enum Command {
     Rules(cmd::rules::RulesArgs),
     /// Dead letters: list, show (headers, hex), re-drive to the events stream
     Dlq(cmd::dlq::DlqArgs),
+    /// Serve the web console: pipeline, alerts, task timelines, health (live)
+    Console(cmd::console::ConsoleArgs),
     /// Provision NATS identities (agent, operator, service, viewer) and the server config that enforces them
     #[command(long_about = cmd::auth::LONG_ABOUT)]
     Auth(cmd::auth::AuthArgs),
@@ -103,7 +105,10 @@ fn main() -> ExitCode {
         args.keep_own_nats(matches.subcommand_matches("dev"));
     }
     let default_log = match cli.command {
-        Command::Dev(_) | Command::Orchestrator(_) | Command::StallDetector(_) => "info",
+        Command::Dev(_)
+        | Command::Orchestrator(_)
+        | Command::StallDetector(_)
+        | Command::Console(_) => "info",
         _ => "warn",
     };
     init_logging(&cli, default_log);
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
             Command::Status(args) => return Ok(cmd::status::status(nats, args).await),
             Command::Rules(args) => cmd::rules::rules(nats, args).await,
             Command::Dlq(args) => return cmd::dlq::dlq(nats, args).await,
+            Command::Console(args) => cmd::console::console(nats, args).await,
             Command::Auth(args) => cmd::auth::auth(args),
         };
         done.map(|()| ExitCode::SUCCESS)

@@ -12,12 +12,15 @@
 //! - [`read`]: reading a stream's history for one subject.
 //! - [`policy`]: the orchestrator's fold policy, published in KV for every
 //!   reader.
+//! - [`silences`]: adding, ending and listing silences (KV
+//!   `baton-silences`), for every operator surface.
 
 pub mod auth;
 pub mod connect;
 pub mod policy;
 pub mod publish;
 pub mod read;
+pub mod silences;
 pub mod topology;
 
 pub use connect::{ConnectError, Denials, Denied, NatsOptions};

@@ -773,17 +773,27 @@ impl Model {
             .or_else(|| workflows.first().map(|w| w.id.clone()));
         let mut columns = Vec::new();
         if let Some(w) = &workflow {
-            let mut by_column: HashMap<String, Vec<Card>> = HashMap::new();
+            // Cards only for what is sent: rank every task (cheap), build
+            // cards for each column's first `limit`.
+            let mut by_column: HashMap<String, Vec<(u64, &Task)>> = HashMap::new();
             for t in self.workflow_tasks(w) {
                 by_column
                     .entry(column_of(t))
                     .or_default()
-                    .push(self.card(t, now));
+                    .push((rank(t, self.stalled(t)), t));
             }
             for summary in self.columns(w) {
-                let mut cards = by_column.remove(&summary.column).unwrap_or_default();
-                cards.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
-                cards.truncate(limit);
+                let mut ranked = by_column.remove(&summary.column).unwrap_or_default();
+                let order = |a: &(u64, &Task), b: &(u64, &Task)| {
+                    a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id))
+                };
+                if ranked.len() > limit && limit > 0 {
+                    ranked.select_nth_unstable_by(limit - 1, order);
+                    ranked.truncate(limit);
+                }
+                ranked.sort_by(order);
+                ranked.truncate(limit);
+                let cards = ranked.into_iter().map(|(_, t)| self.card(t, now)).collect();
                 columns.push(Column { summary, cards });
             }
         }

@@ -1,8 +1,9 @@
 //! The console's JSON API against a real nats-server with the real
-// The 10,000-task test prints what it measured.
-#![allow(clippy::print_stderr)]
 //! orchestrator and stall detector (in-process), events published as an
 //! agent would, and plain HTTP requests: what scripts rely on.
+
+// The 10,000-task test prints what it measured.
+#![allow(clippy::print_stderr)]
 
 use std::{
     net::SocketAddr,

@@ -505,3 +505,53 @@ async def test_health_shows_services_streams_and_consumers(stack: Stack, browser
         assert expected in text, expected
     shot(browser, "health")
     assert console_errors(browser) == []
+
+
+async def test_ten_thousand_tasks_render_only_what_is_shown(stack: Stack, browser: WebDriver) -> None:
+    uid = secrets.token_hex(3)
+    wf = f"big-{uid}"
+    stages = ["plan", "draft", "review", "edit", "publish"]
+    nc = await stack.connect("planner")
+    writer = await stack.agent("writer")
+    try:
+        for i in range(10_000):
+            ev = pb.Event(event_id=f"{wf}-{i}", task_id=f"{wf}-{i:05d}", workflow_id=wf, agent_id="planner")
+            ev.created.stage = stages[i % len(stages)]
+            ev.created.title = f"Article {i}"
+            await nc.publish(f"baton.evt.{ev.task_id}.planner", ev.SerializeToString(),
+                             headers={"Nats-Msg-Id": ev.event_id})
+        await nc.flush()
+        deadline = time.monotonic() + 120
+        while True:
+            _, workflows = http_json(stack.console + "api/workflows")
+            if any(w["id"] == wf and w["tasks"] == 10_000 for w in workflows):
+                break
+            assert time.monotonic() < deadline, f"10,000 tasks never reached the console: {workflows}"
+            await asyncio.sleep(0.1)
+
+        started = time.monotonic()
+        browser.get(stack.console + f"#/pipeline/{wf}")
+        await wait_js(browser, "document.querySelectorAll('.card').length === 250", what="5 columns of 50 cards")
+        print(f"pipeline of 10,000 tasks rendered in {time.monotonic() - started:.2f}s")
+        columns = browser.execute_script(
+            "return [...document.querySelectorAll('.column')].map(c => [c.dataset.column, c.querySelectorAll('.card').length, c.querySelector('[data-more]').textContent])")
+        assert [c[1] for c in columns] == [50] * 5, columns
+        assert all(c[2].startswith("1950 more") for c in columns), columns
+
+        # One change among 10,000: its column is redrawn, the others are not.
+        task = f"{wf}-00000"
+        other = next(c[0] for c in columns if c[0] != stages[0])
+        browser.execute_script(
+            f"document.querySelector('[data-column=\"{other}\"] .card').__untouched = true")
+        owned = await writer.claim(task)  # kept: a dropped handle releases the task
+        card = f"document.querySelector('[data-task=\"{task}\"]')"
+        await wait_js(browser, f"{card} && {card}.textContent.includes('owner writer')", what="the claim on its card")
+        assert browser.execute_script(
+            f"return document.querySelector('[data-column=\"{other}\"] .card').__untouched === true"
+        ), "an untouched column was redrawn"
+        shot(browser, "pipeline-10k")
+        assert console_errors(browser) == []
+        await owned.complete("s3://article-0", "done")
+    finally:
+        await writer.close()
+        await nc.close()

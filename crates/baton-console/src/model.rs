@@ -454,6 +454,9 @@ impl StoredAlert {
 pub struct Model {
     tasks: HashMap<String, Task>,
     by_workflow: HashMap<String, HashSet<String>>,
+    /// Per workflow and stage, the earliest stream sequence at which a task
+    /// was seen entering it: the pipeline's order of stages.
+    stage_entry: HashMap<(String, String), u64>,
     /// Latest notification per alert subject (kind, task).
     alerts: HashMap<String, StoredAlert>,
     /// Subjects of firing conditions, by task.
@@ -487,6 +490,22 @@ impl Model {
     pub fn put_task(&mut self, task: Task) {
         let id = task.id.to_string();
         let workflow = task.workflow.to_string();
+        if let Some(stage) = &task.stage {
+            // A task enters its first stage when created, a later one with
+            // the event that moved it there.
+            let entered = match self.tasks.get(&id).map(|old| old.stage.as_ref()) {
+                None => Some(task.created.seq),
+                Some(old) if old == Some(stage) => None, // recorded when it entered
+                Some(_) => Some(task.last_event.seq),
+            };
+            if let Some(entered) = entered {
+                let e = self
+                    .stage_entry
+                    .entry((workflow.clone(), stage.to_string()))
+                    .or_insert(u64::MAX);
+                *e = (*e).min(entered);
+            }
+        }
         let set = self.by_workflow.entry(workflow).or_default();
         if set.insert(id.clone()) && set.len() == 1 {
             self.workflows_changed = true;
@@ -723,45 +742,45 @@ impl Model {
     }
 
     /// A workflow's columns: its stages in pipeline order, then tasks with
-    /// no stage, then finished ones. Stages are ordered by the mean age of
-    /// the live tasks in them, youngest first: work enters a pipeline at
-    /// its first stage and moves on, so later stages hold older tasks.
+    /// no stage, then finished ones. A stage comes before another when a
+    /// task was seen entering it earlier (work enters a pipeline at its
+    /// first stage and moves on).
     pub fn columns(&self, workflow: &str) -> Vec<ColumnSummary> {
-        let mut stages: BTreeMap<String, (ColumnSummary, u128)> = BTreeMap::new();
+        let mut stages: BTreeMap<String, ColumnSummary> = BTreeMap::new();
         for t in self.workflow_tasks(workflow) {
             let column = column_of(t);
-            let (summary, created_sum) = stages.entry(column.clone()).or_insert_with(|| {
-                (
-                    ColumnSummary {
-                        column,
-                        total: 0,
-                        stalled: 0,
-                        by_status: BTreeMap::new(),
-                    },
-                    0,
-                )
-            });
+            let summary = stages
+                .entry(column.clone())
+                .or_insert_with(|| ColumnSummary {
+                    column,
+                    total: 0,
+                    stalled: 0,
+                    by_status: BTreeMap::new(),
+                });
             summary.total += 1;
             if self.stalled(t) {
                 summary.stalled += 1;
             }
             *summary.by_status.entry(t.status.as_str()).or_default() += 1;
-            *created_sum += u128::from(t.created.seq);
         }
-        let mut out: Vec<(ColumnSummary, u128)> = stages.into_values().collect();
+        let mut out: Vec<ColumnSummary> = stages.into_values().collect();
         let place = |c: &ColumnSummary| match c.column.as_str() {
-            FINISHED => 2,
-            NO_STAGE => 1,
-            _ => 0,
+            FINISHED => (2, 0),
+            NO_STAGE => (1, 0),
+            stage => (
+                0,
+                self.stage_entry
+                    .get(&(workflow.to_string(), stage.to_string()))
+                    .copied()
+                    .unwrap_or(u64::MAX),
+            ),
         };
-        out.sort_by(|(a, sa), (b, sb)| {
-            let mean = |s: u128, n: usize| s / (n.max(1) as u128);
+        out.sort_by(|a, b| {
             place(a)
                 .cmp(&place(b))
-                .then_with(|| mean(*sb, b.total).cmp(&mean(*sa, a.total)))
                 .then_with(|| a.column.cmp(&b.column))
         });
-        out.into_iter().map(|(c, _)| c).collect()
+        out
     }
 
     /// A workflow's board with the first `limit` cards of each column
@@ -1002,6 +1021,58 @@ pub struct HealthView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use baton_core::{AgentId, EventKind, TaskId, TaskStatus, WorkflowId, task::Mark};
+
+    fn task(id: &str, stage: &str, created: u64, last: u64) -> Task {
+        let at = Time::from_unix_millis(created);
+        let mark = Mark { at, seq: created };
+        Task {
+            id: TaskId::new(id).unwrap(),
+            workflow: WorkflowId::new("w").unwrap(),
+            stage: Some(baton_core::StageName::new(stage).unwrap()),
+            details: None,
+            status: TaskStatus::Submitted,
+            owner: None,
+            epoch: 0,
+            pending_handoff: None,
+            context_version: 0,
+            lease: None,
+            created: mark,
+            updated_at: at,
+            last_event: EventRef {
+                kind: EventKind::Created,
+                agent: AgentId::new("p").unwrap(),
+                at,
+                seq: last,
+            },
+            seen_seq: last,
+            last_heartbeat_at: None,
+            last_progress_at: None,
+            owned_since: None,
+            alive_since: None,
+            progress_since: None,
+            waiting_since: None,
+            blocked_since: None,
+            violations: 0,
+        }
+    }
+
+    #[test]
+    fn stages_are_ordered_by_when_work_entered_them() {
+        let mut m = Model::default();
+        m.put_task(task("t1", "draft", 1, 1));
+        m.put_task(task("t2", "draft", 2, 2));
+        // t1 moves on to review; draft keeps t2; a new task lands in draft.
+        m.put_task(task("t1", "review", 1, 5));
+        m.put_task(task("t3", "draft", 6, 6));
+        // "publish" sorts before "review" by name, not by flow.
+        m.put_task(task("t2", "publish", 2, 9));
+        let order: Vec<String> = m.columns("w").into_iter().map(|c| c.column).collect();
+        assert_eq!(order, ["draft", "review", "publish"]);
+        let board = m.board(Some("w"), 1, Time::from_unix_millis(10));
+        assert_eq!(board.columns[0].summary.total, 1);
+        assert_eq!(board.columns[0].cards.len(), 1);
+    }
 
     #[test]
     fn unknown_fields_are_found_and_known_ones_skipped() {

@@ -340,11 +340,12 @@ fn streams(js: jetstream::Context, model: Shared, _changed: Arc<Notify>) -> Feed
             let mut streams = Vec::new();
             let mut consumers = Vec::new();
             for name in STREAMS {
-                let mut s = js
+                let s = js
                     .get_stream(name)
                     .await
                     .map_err(|e| format!("{name}: {e}"))?;
-                let info = s.info().await.map_err(|e| format!("{name}: {e}"))?;
+                // Fetched with its info: one request per stream.
+                let info = s.cached_info();
                 streams.push(StreamJson {
                     stream: name.to_string(),
                     messages: info.state.messages,

@@ -62,6 +62,22 @@ pub struct App {
     pub operator: Arc<Operator>,
     pub deltas: broadcast::Sender<Arc<Delta>>,
     pub shutdown: Shutdown,
+    /// Serving on a loopback address: only requests naming a loopback host
+    /// are answered (a page elsewhere cannot rebind its name to us).
+    pub loopback: bool,
+}
+
+/// Whether `Host` names this machine's loopback (`localhost`,
+/// `127.0.0.1`, `[::1]`, with or without a port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The endpoints, for `/api` (and the README).
@@ -116,6 +132,9 @@ pub const ENDPOINTS: [(&str, &str); 13] = [
 
 /// Routes a request.
 pub async fn handle(app: App, req: Request) -> Reply {
+    if app.loopback && req.header("host").is_some_and(|h| !loopback_host(h)) {
+        return Reply::error(403, "this console answers requests for localhost only");
+    }
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     let now = crate::now();
     match (req.method.as_str(), segments.as_slice()) {
@@ -599,6 +618,25 @@ async fn expire_silence(app: &App, req: &Request, id: &str, now: baton_core::Tim
         }
         Err(e @ silences::SilenceError::NotFound(_)) => Reply::error(404, &e.to_string()),
         Err(e) => Reply::error(502, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "127.0.0.1:9470",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:80",
+            "127.0.0.1",
+        ] {
+            assert!(super::loopback_host(ok), "{ok}");
+        }
+        for bad in ["evil.example:9470", "10.0.0.1:80", "[2001:db8::1]:80", ""] {
+            assert!(!super::loopback_host(bad), "{bad}");
+        }
     }
 }
 

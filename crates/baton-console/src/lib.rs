@@ -153,6 +153,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Consol
         operator: Arc::new(operator),
         deltas,
         shutdown: shutdown.clone(),
+        loopback: config.listen.ip().is_loopback(),
     };
     let (addr, task) = http::serve(
         config.listen,

@@ -376,6 +376,14 @@ async fn the_json_api_shows_tasks_alerts_health_and_makes_silences() {
         assert_eq!(got, status, "{path}: {e}");
         assert!(e["error"].is_string(), "{path}: {e}");
     }
+    // A page elsewhere that rebinds its name to 127.0.0.1 gets nothing.
+    let mut s = TcpStream::connect(c).await.unwrap();
+    s.write_all(b"GET /api/alerts HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
     let (status, _) = request(c, "GARBAGE", "/", None).await;
     assert_eq!(status, 404);
     let mut s = TcpStream::connect(c).await.unwrap();

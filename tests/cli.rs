@@ -328,7 +328,7 @@ async fn an_operator_session() {
     for needle in [
         "orchestrator",
         "stall-detector",
-        "alive",
+        "active",
         "BATON_EVENTS",
         "baton-orchestrator",
         "handoff_pending 1",

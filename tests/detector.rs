@@ -442,18 +442,19 @@ async fn watches_the_watchers() {
         c.watch.stall_after = Duration::from_secs(30);
     })
     .await;
-    // An orchestrator that reports, then stops.
-    let services = wait_bucket(&v.js, subjects::SERVICES_BUCKET).await;
-    let status = pb::ServiceStatus {
+    // An orchestrator that renews its leadership lease, then stops.
+    let leaders = wait_bucket(&v.js, subjects::LEADERS_BUCKET).await;
+    let lease = pb::Leadership {
         service: "orchestrator".into(),
         instance: "o1".into(),
-        interval_ms: 1000,
+        term: 1,
+        ttl_ms: 1000,
         ..Default::default()
     };
-    services
-        .put("orchestrator.o1", status.encode_to_vec().into())
+    leaders
+        .put("orchestrator", lease.encode_to_vec().into())
         .await
-        .expect("liveness");
+        .expect("lease");
     v.advance(10);
     let a = loop {
         let a = v.next_alert().await;
@@ -463,14 +464,14 @@ async fn watches_the_watchers() {
     };
     assert!(a.task.is_none());
     assert!(
-        a.summary.contains("No orchestrator has reported"),
+        a.summary.contains("No active orchestrator for"),
         "{}",
         a.summary
     );
-    services
-        .put("orchestrator.o1", status.encode_to_vec().into())
+    leaders
+        .put("orchestrator", lease.encode_to_vec().into())
         .await
-        .expect("liveness");
+        .expect("lease renewed");
     let r = loop {
         let r = v.next_alert().await;
         if r.kind == AlertKind::OrchestratorDown {

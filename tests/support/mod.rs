@@ -267,7 +267,10 @@ pub async fn wait_alert(
         .await
         .expect("alerts stream");
     let consumer = stream
-        .create_consumer(OrderedConfig::default())
+        .create_consumer(OrderedConfig {
+            filter_subject: subjects::ALERTS_RAISE_ALL.into(),
+            ..Default::default()
+        })
         .await
         .expect("consumer");
     let mut messages = consumer.messages().await.expect("messages");
@@ -290,7 +293,7 @@ pub async fn wait_alert(
 
 /// Every alert stored so far.
 pub async fn all_alerts(js: &jetstream::Context) -> Vec<Alert> {
-    read_all(js, subjects::ALERTS_STREAM, subjects::ALERTS_ALL)
+    read_all(js, subjects::ALERTS_STREAM, subjects::ALERTS_RAISE_ALL)
         .await
         .into_iter()
         .map(|m| Alert::decode(&m.payload).expect("alert decodes"))
@@ -357,12 +360,20 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
 }
 
 /// Waits for a service's liveness record and returns it.
+/// Waits until the service instance at `key` reports itself active (it
+/// holds the leadership lease and consumes).
 pub async fn wait_liveness(js: &jetstream::Context, key: &str) -> baton_proto::v1::ServiceStatus {
     wait_kv(js, subjects::SERVICES_BUCKET, key, |b| {
-        baton_proto::v1::ServiceStatus::decode(b).ok()
+        baton_proto::v1::ServiceStatus::decode(b)
+            .ok()
+            .filter(|s| s.role == "active")
     })
     .await
 }
+
+/// The leadership lease ttl the tests' service processes run with: short,
+/// so that a restart after a kill takes over quickly.
+pub const TEST_LEASE_TTL: &str = "1s";
 
 /// A server plus the `baton` services as child processes.
 pub struct Rig {
@@ -406,6 +417,8 @@ impl Rig {
             &instance,
             "--liveness-interval",
             "200ms",
+            "--lease-ttl",
+            TEST_LEASE_TTL,
         ];
         args.extend_from_slice(extra);
         self.orchestrator = Some(BatonProcess::spawn(&self.server.url(), &args, &log));
@@ -429,6 +442,8 @@ impl Rig {
                 "d",
                 "--liveness-interval",
                 "200ms",
+                "--lease-ttl",
+                TEST_LEASE_TTL,
             ],
             &log,
         );

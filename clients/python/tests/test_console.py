@@ -360,7 +360,8 @@ async def test_a_missed_heartbeat_turns_the_card_red_and_an_operator_silences_it
 ) -> None:
     uid = secrets.token_hex(3)
     wf, task = f"ops-{uid}", f"job-{uid}"
-    subject = f"baton.alert.heartbeat_missed.{task}"
+    subject = f"baton.alert.heartbeat_missed.{task}"  # as subscribers get it
+    stored = f"baton.raise.heartbeat_missed.{task}"  # as BATON_ALERTS stores it
     planner = await stack.agent("planner")
     nc = await stack.connect("viewer")
     notifications: list[int] = []
@@ -390,7 +391,7 @@ async def test_a_missed_heartbeat_turns_the_card_red_and_an_operator_silences_it
         )
         assert crasher.returncode == 0 and "claimed" in crasher.stdout, crasher.stderr
         red_ms = await wait_js(browser, "window.__red", timeout=15, what="the card turned red")
-        alert_ms = await stored_alert_time_ms(nc, subject)
+        alert_ms = await stored_alert_time_ms(nc, stored)
         lag = red_ms - alert_ms
         print(f"card red {lag} ms after the alert was stored")
         assert lag < 1000, f"the card turned red {lag} ms after the alert"
@@ -501,7 +502,7 @@ async def test_health_shows_services_streams_and_consumers(stack: Stack, browser
     text = await wait_js(browser, "document.querySelector('#services') && document.querySelector('#consumers') "
                                   "&& document.querySelector('#view').textContent", what="health view")
     for expected in ("orchestrator", "stall-detector", "alive", "BATON_EVENTS", "baton-orchestrator",
-                     "baton-stall-detector", "role"):
+                     "baton-stall-detector", "role", "active"):
         assert expected in text, expected
     shot(browser, "health")
     assert console_errors(browser) == []

@@ -409,8 +409,8 @@ async function renderHealth() {
   }
   if (route.name !== "health") return;
   const other = (o) => Object.entries(o || {}).map(([k, v]) => `${esc(k)}=${esc(v)}`).join(", ") || "";
-  const services = h.services.length ? `<table id="services"><thead><tr><th>service</th><th>instance</th><th>role</th><th>alive</th><th>version</th><th>started</th><th>last report</th><th class="num">applied seq</th><th class="num">pending</th><th>http</th><th>other</th></tr></thead><tbody>
-    ${h.services.map((s) => `<tr class="${s.alive ? "" : "dead"}"><td><b>${esc(s.service)}</b></td><td>${esc(s.instance)}</td><td>${esc(s.role || "—")}</td>
+  const services = h.services.length ? `<table id="services"><thead><tr><th>service</th><th>instance</th><th>role</th><th class="num">term</th><th>alive</th><th>version</th><th>started</th><th>last report</th><th class="num">applied seq</th><th class="num">pending</th><th>http</th><th>other</th></tr></thead><tbody>
+    ${h.services.map((s) => `<tr class="${s.alive ? "" : "dead"}"><td><b>${esc(s.service)}</b></td><td>${esc(s.instance)}</td><td>${esc(s.role || "—")}</td><td class="num">${s.term || "—"}</td>
       <td class="${s.alive ? "ok" : "bad"}">${s.alive ? "alive" : "silent"}</td><td>${esc(s.version)}</td><td>${localTime(s.started_at)}</td><td>${since(s.reported_at, " ago")}</td>
       <td class="num">${s.applied_seq}</td><td class="num">${s.pending}</td><td>${s.http_addr ? esc(s.http_addr) : "—"}</td><td class="note">${other(s.other_fields)}</td></tr>`).join("")}
     </tbody></table>` : `<p class="bad">No service reports liveness: nothing may be watching the tasks.</p>`;

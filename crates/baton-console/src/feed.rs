@@ -152,7 +152,11 @@ async fn watch_kv(
         .await
         .map_err(|e| format!("watching KV {bucket}: {e}"))?;
     while let Some(entry) = watch.next().await {
-        each(entry.map_err(|e| format!("watching KV {bucket}: {e}"))?);
+        let entry = entry.map_err(|e| format!("watching KV {bucket}: {e}"))?;
+        // Reserved keys (the services' fences) are no data.
+        if !subjects::is_reserved_key(&entry.key) {
+            each(entry);
+        }
     }
     Ok(())
 }
@@ -287,7 +291,7 @@ fn alerts(js: jetstream::Context, model: Shared, changed: Arc<Notify>) -> FeedFu
         let current = follow(
             &js,
             subjects::ALERTS_STREAM,
-            subjects::ALERTS_ALL,
+            subjects::ALERTS_RAISE_ALL,
             DeliverPolicy::LastPerSubject,
             true,
             put,
@@ -295,7 +299,7 @@ fn alerts(js: jetstream::Context, model: Shared, changed: Arc<Notify>) -> FeedFu
         let recent = follow(
             &js,
             subjects::ALERTS_STREAM,
-            subjects::ALERTS_ALL,
+            subjects::ALERTS_RAISE_ALL,
             DeliverPolicy::ByStartTime { start_time },
             false,
             put,

@@ -217,9 +217,11 @@ pub struct ServiceJson {
     pub service: String,
     pub instance: String,
     pub version: String,
-    /// `active`, `standby`, ... when the record carries a role; `None` for
-    /// records that do not (one instance per service).
+    /// `active` (holds the service's leadership lease) or `standby`;
+    /// `None` for records without a role (services before high availability).
     pub role: Option<String>,
+    /// The leadership term an active instance holds (0 on standby).
+    pub term: u64,
     pub started_at: Option<String>,
     /// When the broker stored the record.
     pub reported_at: String,
@@ -242,27 +244,18 @@ pub struct ServiceRecord {
     pub unknown: BTreeMap<u32, String>,
 }
 
-/// Role words a liveness record may carry in a field this console does not
-/// know yet (the active/standby role of highly available services).
-const ROLE_WORDS: [&str; 6] = [
-    "active", "standby", "leader", "follower", "primary", "replica",
-];
-
 fn service_json(key: &str, r: &ServiceRecord, now: Time) -> ServiceJson {
     let s = &r.status;
     let allowed = std::time::Duration::from_millis(s.interval_ms.max(1) * 3)
         .max(std::time::Duration::from_secs(5));
-    let role = r
-        .unknown
-        .values()
-        .find(|v| ROLE_WORDS.contains(&v.to_ascii_lowercase().as_str()))
-        .cloned();
+    let role = (!s.role.is_empty()).then(|| s.role.clone());
     ServiceJson {
         key: key.to_string(),
         service: s.service.clone(),
         instance: s.instance.clone(),
         version: s.version.clone(),
         role,
+        term: s.term,
         started_at: s
             .started_at
             .as_ref()
@@ -340,7 +333,7 @@ pub fn unknown_fields(bytes: &[u8], known: &[u32]) -> BTreeMap<u32, String> {
 }
 
 /// The field numbers of `ServiceStatus` this console knows.
-pub const SERVICE_STATUS_FIELDS: [u32; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+pub const SERVICE_STATUS_FIELDS: [u32; 11] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
 
 /// Stream sizes, as last polled.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -1080,16 +1073,18 @@ mod tests {
             service: "orchestrator".into(),
             instance: "a".into(),
             interval_ms: 2000,
+            role: "standby".into(),
             ..Default::default()
         };
         let mut bytes = baton_proto::prost::Message::encode_to_vec(&s);
-        // field 10, length-delimited: "standby"; field 11, varint 7
-        bytes.extend_from_slice(&[0x52, 7]);
-        bytes.extend_from_slice(b"standby");
-        bytes.extend_from_slice(&[0x58, 7]);
+        // What a newer service might add: field 12, length-delimited
+        // "zone-a"; field 13, varint 7.
+        bytes.extend_from_slice(&[0x62, 6]);
+        bytes.extend_from_slice(b"zone-a");
+        bytes.extend_from_slice(&[0x68, 7]);
         let unknown = unknown_fields(&bytes, &SERVICE_STATUS_FIELDS);
-        assert_eq!(unknown.get(&10).map(String::as_str), Some("standby"));
-        assert_eq!(unknown.get(&11).map(String::as_str), Some("7"));
+        assert_eq!(unknown.get(&12).map(String::as_str), Some("zone-a"));
+        assert_eq!(unknown.get(&13).map(String::as_str), Some("7"));
         assert_eq!(unknown.len(), 2);
         let record = ServiceRecord {
             status: s,
@@ -1098,6 +1093,10 @@ mod tests {
         };
         let json = service_json("orchestrator.a", &record, Time::from_unix_millis(2000));
         assert_eq!(json.role.as_deref(), Some("standby"));
+        assert_eq!(
+            json.other_fields.get("field 12").map(String::as_str),
+            Some("zone-a")
+        );
         assert!(json.alive);
         // Garbage never panics.
         let _ = unknown_fields(&[0xff, 0xff, 0xff], &[]);

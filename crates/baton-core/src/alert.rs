@@ -31,11 +31,12 @@ pub enum AlertKind {
     UnknownTask,
     OrchestratorDown,
     ConsumerStalled,
+    DetectorDown,
 }
 
 impl AlertKind {
     /// Every kind, in wire order.
-    pub const ALL: [AlertKind; 12] = [
+    pub const ALL: [AlertKind; 13] = [
         AlertKind::HeartbeatMissed,
         AlertKind::HandoffNotAccepted,
         AlertKind::NotStarted,
@@ -48,6 +49,7 @@ impl AlertKind {
         AlertKind::UnknownTask,
         AlertKind::OrchestratorDown,
         AlertKind::ConsumerStalled,
+        AlertKind::DetectorDown,
     ];
 
     /// The kind in lower snake case, as used in alert subjects.
@@ -65,6 +67,7 @@ impl AlertKind {
             AlertKind::UnknownTask => "unknown_task",
             AlertKind::OrchestratorDown => "orchestrator_down",
             AlertKind::ConsumerStalled => "consumer_stalled",
+            AlertKind::DetectorDown => "detector_down",
         }
     }
 
@@ -89,6 +92,7 @@ impl AlertKind {
                 | AlertKind::BlockedTooLong
                 | AlertKind::OrchestratorDown
                 | AlertKind::ConsumerStalled
+                | AlertKind::DetectorDown
         )
     }
 
@@ -118,7 +122,8 @@ impl AlertKind {
             | AlertKind::HeartbeatMissed
             | AlertKind::DeadlineExceeded
             | AlertKind::OrchestratorDown
-            | AlertKind::ConsumerStalled => Severity::Critical,
+            | AlertKind::ConsumerStalled
+            | AlertKind::DetectorDown => Severity::Critical,
             AlertKind::NotStarted
             | AlertKind::NoProgress
             | AlertKind::BlockedTooLong
@@ -270,9 +275,17 @@ impl Alert {
         }
     }
 
-    /// The subject this alert is published on.
+    /// The core subject subscribers receive this alert on, exactly once:
+    /// `baton.alert.<kind>.<task>`.
     pub fn subject(&self) -> String {
         subjects::alert(self.kind, self.task.as_ref())
+    }
+
+    /// The subject a service publishes this alert to (`baton.raise.…`):
+    /// `BATON_ALERTS` stores it there and republishes it on
+    /// [`Alert::subject`] once stored.
+    pub fn raise_subject(&self) -> String {
+        subjects::raise(self.kind, self.task.as_ref())
     }
 
     /// The resolution of this (firing) alert, observed at `now`.

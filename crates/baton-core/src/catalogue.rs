@@ -369,13 +369,15 @@ pub fn malformed_alert(m: Malformed<'_>, error: &dyn fmt::Display) -> Alert {
     alert
 }
 
-/// `ORCHESTRATOR_DOWN`: no orchestrator reported since `seen` (the last one
-/// was `name`), due at `due`.
-pub fn orchestrator_down_alert(name: &str, seen: Time, due: Time, now: Time) -> Alert {
+/// `ORCHESTRATOR_DOWN` (raised by the detector) or `DETECTOR_DOWN` (raised
+/// by the orchestrator): no instance of the service has renewed its
+/// leadership lease since `seen` (last holder `name`), so none is doing its
+/// work — dead, stuck, or cut off from the cluster.
+pub fn service_down_alert(kind: AlertKind, name: &str, seen: Time, due: Time, now: Time) -> Alert {
     let mut alert = Alert::firing(
-        AlertKind::OrchestratorDown,
+        kind,
         alert_id(
-            AlertKind::OrchestratorDown,
+            kind,
             None,
             0,
             &format!("t{}", seen.unix_nanos() / 1_000_000),
@@ -383,15 +385,37 @@ pub fn orchestrator_down_alert(name: &str, seen: Time, due: Time, now: Time) -> 
         None,
         now,
     );
-    alert.expected = "a liveness report from an orchestrator".into();
+    let (service, consequence) = match kind {
+        AlertKind::DetectorDown => (
+            "stall detector",
+            "no deadline is being watched, so stalled tasks raise no alerts",
+        ),
+        _ => (
+            "orchestrator",
+            "task state in KV and protocol alerts are not being updated",
+        ),
+    };
+    alert.expected = format!("an active {service} renewing its leadership lease");
     alert.due_at = Some(due);
     alert.late_by = Some(now.since(due));
     alert.summary = format!(
-        "No orchestrator has reported for {} (last: {name}); task state in KV and protocol alerts are not being updated. Check the orchestrator process.",
+        "No active {service} for {} (last: {name}); {consequence}. Check the {service} processes (`baton status`).",
         human_duration(now.since(seen))
     );
-    alert.detail = format!("KV baton-services key orchestrator.{name}");
+    alert.detail = format!(
+        "KV {} key {}",
+        crate::subjects::LEADERS_BUCKET,
+        match kind {
+            AlertKind::DetectorDown => "stall-detector",
+            _ => "orchestrator",
+        }
+    );
     alert
+}
+
+/// `ORCHESTRATOR_DOWN`; see [`service_down_alert`].
+pub fn orchestrator_down_alert(name: &str, seen: Time, due: Time, now: Time) -> Alert {
+    service_down_alert(AlertKind::OrchestratorDown, name, seen, due, now)
 }
 
 /// What a stalled consumer looks like, for its report.

@@ -34,6 +34,7 @@ pub mod subjects;
 pub mod task;
 pub mod time;
 pub mod timeline;
+pub mod watch;
 pub mod wire;
 
 pub use alert::{Alert, AlertKind, AlertState, Severity};

@@ -9,7 +9,8 @@ use crate::{
 pub const EVENTS_STREAM: &str = "BATON_EVENTS";
 /// Decision records: `baton.ctx.<workflow>.<author>`.
 pub const CONTEXT_STREAM: &str = "BATON_CONTEXT";
-/// Alerts: `baton.alert.<kind>.<task>`.
+/// Alerts: stored on `baton.raise.<kind>.<task>` and republished, once
+/// stored, on `baton.alert.<kind>.<task>`.
 pub const ALERTS_STREAM: &str = "BATON_ALERTS";
 /// What could not be decoded or validated: `baton.dlq.<reason>`.
 pub const DLQ_STREAM: &str = "BATON_DLQ";
@@ -25,6 +26,8 @@ pub const POLICY_BUCKET: &str = "baton-policy";
 pub const POLICY_KEY: &str = "policy";
 /// The stall detector's own snapshot of task state, key = task id.
 pub const DETECTOR_BUCKET: &str = "baton-detector";
+/// The services' leadership leases (`baton.v1.Leadership`), key = service.
+pub const LEADERS_BUCKET: &str = "baton-leaders";
 /// How far each service's snapshot is complete: key = consumer name, value
 /// = the `BATON_EVENTS` sequence up to which every state change is stored.
 pub const CHECKPOINTS_BUCKET: &str = "baton-checkpoints";
@@ -33,8 +36,19 @@ pub const CHECKPOINTS_BUCKET: &str = "baton-checkpoints";
 pub const EVENTS_ALL: &str = "baton.evt.>";
 /// Every decision-record entry.
 pub const CONTEXT_ALL: &str = "baton.ctx.>";
-/// Every alert.
+/// Every alert, as subscribers receive it: `BATON_ALERTS` republishes each
+/// stored alert here, so a subscriber sees each alert notification exactly
+/// once, however often a service retried publishing it.
 pub const ALERTS_ALL: &str = "baton.alert.>";
+/// Where services publish alerts, and the subjects `BATON_ALERTS` stores
+/// them under (read the stream's history with this filter).
+pub const ALERTS_RAISE_ALL: &str = "baton.raise.>";
+/// Fence subjects (decision 8): `baton.fence.<stream>.<service>` in each
+/// stream a service writes to, written once per leadership term.
+pub const FENCE_PREFIX: &str = "baton.fence";
+/// Prefix of the reserved KV keys that hold fences (`_fence.<service>`);
+/// no task id starts with `_`, so readers of a bucket skip these keys.
+pub const FENCE_KEY_PREFIX: &str = "_fence.";
 /// Every dead letter.
 pub const DLQ_ALL: &str = "baton.dlq.>";
 /// Query API prefix of the orchestrator.
@@ -85,6 +99,37 @@ pub fn alert(kind: AlertKind, task: Option<&TaskId>) -> String {
     )
 }
 
+/// `baton.raise.<kind>.<task or _system>`: where an alert is published to
+/// `BATON_ALERTS`, which republishes it on [`alert`] once stored.
+pub fn raise(kind: AlertKind, task: Option<&TaskId>) -> String {
+    format!(
+        "baton.raise.{}.{}",
+        kind.as_str(),
+        task.map_or(SYSTEM_TOKEN, TaskId::as_str)
+    )
+}
+
+/// `baton.fence.<stream>.<service>`: the fence subject of `service` in a
+/// stream (`stream` is a short name such as `alerts`).
+pub fn fence(stream: &str, service: &str) -> String {
+    format!("{FENCE_PREFIX}.{stream}.{service}")
+}
+
+/// Whether a KV key is reserved (a fence), not data.
+pub fn is_reserved_key(key: &str) -> bool {
+    key.starts_with('_')
+}
+
+/// Whether a KV subject `$KV.<bucket>.<key>` holds a reserved key (a
+/// fence), not data.
+pub fn is_reserved_kv_subject(subject: &str, bucket: &str) -> bool {
+    subject
+        .strip_prefix("$KV.")
+        .and_then(|s| s.strip_prefix(bucket))
+        .and_then(|s| s.strip_prefix('.'))
+        .is_some_and(is_reserved_key)
+}
+
 /// `baton.dlq.<reason>`
 pub fn dlq(reason: &str) -> String {
     format!("baton.dlq.{reason}")
@@ -97,10 +142,14 @@ pub fn parse_event(subject: &str) -> Option<(&str, &str)> {
     (!agent.contains('.')).then_some((task, agent))
 }
 
-/// The kind and task tokens of an alert subject, if it is one.
+/// The kind and task tokens of an alert subject (`baton.alert.…` as
+/// received, or `baton.raise.…` as stored), if it is one.
 pub fn parse_alert(subject: &str) -> Option<(&str, &str)> {
-    let rest = subject.strip_prefix("baton.alert.")?;
-    rest.split_once('.')
+    let rest = subject
+        .strip_prefix("baton.alert.")
+        .or_else(|| subject.strip_prefix("baton.raise."))?;
+    let (kind, task) = rest.split_once('.')?;
+    (!task.contains('.')).then_some((kind, task))
 }
 
 #[cfg(test)]
@@ -133,5 +182,25 @@ mod tests {
             parse_alert("baton.alert.not_started.t1"),
             Some(("not_started", "t1"))
         );
+        assert_eq!(
+            raise(AlertKind::HeartbeatMissed, Some(&task)),
+            "baton.raise.heartbeat_missed.t1"
+        );
+        assert_eq!(
+            parse_alert("baton.raise.not_started.t1"),
+            Some(("not_started", "t1"))
+        );
+        assert_eq!(parse_alert("baton.fence.alerts.orchestrator"), None);
+        assert_eq!(
+            fence("alerts", "orchestrator"),
+            "baton.fence.alerts.orchestrator"
+        );
+        assert!(is_reserved_key("_fence.orchestrator"));
+        assert!(!is_reserved_key("t1"));
+        assert!(is_reserved_kv_subject(
+            "$KV.baton-tasks._fence.orchestrator",
+            "baton-tasks"
+        ));
+        assert!(!is_reserved_kv_subject("$KV.baton-tasks.t1", "baton-tasks"));
     }
 }

@@ -744,6 +744,7 @@ impl From<AlertKind> for pb::AlertKind {
             AlertKind::UnknownTask => pb::AlertKind::UnknownTask,
             AlertKind::OrchestratorDown => pb::AlertKind::OrchestratorDown,
             AlertKind::ConsumerStalled => pb::AlertKind::ConsumerStalled,
+            AlertKind::DetectorDown => pb::AlertKind::DetectorDown,
         }
     }
 }

@@ -174,6 +174,7 @@ pub fn permissions(role: Role, name: &str) -> Permissions {
                 kv_stream(subjects::CHECKPOINTS_BUCKET),
                 kv_stream(subjects::DETECTOR_BUCKET),
                 kv_stream(POLICY_BUCKET),
+                kv_stream(subjects::LEADERS_BUCKET),
             ] {
                 read_stream(&s, &mut publish_allow);
             }

@@ -14,9 +14,12 @@
 //!   reader.
 //! - [`silences`]: adding, ending and listing silences (KV
 //!   `baton-silences`), for every operator surface.
+//! - [`leadership`]: the services' leadership lease and the fences that
+//!   make the broker refuse a deposed instance's writes (decision 8).
 
 pub mod auth;
 pub mod connect;
+pub mod leadership;
 pub mod policy;
 pub mod publish;
 pub mod read;

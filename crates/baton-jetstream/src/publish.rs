@@ -143,10 +143,10 @@ pub async fn publish_durable_watched(
         // conflicts with a write still being replicated with 10164 instead
         // of 10071 (same meaning), and one it cannot judge yet with 10163.
         let code = jetstream_code(&err);
-        let conflict = code == Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT);
+        let conflict = is_wrong_last_sequence(&err);
         let not_ready = code == Some(ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY);
         match err.kind() {
-            kind if conflict || kind == PublishErrorKind::WrongLastSequence => {
+            _ if conflict => {
                 return Err(PublishError::WrongLastSequence {
                     detail: err.to_string(),
                     after_retry: attempts > 1,
@@ -187,6 +187,15 @@ pub async fn publish_durable_watched(
 }
 
 /// The JetStream error code behind a publish error, if the server sent one.
+/// Whether the broker refused a publish because an expected last
+/// sequence did not match: error 10071, or 10164 (what a publish with
+/// `Nats-Expected-Last-Subject-Sequence-Subject` gets, and what a cluster's
+/// stream leader answers for a conflict with a write still in flight).
+pub fn is_wrong_last_sequence(err: &jetstream::context::PublishError) -> bool {
+    err.kind() == PublishErrorKind::WrongLastSequence
+        || jetstream_code(err) == Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
+}
+
 fn jetstream_code(err: &jetstream::context::PublishError) -> Option<ErrorCode> {
     std::error::Error::source(err)?
         .downcast_ref::<jetstream::Error>()

@@ -86,11 +86,28 @@ impl Topology {
         }
     }
 
+    /// Services publish alerts to `baton.raise.<kind>.<task>`; the stream
+    /// stores them and republishes each stored one on
+    /// `baton.alert.<kind>.<task>`. A retried publish (same `Nats-Msg-Id`)
+    /// or a deposed instance's publish (refused by its fence) is not
+    /// stored, so it is not republished: subscribers get every alert
+    /// notification exactly once.
     pub fn alerts(&self) -> stream::Config {
         stream::Config {
             name: subjects::ALERTS_STREAM.into(),
-            description: Some("Baton alerts: baton.alert.<kind>.<task>".into()),
-            subjects: vec![subjects::ALERTS_ALL.into()],
+            description: Some(
+                "Baton alerts: stored on baton.raise.<kind>.<task>, republished on baton.alert.<kind>.<task>"
+                    .into(),
+            ),
+            subjects: vec![
+                subjects::ALERTS_RAISE_ALL.into(),
+                format!("{}.alerts.>", subjects::FENCE_PREFIX),
+            ],
+            republish: Some(stream::Republish {
+                source: subjects::ALERTS_RAISE_ALL.into(),
+                destination: subjects::ALERTS_ALL.into(),
+                headers_only: false,
+            }),
             storage: StorageType::File,
             num_replicas: self.replicas,
             duplicate_window: self.alert_duplicate_window,
@@ -106,7 +123,10 @@ impl Topology {
             description: Some(
                 "Baton dead letters: events that could not be decoded or validated".into(),
             ),
-            subjects: vec![subjects::DLQ_ALL.into()],
+            subjects: vec![
+                subjects::DLQ_ALL.into(),
+                format!("{}.dlq.>", subjects::FENCE_PREFIX),
+            ],
             storage: StorageType::File,
             num_replicas: self.replicas,
             duplicate_window: self.duplicate_window,
@@ -162,6 +182,13 @@ impl Topology {
         )
     }
 
+    pub fn leaders_bucket(&self) -> kv::Config {
+        self.bucket(
+            subjects::LEADERS_BUCKET,
+            "Baton leadership leases (baton.v1.Leadership), key = service",
+        )
+    }
+
     pub fn detector_bucket(&self) -> kv::Config {
         self.bucket(
             subjects::DETECTOR_BUCKET,
@@ -188,6 +215,7 @@ pub async fn ensure(js: &jetstream::Context, topology: &Topology) -> Result<(), 
         topology.detector_bucket(),
         topology.checkpoints_bucket(),
         topology.policy_bucket(),
+        topology.leaders_bucket(),
     ] {
         ensure_bucket(js, config).await?;
     }

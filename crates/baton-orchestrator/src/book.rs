@@ -78,7 +78,7 @@ impl BatchOut {
 
 /// The publish of an alert: its subject, payload and notification id.
 pub fn alert_message(alert: &Alert) -> Outgoing {
-    Outgoing::new(alert.subject(), alert.encode_to_vec()).with_msg_id(alert.msg_id())
+    Outgoing::new(alert.raise_subject(), alert.encode_to_vec()).with_msg_id(alert.msg_id())
 }
 
 /// A task and the flush generation in which it was last marked dirty.
@@ -462,7 +462,7 @@ mod tests {
         let alert = out
             .outgoing
             .iter()
-            .find(|o| o.subject == "baton.alert.malformed_event.t1")
+            .find(|o| o.subject == "baton.raise.malformed_event.t1")
             .expect("alert");
         let alert = baton_proto::v1::Alert::decode(alert.payload.clone()).expect("alert");
         assert!(alert.summary.contains("BATON_DLQ"), "{}", alert.summary);
@@ -508,7 +508,7 @@ mod tests {
         let alert = out
             .outgoing
             .iter()
-            .find(|o| o.subject.starts_with("baton.alert.stale_context"))
+            .find(|o| o.subject.starts_with("baton.raise.stale_context"))
             .expect("alert");
         let alert = baton_proto::v1::Alert::decode(alert.payload.clone()).expect("alert");
         assert_eq!(alert.missed_versions, vec![5]);

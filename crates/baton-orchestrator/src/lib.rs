@@ -4,7 +4,14 @@
 //!
 //! # How it runs
 //!
-//! 1. Connects, creates the streams and buckets (idempotently), and loads
+//! 0. Connects, creates the streams and buckets (idempotently), serves
+//!    `/metrics` and `/healthz`, writes its liveness record, and campaigns
+//!    for the leadership lease ([`baton_service::leader`]): several
+//!    instances may run, one is active, the others stand by and take over
+//!    when it dies, stops, or stops making progress. Everything below
+//!    happens in a term of leadership, and every write of a term carries
+//!    its fence, so a deposed instance cannot write (decision 8).
+//! 1. Loads
 //!    the snapshot: every task's last stored state from KV `baton-tasks`
 //!    (start-up time grows with live tasks, not with history) and the
 //!    decision records.
@@ -19,13 +26,15 @@
 //!    live, every `catch_up_lag` while replaying a backlog. A task touched
 //!    many times between flushes costs one KV write, and the flush is
 //!    stored in the background while the next batches fold.
-//! 4. Answers queries under `baton.api.v1` ([`api`]), writes its liveness
-//!    record, serves `/metrics` and `/healthz`, and stops on shutdown
-//!    after flushing what it has applied.
+//! 4. Answers queries under `baton.api.v1` ([`api`]), watches the stall
+//!    detector's lease (`DETECTOR_DOWN`, [`watch`]), and stops on shutdown
+//!    after flushing what it has applied, then releases the lease so a
+//!    standby takes over at once.
 
 pub mod api;
 pub mod book;
 pub mod metrics;
+pub mod watch;
 
 use std::{
     net::SocketAddr,
@@ -35,10 +44,11 @@ use std::{
 
 use async_nats::jetstream;
 use baton_core::{Policy, Task, Time, context::MissingVersion, subjects, wire::read_context_entry};
-use baton_jetstream::{NatsOptions, Topology, read};
+use baton_jetstream::{NatsOptions, Topology, leadership::FenceTarget, read};
 use baton_service::{
     consumer::{Batches, ConsumerSpec},
     http::{self, Health},
+    leader::{self, Beat, LeaderConfig, LeaderMetrics, Leadership, Term},
     liveness::{self, Progress, wall_now},
     outbox::{Outbox, Outgoing, SoleWriter},
     shutdown::Shutdown,
@@ -70,6 +80,9 @@ pub struct Config {
     pub catch_up_lag: Duration,
     pub liveness_interval: Duration,
     pub ack_wait: Duration,
+    /// Leadership lease: a standby takes over after the active instance
+    /// has not renewed it (or made progress) for this long.
+    pub lease_ttl: Duration,
 }
 
 impl Config {
@@ -87,6 +100,7 @@ impl Config {
             catch_up_lag: Duration::from_secs(5),
             liveness_interval: Duration::from_secs(2),
             ack_wait: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -154,66 +168,47 @@ impl Running {
     }
 }
 
-/// Starts the orchestrator; returns once it is ready to consume.
+/// The lease key and service name of the orchestrator.
+pub const SERVICE: &str = "orchestrator";
+
+/// The streams the orchestrator writes to, each fenced per term.
+pub fn fence_targets() -> Vec<FenceTarget> {
+    vec![
+        FenceTarget::bucket(subjects::TASKS_BUCKET, SERVICE),
+        FenceTarget::bucket(subjects::CHECKPOINTS_BUCKET, SERVICE),
+        FenceTarget::alerts(SERVICE),
+        FenceTarget::dlq(SERVICE),
+    ]
+}
+
+/// What every term of this instance shares.
+struct Shared {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: Config,
+    max_payload: usize,
+    metrics: Metrics,
+    health: Health,
+    progress: Progress,
+    beat: Beat,
+    shutdown: Shutdown,
+}
+
+/// Starts the orchestrator. Returns once this instance knows its role: if
+/// it took the leadership, once it is ready to consume; otherwise as a
+/// standby, which takes over when the active instance stops renewing.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, OrchestratorError> {
     let started = tokio::time::Instant::now();
     let client = config.nats.connect().await?;
     let js = jetstream::new(client.clone());
     baton_jetstream::ensure(&js, &config.topology).await?;
-    // Every other reader folds with the policy this orchestrator runs.
-    baton_jetstream::policy::publish(&js, &config.policy)
-        .await
-        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
     let max_payload = client.server_info().max_payload;
-    let mut book = Book::new(
-        config.policy.clone(),
-        config.missing_context_version,
-        max_payload,
-    );
-    let restored = load_snapshot(&js, &mut book).await?;
-    let context_checkpoint = Checkpoint::open(&js, CONTEXT_CHECKPOINT)
-        .await
-        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
-    let reported = context_checkpoint
-        .load()
-        .await
-        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
-    let refused = record_decisions(&mut book, fetch_decisions(&js, 0).await?, reported);
-    report_refused_decisions(
-        &Outbox::new(js.clone()),
-        &context_checkpoint,
-        &refused,
-        book.decisions_seq(),
-        &shutdown,
-    )
-    .await?;
-    tracing::info!(tasks = restored, "snapshot loaded");
-
-    let spec = ConsumerSpec {
-        stream: subjects::EVENTS_STREAM.into(),
-        durable: subjects::ORCHESTRATOR_CONSUMER.into(),
-        filter: subjects::EVENTS_ALL.into(),
-        // Acknowledged per batch once its alerts are stored.
-        max_ack_pending: i64::try_from(config.max_batch * 4).unwrap_or(i64::MAX),
-        ack_wait: config.ack_wait,
-        max_batch: config.max_batch,
-    };
-    // Resume after the checkpoint: every state change up to it is in KV.
-    let checkpoint = Checkpoint::open(&js, subjects::ORCHESTRATOR_CONSUMER)
-        .await
-        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
-    let resume_after = checkpoint
-        .load()
-        .await
-        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
-    let consumer = baton_service::consumer::restart_from(&js, &spec, resume_after + 1).await?;
 
     let metrics = Metrics::new();
-    metrics
-        .tasks
-        .set(i64::try_from(book.len()).unwrap_or(i64::MAX));
+    let leader_metrics = LeaderMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    leader_metrics.register(&mut registry);
     let health = Health::default();
     let http_addr = match config.http_addr {
         Some(addr) => {
@@ -227,34 +222,210 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
         }
         None => None,
     };
-
-    let book = Arc::new(Mutex::new(book));
-    api::start(client.clone(), js.clone(), book.clone(), shutdown.clone())
-        .await
-        .map_err(|e| OrchestratorError::Setup(format!("cannot start the query API: {e}")))?;
-
-    let kv = js
+    let services = js
         .get_key_value(subjects::SERVICES_BUCKET)
         .await
         .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
     let progress = Progress::default();
-    progress.set(resume_after, consumer.cached_info().num_pending);
     liveness::spawn(
-        kv,
-        "orchestrator",
+        services,
+        SERVICE,
         &config.instance,
         http_addr.map(|a| a.to_string()),
         config.liveness_interval,
         progress.clone(),
         shutdown.clone(),
     );
+    let beat = Beat::default();
+    let mut leadership = leader::spawn(
+        js.clone(),
+        LeaderConfig {
+            service: SERVICE.into(),
+            instance: config.instance.clone(),
+            ttl: config.lease_ttl,
+            targets: fence_targets(),
+        },
+        beat.clone(),
+        leader_metrics,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        client,
+        js,
+        config,
+        max_payload,
+        metrics: metrics.clone(),
+        health,
+        progress: progress.clone(),
+        beat,
+        shutdown: shutdown.clone(),
+    });
+    // The first look at the lease decides how start returns.
+    let first = match leadership.first_look().await {
+        true => match leadership.next_term(&shutdown).await {
+            Some(term) => Some(activate(&shared, term).await?),
+            None => None,
+        },
+        false => {
+            tracing::info!(instance = %shared.config.instance, "standing by: another orchestrator is active");
+            None
+        }
+    };
+    let restored = first.as_ref().map_or(0, |a| a.restored);
+    let task = tokio::spawn(supervise(shared, leadership, first));
+    Ok(Running {
+        http_addr,
+        restored_tasks: restored,
+        startup: started.elapsed(),
+        progress,
+        metrics,
+        task,
+    })
+}
+
+/// Runs terms for as long as the process lives: each time this instance
+/// becomes active it loads the snapshot and consumes until the term ends;
+/// deposed, it stands by again.
+async fn supervise(
+    shared: Arc<Shared>,
+    mut leadership: Leadership,
+    mut next: Option<Active>,
+) -> Result<(), OrchestratorError> {
+    let result = loop {
+        let active = match next.take() {
+            Some(active) => active,
+            None => {
+                let Some(term) = leadership.next_term(&shared.shutdown).await else {
+                    break Ok(());
+                };
+                match activate(&shared, term.clone()).await {
+                    Ok(active) => active,
+                    Err(e) => {
+                        tracing::warn!(error = %e, term = term.term, "could not start the term; standing by");
+                        leadership.step_down(term.term);
+                        continue;
+                    }
+                }
+            }
+        };
+        let term = active.term.term;
+        let outbox = active.ingest.outbox.clone();
+        shared.progress.set_term(term);
+        let ran = active.ingest.run().await;
+        shared.progress.set_term(0);
+        if shared.shutdown.is_triggered() {
+            break ran;
+        }
+        if active.term.ended.is_triggered() || outbox.was_deposed() {
+            // Another instance took over: stand by for the next term.
+            leadership.step_down(term);
+            shared.metrics.tasks.set(0);
+            continue;
+        }
+        break ran;
+    };
+    // Last flush done (or failed): hand over at once.
+    leadership.release().await;
+    result
+}
+
+/// An instance's term, set up and ready to consume.
+struct Active {
+    term: Term,
+    ingest: Ingest,
+    restored: usize,
+}
+
+/// Sets up a term: the published policy, the snapshot, the decision
+/// records, the consumer just after the checkpoint, the query API and the
+/// watch of the stall detector.
+async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, OrchestratorError> {
+    let config = &shared.config;
+    let js = shared.js.clone();
+    let shutdown = term.ended.clone();
+    // A new term, a new outbox: what the last one could not store is
+    // re-derived from the events after the checkpoint.
+    shared
+        .health
+        .set_condition(baton_service::outbox::HEALTH_CONDITION, None);
+    let outbox = Outbox::new(js.clone())
+        .reporting_to(shared.health.clone())
+        .fenced(term.fences.clone());
+    // Every other reader folds with the policy this orchestrator runs.
+    baton_jetstream::policy::publish(&js, &config.policy)
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
+    let mut book = Book::new(
+        config.policy.clone(),
+        config.missing_context_version,
+        shared.max_payload,
+    );
+    let restored = load_snapshot(&js, &mut book).await?;
+    let context_checkpoint = Checkpoint::open(&js, CONTEXT_CHECKPOINT)
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?
+        .writing_through(outbox.clone());
+    let reported = context_checkpoint
+        .load()
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
+    let refused = record_decisions(&mut book, fetch_decisions(&js, 0).await?, reported);
+    report_refused_decisions(
+        &outbox,
+        &context_checkpoint,
+        &refused,
+        book.decisions_seq(),
+        &shutdown,
+    )
+    .await?;
+    tracing::info!(tasks = restored, term = term.term, "snapshot loaded");
+
+    let spec = ConsumerSpec {
+        stream: subjects::EVENTS_STREAM.into(),
+        durable: subjects::ORCHESTRATOR_CONSUMER.into(),
+        filter: subjects::EVENTS_ALL.into(),
+        // Acknowledged per batch once its alerts are stored.
+        max_ack_pending: i64::try_from(config.max_batch * 4).unwrap_or(i64::MAX),
+        ack_wait: config.ack_wait,
+        max_batch: config.max_batch,
+    };
+    // Resume after the checkpoint: every state change up to it is in KV.
+    let checkpoint = Checkpoint::open(&js, subjects::ORCHESTRATOR_CONSUMER)
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?
+        .writing_through(outbox.clone());
+    let resume_after = checkpoint
+        .load()
+        .await
+        .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
+    let consumer = baton_service::consumer::restart_from(&js, &spec, resume_after + 1).await?;
+    shared
+        .metrics
+        .tasks
+        .set(i64::try_from(book.len()).unwrap_or(i64::MAX));
+    shared
+        .progress
+        .set(resume_after, consumer.cached_info().num_pending);
+
+    let book = Arc::new(Mutex::new(book));
+    api::start(
+        shared.client.clone(),
+        js.clone(),
+        book.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| OrchestratorError::Setup(format!("cannot start the query API: {e}")))?;
+    watch::spawn_detector_watch(js.clone(), outbox.clone(), shutdown.clone())
+        .await
+        .map_err(|e| OrchestratorError::Setup(format!("cannot watch the stall detector: {e}")))?;
 
     let batches = Batches::new(&consumer, config.max_batch).await?;
-    let running_progress = progress.clone();
-    let running_metrics = metrics.clone();
     let ingest = Ingest {
         js: js.clone(),
-        outbox: Outbox::new(js).reporting_to(health.clone()),
+        outbox,
         state_writer: Arc::new(tokio::sync::Mutex::new(SoleWriter::new(format!(
             "KV_{}",
             subjects::TASKS_BUCKET
@@ -262,22 +433,19 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
         checkpoint,
         context_checkpoint,
         book,
-        metrics,
-        health,
-        progress,
-        config,
+        metrics: shared.metrics.clone(),
+        health: shared.health.clone(),
+        progress: shared.progress.clone(),
+        beat: shared.beat.clone(),
+        config: config.clone(),
         spec,
         batches,
         shutdown,
     };
-    let task = tokio::spawn(ingest.run());
-    Ok(Running {
-        http_addr,
-        restored_tasks: restored,
-        startup: started.elapsed(),
-        progress: running_progress,
-        metrics: running_metrics,
-        task,
+    Ok(Active {
+        term,
+        ingest,
+        restored,
     })
 }
 
@@ -298,7 +466,7 @@ async fn load_snapshot(
         &format!("KV_{}", subjects::TASKS_BUCKET),
         &format!("$KV.{}.>", subjects::TASKS_BUCKET),
         |stored| {
-            if stored.is_kv_tombstone() {
+            if stored.is_kv_tombstone() || subjects::is_reserved_kv_subject(&stored.subject, subjects::TASKS_BUCKET) {
                 return;
             }
             match Task::decode(&stored.payload) {
@@ -414,6 +582,8 @@ struct Ingest {
     metrics: Metrics,
     health: Health,
     progress: Progress,
+    /// Beaten every loop iteration: the lease is renewed only while fresh.
+    beat: Beat,
     config: Config,
     spec: ConsumerSpec,
     batches: Batches,
@@ -452,6 +622,7 @@ impl Ingest {
         let mut decisions_watermark = Time::EPOCH;
         let idle = self.config.max_lag.min(Duration::from_millis(500));
         loop {
+            self.beat.beat();
             let mut shutdown = self.shutdown.clone();
             // Wake for the next batch, or as soon as a state flush is
             // stored (so progress moves and the next flush can start).

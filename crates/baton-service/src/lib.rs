@@ -8,6 +8,8 @@
 //!   does the service acknowledge the batch.
 //! - [`deadletter`]: the dead-letter record of an event that could not be
 //!   used.
+//! - [`leader`]: leadership with standbys: the campaign for the service's
+//!   lease, its fences, and the terms the service runs (decision 8).
 //! - [`liveness`]: the service's record in KV `baton-services`.
 //! - [`http`]: `/metrics` (Prometheus) and `/healthz`.
 //! - [`snapshot`]: the checkpoint a restarted service resumes from.
@@ -16,6 +18,7 @@
 pub mod consumer;
 pub mod deadletter;
 pub mod http;
+pub mod leader;
 pub mod liveness;
 pub mod outbox;
 pub mod shutdown;

@@ -39,6 +39,8 @@ pub fn wall_now() -> Time {
 pub struct Progress {
     applied_seq: Arc<AtomicU64>,
     pending: Arc<AtomicU64>,
+    /// The leadership term held; 0 = standby.
+    term: Arc<AtomicU64>,
 }
 
 impl Progress {
@@ -53,6 +55,15 @@ impl Progress {
 
     pub fn pending(&self) -> u64 {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// This instance became active in `term` (0 = standby again).
+    pub fn set_term(&self, term: u64) {
+        self.term.store(term, Ordering::Relaxed);
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
     }
 }
 
@@ -109,6 +120,8 @@ pub fn spawn(
         applied_seq: 0,
         pending: 0,
         http_addr: http_addr.unwrap_or_default(),
+        role: String::new(),
+        term: 0,
     };
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     WRITERS
@@ -127,6 +140,8 @@ pub fn spawn(
             status.reported_at = Some(time_to_wire(wall_now()));
             status.applied_seq = progress.applied_seq();
             status.pending = progress.pending();
+            status.term = progress.term();
+            status.role = if status.term > 0 { "active" } else { "standby" }.into();
             if let Err(e) = kv.put(&key, status.encode_to_vec().into()).await {
                 tracing::warn!(error = %e, "could not write liveness record");
             }

@@ -6,6 +6,12 @@
 //! them. Alerts and dead letters carry a `Nats-Msg-Id`, so a retry is stored
 //! once. The caller acknowledges its consumer only after `deliver` returns.
 //!
+//! An outbox of an active instance carries its term's
+//! [`Fences`](baton_jetstream::leadership::Fences): every write to a fenced
+//! stream names the fence, and a write the broker refuses because a later
+//! term fenced the stream ends the delivery with [`Interrupted::Deposed`]
+//! (never retried: this instance is no longer the leader).
+//!
 //! [`SoleWriter`] is the faster path for a stream only this process writes
 //! to (the orchestrator's task states): it needs one acknowledgement per
 //! delivery instead of one per message, and proves from stream sequences
@@ -17,8 +23,10 @@ use async_nats::{
     HeaderMap,
     jetstream::{self, context::PublishErrorKind, message::PublishMessage},
 };
+use baton_jetstream::leadership::Fences;
 use bytes::Bytes;
 use futures::{StreamExt, stream::FuturesUnordered};
+use std::sync::Arc;
 
 use crate::http::Health;
 use crate::shutdown::Shutdown;
@@ -57,12 +65,19 @@ impl Outgoing {
         self
     }
 
-    fn message(&self) -> PublishMessage {
+    /// The headers to publish with: the item's own and its fence's.
+    fn headers_with(&self, fences: &Fences) -> Option<HeaderMap> {
+        let mut headers = self.headers.clone().unwrap_or_default();
+        let fenced = fences.apply(&self.subject, &mut headers);
+        (fenced || self.headers.is_some()).then_some(headers)
+    }
+
+    fn message(&self, fences: &Fences) -> PublishMessage {
         // `headers` first: the builder's `headers()` replaces what
         // `message_id()` set.
         let mut msg = PublishMessage::build();
-        if let Some(h) = &self.headers {
-            msg = msg.headers(h.clone());
+        if let Some(h) = self.headers_with(fences) {
+            msg = msg.headers(h);
         }
         let msg = msg.payload(self.payload.clone());
         match &self.msg_id {
@@ -84,6 +99,19 @@ pub enum Interrupted {
     /// loudly instead of being skipped.
     #[error("a message on {subject} ({len} bytes) is larger than the broker accepts; not stored")]
     TooLarge { subject: String, len: usize },
+    /// The broker refused a fenced write: a later leadership term fenced
+    /// the stream, so this instance is deposed and must stop writing.
+    #[error("a write to {subject} was refused by the fence of a later leadership term: deposed")]
+    Deposed { subject: String },
+}
+
+/// Why a single store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("refused by the fence of a later leadership term: deposed")]
+    Deposed,
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// What a delivery took.
@@ -104,7 +132,14 @@ pub struct Outbox {
     /// Told when effects keep failing to be stored, so `/healthz` says so
     /// while the outbox is still retrying.
     health: Option<Health>,
+    /// The fences of the term this outbox writes for.
+    fences: Arc<Fences>,
+    /// Set once the broker refused a fenced write (shared by clones).
+    deposed: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The `/healthz` condition an outbox reports under.
+pub const HEALTH_CONDITION: &str = "outbox";
 
 /// How long deliveries may keep failing before the service reports itself
 /// unhealthy (a leader election takes a few seconds; longer is an outage).
@@ -112,7 +147,55 @@ const UNHEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 impl Outbox {
     pub fn new(js: jetstream::Context) -> Outbox {
-        Outbox { js, health: None }
+        Outbox {
+            js,
+            health: None,
+            fences: Arc::new(Fences::none()),
+            deposed: Arc::default(),
+        }
+    }
+
+    /// Whether a write of this outbox (or a clone) was refused by a later
+    /// term's fence.
+    pub fn was_deposed(&self) -> bool {
+        self.deposed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fences every write with `fences` (the active term's).
+    pub fn fenced(mut self, fences: Arc<Fences>) -> Outbox {
+        self.fences = fences;
+        self
+    }
+
+    /// The broker context this outbox publishes with.
+    pub fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Stores one message, once (no retry): for writes that are retried by
+    /// being written again later, such as checkpoints.
+    pub async fn store_one(&self, item: &Outgoing) -> Result<(), StoreError> {
+        let ack = self
+            .js
+            .send_publish(item.subject.clone(), item.message(&self.fences))
+            .await
+            .map_err(|e| StoreError::Failed(e.to_string()))?
+            .await;
+        match ack {
+            Ok(_) => Ok(()),
+            Err(e) if self.refused_by_fence(&item.subject, &e) => Err(StoreError::Deposed),
+            Err(e) => Err(StoreError::Failed(e.to_string())),
+        }
+    }
+
+    fn refused_by_fence(&self, subject: &str, e: &jetstream::context::PublishError) -> bool {
+        let refused = baton_jetstream::publish::is_wrong_last_sequence(e)
+            && self.fences.for_subject(subject).is_some();
+        if refused {
+            self.deposed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        refused
     }
 
     /// Reports deliveries that keep failing to `health` (`/healthz`).
@@ -123,7 +206,7 @@ impl Outbox {
 
     fn report(&self, problem: Option<String>) {
         if let Some(h) = &self.health {
-            h.set_condition("outbox", problem);
+            h.set_condition(HEALTH_CONDITION, problem);
         }
     }
 
@@ -151,6 +234,12 @@ impl Outbox {
             }
             let mut retry = Vec::with_capacity(failed.len());
             for (i, err) in failed {
+                if self.refused_by_fence(&items[i].subject, &err) {
+                    tracing::warn!(subject = %items[i].subject, "write refused by a later term's fence: deposed");
+                    return Err(Interrupted::Deposed {
+                        subject: items[i].subject.clone(),
+                    });
+                }
                 if err.kind() == PublishErrorKind::MaxPayloadExceeded {
                     tracing::error!(subject = %items[i].subject, error = %err, "message larger than the broker accepts; not stored");
                     self.report(Some(format!(
@@ -204,7 +293,7 @@ impl Outbox {
             }
             match self
                 .js
-                .send_publish(items[i].subject.clone(), items[i].message())
+                .send_publish(items[i].subject.clone(), items[i].message(&self.fences))
                 .await
             {
                 Ok(ack) => inflight.push(async move { (i, ack.await.map(|_| ())) }),
@@ -303,10 +392,10 @@ impl SoleWriter {
         };
         let client = outbox.js.client();
         for item in rest {
-            let sent = match &item.headers {
+            let sent = match item.headers_with(&outbox.fences) {
                 Some(h) => {
                     client
-                        .publish_with_headers(item.subject.clone(), h.clone(), item.payload.clone())
+                        .publish_with_headers(item.subject.clone(), h, item.payload.clone())
                         .await
                 }
                 None => {
@@ -319,7 +408,7 @@ impl SoleWriter {
         }
         let ack = outbox
             .js
-            .send_publish(last.subject.clone(), last.message())
+            .send_publish(last.subject.clone(), last.message(&outbox.fences))
             .await
             .map_err(|e| format!("publish to {}: {e}", last.subject))?
             .await

@@ -13,11 +13,16 @@
 use async_nats::jetstream::{self, kv};
 use baton_core::subjects;
 
-/// Reads and writes one service's checkpoint.
+use crate::outbox::{Outbox, Outgoing, StoreError};
+
+/// Reads and writes one service's checkpoint. Writes go through the
+/// service's outbox, so they carry its term's fence: a deposed instance
+/// cannot move the checkpoint.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     kv: kv::Store,
     name: String,
+    outbox: Option<Outbox>,
 }
 
 /// Why the checkpoint could not be read or written.
@@ -26,6 +31,8 @@ pub struct Checkpoint {
 pub struct CheckpointError {
     pub name: String,
     pub message: String,
+    /// Refused by a later term's fence.
+    pub deposed: bool,
 }
 
 impl Checkpoint {
@@ -37,10 +44,12 @@ impl Checkpoint {
             .map_err(|e| CheckpointError {
                 name: name.to_string(),
                 message: e.to_string(),
+                deposed: false,
             })?;
         Ok(Checkpoint {
             kv,
             name: name.to_string(),
+            outbox: None,
         })
     }
 
@@ -54,24 +63,44 @@ impl Checkpoint {
                 .and_then(|s| s.trim().parse().ok())
                 .ok_or_else(|| CheckpointError {
                     name: self.name.clone(),
+                    deposed: false,
                     message: format!("unreadable value {:?}", String::from_utf8_lossy(&bytes)),
                 }),
         }
     }
 
     /// Records that every state change up to `seq` is stored.
+    /// Writes the checkpoint through `outbox` from now on (fenced).
+    pub fn writing_through(mut self, outbox: Outbox) -> Checkpoint {
+        self.outbox = Some(outbox);
+        self
+    }
+
     pub async fn store(&self, seq: u64) -> Result<(), CheckpointError> {
-        self.kv
-            .put(&self.name, seq.to_string().into())
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        let Some(outbox) = &self.outbox else {
+            return self
+                .kv
+                .put(&self.name, seq.to_string().into())
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err(e));
+        };
+        let item = Outgoing::new(
+            format!("$KV.{}.{}", subjects::CHECKPOINTS_BUCKET, self.name),
+            seq.to_string(),
+        );
+        outbox.store_one(&item).await.map_err(|e| CheckpointError {
+            name: self.name.clone(),
+            deposed: matches!(e, StoreError::Deposed),
+            message: e.to_string(),
+        })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> CheckpointError {
         CheckpointError {
             name: self.name.clone(),
             message: e.to_string(),
+            deposed: false,
         }
     }
 }

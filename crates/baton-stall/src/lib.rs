@@ -17,8 +17,12 @@
 //!   twice nor forgets, and alerts that became due while it was down fire at
 //!   once.
 //! - **Silences** from KV `baton-silences` are honoured; **watching the
-//!   watchers** ([`system`]) raises `ORCHESTRATOR_DOWN` and
-//!   `CONSUMER_STALLED`.
+//!   watchers** ([`system`]) raises `ORCHESTRATOR_DOWN` (no orchestrator
+//!   renews its leadership lease) and `CONSUMER_STALLED`.
+//! - **Standbys.** Several instances may run; one is active under the
+//!   leadership lease and its writes are fenced
+//!   ([`baton_service::leader`], decision 8). A standby takes over when the
+//!   active one dies, stops, or stops making progress.
 //! - [`backtest`] replays recorded history on virtual time with other rules.
 
 pub mod backtest;
@@ -39,11 +43,12 @@ use baton_core::{
     subjects,
     wire::read_event,
 };
-use baton_jetstream::{NatsOptions, Topology, read};
+use baton_jetstream::{NatsOptions, Topology, leadership::FenceTarget, read};
 use baton_proto::{prost::Message, v1 as pb};
 use baton_service::{
     consumer::{self, Batches, ConsumerSpec},
     http::{self, Health},
+    leader::{self, Beat, LeaderConfig, LeaderMetrics, Leadership, Term},
     liveness::{self, Progress},
     outbox::{Outbox, Outgoing},
     shutdown::Shutdown,
@@ -77,6 +82,9 @@ pub struct Config {
     /// How often consumers are checked for stalls.
     pub consumer_check_interval: Duration,
     pub clock: Clock,
+    /// Leadership lease: a standby takes over after the active instance
+    /// has not renewed it (or made progress) for this long.
+    pub lease_ttl: Duration,
 }
 
 impl Config {
@@ -96,6 +104,7 @@ impl Config {
             watch: WatchLimits::default(),
             consumer_check_interval: Duration::from_secs(5),
             clock: Clock::system(),
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -141,13 +150,175 @@ impl Running {
     }
 }
 
-/// Starts the detector; returns once it is ready.
+/// The lease key and service name of the stall detector.
+pub const SERVICE: &str = "stall-detector";
+
+/// The streams the detector writes to, each fenced per term.
+pub fn fence_targets() -> Vec<FenceTarget> {
+    vec![
+        FenceTarget::bucket(subjects::DETECTOR_BUCKET, SERVICE),
+        FenceTarget::bucket(subjects::CHECKPOINTS_BUCKET, SERVICE),
+        FenceTarget::alerts(SERVICE),
+    ]
+}
+
+/// What every term of this instance shares.
+struct Shared {
+    js: jetstream::Context,
+    config: Config,
+    metrics: Metrics,
+    health: Health,
+    progress: Progress,
+    beat: Beat,
+    shutdown: Shutdown,
+}
+
+/// Starts the detector. Returns once this instance knows its role: if it
+/// took the leadership, once it is ready; otherwise as a standby.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, DetectorError> {
     let started = tokio::time::Instant::now();
     let client = config.nats.connect().await?;
     let js = jetstream::new(client.clone());
     baton_jetstream::ensure(&js, &config.topology).await?;
 
+    let metrics = Metrics::new();
+    let leader_metrics = LeaderMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    leader_metrics.register(&mut registry);
+    let health = Health::default();
+    let http_addr = match config.http_addr {
+        Some(addr) => Some(
+            http::serve(addr, Arc::new(registry), health.clone(), shutdown.clone())
+                .await
+                .map_err(|e| setup(format!("cannot serve HTTP on {addr}: {e}")))?
+                .0,
+        ),
+        None => None,
+    };
+    let services = js
+        .get_key_value(subjects::SERVICES_BUCKET)
+        .await
+        .map_err(setup)?;
+    let progress = Progress::default();
+    liveness::spawn(
+        services,
+        SERVICE,
+        &config.instance,
+        http_addr.map(|a| a.to_string()),
+        config.liveness_interval,
+        progress.clone(),
+        shutdown.clone(),
+    );
+    let beat = Beat::default();
+    let mut leadership = leader::spawn(
+        js.clone(),
+        LeaderConfig {
+            service: SERVICE.into(),
+            instance: config.instance.clone(),
+            ttl: config.lease_ttl,
+            targets: fence_targets(),
+        },
+        beat.clone(),
+        leader_metrics,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(setup)?;
+    let shared = Arc::new(Shared {
+        js,
+        config,
+        metrics: metrics.clone(),
+        health,
+        progress: progress.clone(),
+        beat,
+        shutdown: shutdown.clone(),
+    });
+    let first = match leadership.first_look().await {
+        true => match leadership.next_term(&shutdown).await {
+            Some(term) => Some(activate(&shared, term).await?),
+            None => None,
+        },
+        false => {
+            tracing::info!(instance = %shared.config.instance, "standing by: another stall detector is active");
+            None
+        }
+    };
+    let (restored_tasks, restored_alerts) = first
+        .as_ref()
+        .map_or((0, 0), |a| (a.restored_tasks, a.restored_alerts));
+    let task = tokio::spawn(supervise(shared, leadership, first));
+    Ok(Running {
+        http_addr,
+        restored_tasks,
+        restored_alerts,
+        startup: started.elapsed(),
+        progress,
+        metrics,
+        task,
+    })
+}
+
+/// Runs terms for as long as the process lives (see the orchestrator's).
+async fn supervise(
+    shared: Arc<Shared>,
+    mut leadership: Leadership,
+    mut next: Option<Active>,
+) -> Result<(), DetectorError> {
+    let result = loop {
+        let active = match next.take() {
+            Some(active) => active,
+            None => {
+                let Some(term) = leadership.next_term(&shared.shutdown).await else {
+                    break Ok(());
+                };
+                match activate(&shared, term.clone()).await {
+                    Ok(active) => active,
+                    Err(e) => {
+                        tracing::warn!(error = %e, term = term.term, "could not start the term; standing by");
+                        leadership.step_down(term.term);
+                        continue;
+                    }
+                }
+            }
+        };
+        let term = active.term.term;
+        let outbox = active.service.outbox.clone();
+        shared.progress.set_term(term);
+        let ran = active
+            .service
+            .run(active.silence_watch, active.orchestrator_watch)
+            .await;
+        shared.progress.set_term(0);
+        if shared.shutdown.is_triggered() {
+            break ran;
+        }
+        if active.term.ended.is_triggered() || outbox.was_deposed() {
+            leadership.step_down(term);
+            continue;
+        }
+        break ran;
+    };
+    leadership.release().await;
+    result
+}
+
+/// A term, set up and ready to run.
+struct Active {
+    term: Term,
+    service: Service,
+    silence_watch: kv::Watch,
+    orchestrator_watch: kv::Watch,
+    restored_tasks: usize,
+    restored_alerts: usize,
+}
+
+/// Sets up a term: the policy, the snapshot, the firing alerts, the
+/// consumer after the checkpoint, and the watches of silences and of the
+/// orchestrator's lease.
+async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorError> {
+    let config = &shared.config;
+    let js = shared.js.clone();
     // The orchestrator's published policy wins over this process's flags:
     // both services must judge every event the same way.
     let policy = match baton_jetstream::policy::read(&js).await.map_err(setup)? {
@@ -177,7 +348,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
         &format!("KV_{}", subjects::DETECTOR_BUCKET),
         &format!("$KV.{}.>", subjects::DETECTOR_BUCKET),
         |stored| {
-            if stored.is_kv_tombstone() {
+            if stored.is_kv_tombstone()
+                || subjects::is_reserved_kv_subject(&stored.subject, subjects::DETECTOR_BUCKET)
+            {
                 return;
             }
             if stored.payload.as_ref() == ENDED_SNAPSHOT {
@@ -205,7 +378,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
     read::for_each_last_per_subject(
         &js,
         subjects::ALERTS_STREAM,
-        subjects::ALERTS_ALL,
+        subjects::ALERTS_RAISE_ALL,
         |stored| {
             let Ok(alert) = Alert::decode(&stored.payload) else {
                 return;
@@ -223,9 +396,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
     )
     .await?;
 
+    // A new term, a new outbox: what the last one could not store is
+    // re-derived from the events after the checkpoint.
+    shared
+        .health
+        .set_condition(baton_service::outbox::HEALTH_CONDITION, None);
+    let outbox = Outbox::new(js.clone())
+        .reporting_to(shared.health.clone())
+        .fenced(term.fences.clone());
     let checkpoint = Checkpoint::open(&js, subjects::DETECTOR_CONSUMER)
         .await
-        .map_err(setup)?;
+        .map_err(setup)?
+        .writing_through(outbox.clone());
     let resume_after = checkpoint.load().await.map_err(setup)?;
     let spec = ConsumerSpec {
         stream: subjects::EVENTS_STREAM.into(),
@@ -240,72 +422,48 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
         tasks = restored_tasks,
         alerts = restored_alerts,
         checkpoint = resume_after,
+        term = term.term,
         "detector state restored"
     );
-
-    let metrics = Metrics::new();
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    let health = Health::default();
-    let http_addr = match config.http_addr {
-        Some(addr) => Some(
-            http::serve(addr, Arc::new(registry), health.clone(), shutdown.clone())
-                .await
-                .map_err(|e| setup(format!("cannot serve HTTP on {addr}: {e}")))?
-                .0,
-        ),
-        None => None,
-    };
-    let services = js
-        .get_key_value(subjects::SERVICES_BUCKET)
-        .await
-        .map_err(setup)?;
     let silences = js
         .get_key_value(subjects::SILENCES_BUCKET)
         .await
         .map_err(setup)?;
     let silence_watch = silences.watch_with_history(">").await.map_err(setup)?;
-    let liveness_watch = services
-        .watch_with_history("orchestrator.>")
+    let leaders = js
+        .get_key_value(subjects::LEADERS_BUCKET)
         .await
         .map_err(setup)?;
-    let progress = Progress::default();
-    progress.set(resume_after, consumer.cached_info().num_pending);
-    liveness::spawn(
-        services.clone(),
-        "stall-detector",
-        &config.instance,
-        http_addr.map(|a| a.to_string()),
-        config.liveness_interval,
-        progress.clone(),
-        shutdown.clone(),
-    );
+    let orchestrator_watch = leaders
+        .watch_with_history("orchestrator")
+        .await
+        .map_err(setup)?;
+    shared
+        .progress
+        .set(resume_after, consumer.cached_info().num_pending);
     let batches = Batches::new(&consumer, config.max_batch).await?;
-    let running_progress = progress.clone();
-    let running_metrics = metrics.clone();
     let service = Service {
-        outbox: Outbox::new(js.clone()).reporting_to(health.clone()),
+        outbox,
         js,
         det,
         watch,
-        config,
+        config: config.clone(),
         checkpoint,
-        metrics,
-        health,
-        progress,
+        metrics: shared.metrics.clone(),
+        health: shared.health.clone(),
+        progress: shared.progress.clone(),
+        beat: shared.beat.clone(),
         batches,
         spec,
-        shutdown,
+        shutdown: term.ended.clone(),
     };
-    let task = tokio::spawn(service.run(silence_watch, liveness_watch));
-    Ok(Running {
-        http_addr,
+    Ok(Active {
+        term,
+        service,
+        silence_watch,
+        orchestrator_watch,
         restored_tasks,
         restored_alerts,
-        startup: started.elapsed(),
-        progress: running_progress,
-        metrics: running_metrics,
-        task,
     })
 }
 
@@ -324,6 +482,8 @@ struct Service {
     metrics: Metrics,
     health: Health,
     progress: Progress,
+    /// Beaten every loop iteration: the lease is renewed only while fresh.
+    beat: Beat,
     batches: Batches,
     spec: ConsumerSpec,
     shutdown: Shutdown,
@@ -331,7 +491,7 @@ struct Service {
 
 impl Service {
     /// `silence_watch` yields current silences first, then changes;
-    /// `liveness_watch` the orchestrators' liveness records likewise. Both
+    /// `liveness_watch` the orchestrator's lease renewals likewise. Both
     /// are opened before `start` returns, so nothing is missed.
     async fn run(
         mut self,
@@ -357,6 +517,7 @@ impl Service {
         system_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let idle = self.config.max_lag.min(Duration::from_millis(500));
         loop {
+            self.beat.beat();
             // Judge deadlines `grace` after they are due.
             let wake = self
                 .det
@@ -479,17 +640,18 @@ impl Service {
                     if entry.is_none() {
                         // The orchestrator's liveness would no longer be seen.
                         liveness_ended = true;
-                        self.health.set_condition("liveness", Some("the watch of KV baton-services ended; restart the detector".into()));
+                        self.health.set_condition("liveness", Some("the watch of KV baton-leaders ended; restart the detector".into()));
                         continue;
                     }
                     if let Some(Ok(entry)) = entry
                         && entry.operation == kv::Operation::Put
-                        && let Ok(status) = pb::ServiceStatus::decode(entry.value.clone())
+                        && let Ok(lease) = pb::Leadership::decode(entry.value.clone())
+                        && !lease.instance.is_empty()
                     {
-                        // Broker time of the report, like every deadline here.
+                        // Broker time of the renewal, like every deadline here.
                         let seen = read::time_of(entry.created).min(self.config.clock.now());
-                        let interval = Duration::from_millis(status.interval_ms.max(1));
-                        alerts.extend(self.watch.orchestrator_seen(&status.instance, interval, seen));
+                        let ttl = Duration::from_millis(lease.ttl_ms.max(1));
+                        alerts.extend(self.watch.orchestrator_seen(&lease.instance, ttl, seen));
                     }
                 }
                 _ = system_tick.tick() => {
@@ -600,7 +762,7 @@ impl Service {
         }
         let out: Vec<Outgoing> = alerts
             .iter()
-            .map(|a| Outgoing::new(a.subject(), a.encode_to_vec()).with_msg_id(a.msg_id()))
+            .map(|a| Outgoing::new(a.raise_subject(), a.encode_to_vec()).with_msg_id(a.msg_id()))
             .collect();
         match self.outbox.deliver(&out, &self.shutdown).await {
             Ok(_) => {

@@ -1,5 +1,6 @@
 //! Watching the watchers: `ORCHESTRATOR_DOWN` when no orchestrator has
-//! reported liveness for a while, `CONSUMER_STALLED` when a Baton consumer
+//! renewed its leadership lease for a while ([`baton_core::watch`]),
+//! `CONSUMER_STALLED` when a Baton consumer
 //! has work pending and makes no progress (or sits at `max_ack_pending`,
 //! where JetStream stops delivering without an error). Pure: observations
 //! and `now` come in, alerts go out.
@@ -8,7 +9,8 @@ use std::{collections::HashMap, time::Duration};
 
 use baton_core::{
     Alert, AlertKind, Time,
-    catalogue::{ConsumerStall, consumer_stalled_alert, orchestrator_down_alert},
+    catalogue::{ConsumerStall, consumer_stalled_alert},
+    watch::{DownLimits, ServiceWatch},
 };
 
 /// What the watch knows about one consumer at one check.
@@ -46,6 +48,17 @@ pub struct WatchLimits {
     pub renotify: Option<Duration>,
 }
 
+impl WatchLimits {
+    /// The limits of watching a service's lease.
+    pub fn down(&self) -> DownLimits {
+        DownLimits {
+            missed_reports: self.missed_reports,
+            min_silence: self.min_silence,
+            renotify: self.renotify,
+        }
+    }
+}
+
 impl Default for WatchLimits {
     fn default() -> Self {
         WatchLimits {
@@ -61,10 +74,7 @@ impl Default for WatchLimits {
 #[derive(Debug)]
 pub struct SystemWatch {
     limits: WatchLimits,
-    /// When an orchestrator instance last reported (our clock) and its
-    /// reporting interval.
-    orchestrators: HashMap<String, (Time, Duration)>,
-    orchestrator_down: Option<Alert>,
+    orchestrator: ServiceWatch,
     consumers: HashMap<String, ConsumerTrack>,
 }
 
@@ -72,34 +82,25 @@ impl SystemWatch {
     pub fn new(limits: WatchLimits) -> SystemWatch {
         SystemWatch {
             limits,
-            orchestrators: HashMap::new(),
-            orchestrator_down: None,
+            orchestrator: ServiceWatch::new(AlertKind::OrchestratorDown, limits.down()),
             consumers: HashMap::new(),
         }
     }
 
-    /// An orchestrator instance reported at `now`.
+    /// An orchestrator instance renewed its lease at `now`.
     pub fn orchestrator_seen(
         &mut self,
         instance: &str,
         interval: Duration,
         now: Time,
     ) -> Vec<Alert> {
-        self.orchestrators
-            .insert(instance.to_string(), (now, interval));
-        match self.orchestrator_down.take() {
-            Some(firing) => vec![firing.resolved(
-                now,
-                format!("Resolved orchestrator down: instance {instance} is reporting again."),
-            )],
-            None => Vec::new(),
-        }
+        self.orchestrator.seen(instance, interval, now)
     }
 
     /// Adopts a firing system alert from before a restart.
     pub fn restore(&mut self, alert: Alert) {
         match alert.kind {
-            AlertKind::OrchestratorDown => self.orchestrator_down = Some(alert),
+            AlertKind::OrchestratorDown => self.orchestrator.restore(alert),
             AlertKind::ConsumerStalled => {
                 let name = alert.detail.clone();
                 self.consumers.insert(
@@ -117,36 +118,7 @@ impl SystemWatch {
 
     /// Fires or re-notifies `ORCHESTRATOR_DOWN` if no instance is fresh.
     pub fn check_orchestrator(&mut self, now: Time) -> Vec<Alert> {
-        let freshest = self
-            .orchestrators
-            .iter()
-            .map(|(name, (seen, interval))| {
-                let allowed = (*interval * self.limits.missed_reports).max(self.limits.min_silence);
-                (name, *seen, seen.saturating_add(allowed))
-            })
-            .max_by_key(|(_, _, due)| *due);
-        let Some((name, seen, due)) = freshest else {
-            return Vec::new();
-        };
-        if now < due {
-            return Vec::new();
-        }
-        if let Some(firing) = &mut self.orchestrator_down {
-            let again = self
-                .limits
-                .renotify
-                .is_some_and(|every| firing.observed_at.saturating_add(every) <= now);
-            if !again {
-                return Vec::new();
-            }
-            firing.notification += 1;
-            firing.observed_at = now;
-            firing.late_by = Some(now.since(due));
-            return vec![firing.clone()];
-        }
-        let alert = orchestrator_down_alert(name, seen, due, now);
-        self.orchestrator_down = Some(alert.clone());
-        vec![alert]
+        self.orchestrator.check(now)
     }
 
     /// Records a consumer check; fires, re-notifies or resolves
@@ -233,9 +205,7 @@ mod tests {
         let fired = w.check_orchestrator(t(6));
         assert_eq!(fired.len(), 1);
         assert!(
-            fired[0]
-                .summary
-                .contains("No orchestrator has reported for 6s"),
+            fired[0].summary.contains("No active orchestrator for 6s"),
             "{}",
             fired[0].summary
         );

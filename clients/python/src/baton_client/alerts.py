@@ -2,7 +2,8 @@
 
 Alerts are published on ``baton.alert.<kind>.<task>``, ``<kind>`` being the
 ``AlertKind`` without its prefix in lower snake case
-(``baton.alert.heartbeat_missed.t1``), and stored in ``BATON_ALERTS``.
+(``baton.alert.heartbeat_missed.t1``, exactly once per notification), and
+stored in ``BATON_ALERTS`` on ``baton.raise.<kind>.<task>``.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class AlertSubscription:
                 js = nc.jetstream()
                 self._subs.append(
                     await js.subscribe(
-                        subjects.alert(kind, self._task_token),
+                        subjects.raised(kind, self._task_token),
                         stream=subjects.ALERTS_STREAM,
                         cb=self._on_msg,
                         ordered_consumer=True,

@@ -18,6 +18,7 @@ __all__ = [
     "workflow_context",
     "parse_context",
     "alert",
+    "raised",
     "parse_event",
     "parse_alert",
 ]
@@ -26,7 +27,8 @@ __all__ = [
 EVENTS_STREAM = "BATON_EVENTS"
 #: Decision records: ``baton.ctx.<workflow>.<author>``.
 CONTEXT_STREAM = "BATON_CONTEXT"
-#: Alerts: ``baton.alert.<kind>.<task>``.
+#: Alerts: stored on ``baton.raise.<kind>.<task>`` and republished, once
+#: stored, on ``baton.alert.<kind>.<task>`` (each notification exactly once).
 ALERTS_STREAM = "BATON_ALERTS"
 #: What could not be decoded or validated: ``baton.dlq.<reason>``.
 DLQ_STREAM = "BATON_DLQ"
@@ -78,6 +80,13 @@ def alert(kind: str, task: str | None) -> str:
     return f"baton.alert.{kind}.{SYSTEM_TOKEN if task is None else task}"
 
 
+def raised(kind: str, task: str | None) -> str:
+    """``baton.raise.<kind>.<task or _system>``: where alerts are stored in
+    ``BATON_ALERTS`` (read the stream's history with this; subscribe to
+    :func:`alert`)."""
+    return f"baton.raise.{kind}.{SYSTEM_TOKEN if task is None else task}"
+
+
 def parse_event(subject: str) -> tuple[str, str] | None:
     """The task and agent tokens of an event subject, if it is one."""
     prefix = "baton.evt."
@@ -91,9 +100,10 @@ def parse_event(subject: str) -> tuple[str, str] | None:
 
 
 def parse_alert(subject: str) -> tuple[str, str] | None:
-    """The kind and task tokens of an alert subject, if it is one."""
-    prefix = "baton.alert."
-    if not subject.startswith(prefix):
-        return None
-    kind, sep, task = subject[len(prefix) :].partition(".")
-    return (kind, task) if sep else None
+    """The kind and task tokens of an alert subject (``baton.alert.`` as
+    received or ``baton.raise.`` as stored), if it is one."""
+    for prefix in ("baton.alert.", "baton.raise."):
+        if subject.startswith(prefix):
+            kind, sep, task = subject[len(prefix) :].partition(".")
+            return (kind, task) if sep and "." not in task else None
+    return None

@@ -45,8 +45,9 @@ pub async fn alerts(nats: &NatsArgs, args: &AlertsArgs) -> anyhow::Result<()> {
         None => None,
     };
     let task = args.task.as_deref().map(TaskId::new).transpose()?;
+    // As stored: the stream republishes each on baton.alert.<kind>.<task>.
     let filter = format!(
-        "baton.alert.{}.{}",
+        "baton.raise.{}.{}",
         kind.map_or("*", AlertKind::as_str),
         task.as_ref().map_or("*", TaskId::as_str)
     );

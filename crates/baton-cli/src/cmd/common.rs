@@ -89,6 +89,7 @@ impl Conn {
             &format!("$KV.{}.>", subjects::TASKS_BUCKET),
             |stored| {
                 if !stored.is_kv_tombstone()
+                    && !subjects::is_reserved_kv_subject(&stored.subject, subjects::TASKS_BUCKET)
                     && let Ok(t) = Task::decode(&stored.payload)
                 {
                     tasks.push(t);
@@ -132,7 +133,7 @@ impl Conn {
         read::for_each_last_per_subject(
             &self.js,
             subjects::ALERTS_STREAM,
-            subjects::ALERTS_ALL,
+            subjects::ALERTS_RAISE_ALL,
             |stored| {
                 let Ok(a) = Alert::decode(&stored.payload) else {
                     return;

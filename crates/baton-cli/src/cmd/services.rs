@@ -95,6 +95,10 @@ pub struct OrchestratorArgs {
     /// How often to write the liveness record
     #[arg(long, env = "BATON_LIVENESS_INTERVAL", default_value = "2s", value_parser = duration)]
     pub liveness_interval: Duration,
+    /// Leadership lease: a standby takes over after the active instance has
+    /// not renewed it (crashed, stuck or cut off) for this long
+    #[arg(long, env = "BATON_LEASE_TTL", default_value = "5s", value_parser = duration)]
+    pub lease_ttl: Duration,
 }
 
 impl OrchestratorArgs {
@@ -118,8 +122,17 @@ impl OrchestratorArgs {
             c.instance = i.clone();
         }
         c.liveness_interval = self.liveness_interval;
+        c.lease_ttl = lease_ttl(self.lease_ttl)?;
         Ok(c)
     }
+}
+
+/// A lease ttl a lease can work with.
+fn lease_ttl(ttl: Duration) -> anyhow::Result<Duration> {
+    if ttl < Duration::from_millis(200) {
+        bail!("--lease-ttl must be at least 200ms (it is renewed every quarter of it)");
+    }
+    Ok(ttl)
 }
 
 /// Runs the orchestrator until SIGTERM / ctrl-c.
@@ -193,6 +206,10 @@ pub struct DetectorArgs {
     /// How often to write the liveness record
     #[arg(long, env = "BATON_LIVENESS_INTERVAL", default_value = "2s", value_parser = duration)]
     pub liveness_interval: Duration,
+    /// Leadership lease: a standby takes over after the active instance has
+    /// not renewed it (crashed, stuck or cut off) for this long
+    #[arg(long, env = "BATON_LEASE_TTL", default_value = "5s", value_parser = duration)]
+    pub lease_ttl: Duration,
 }
 
 impl DetectorArgs {
@@ -211,6 +228,7 @@ impl DetectorArgs {
             .clone()
             .unwrap_or_else(baton_orchestrator::default_instance);
         c.liveness_interval = self.liveness_interval;
+        c.lease_ttl = lease_ttl(self.lease_ttl)?;
         Ok(c)
     }
 }

@@ -89,6 +89,10 @@ struct RequiredJson {
     /// (reports, but its consumer does not move).
     state: String,
     alive_instances: usize,
+    /// Alive instances holding the leadership lease (1 when all is well).
+    active_instances: usize,
+    /// Alive instances standing by to take over (0 = no high availability).
+    standby_instances: usize,
     problem: Option<String>,
 }
 
@@ -97,6 +101,8 @@ struct ServiceJson {
     service: String,
     instance: String,
     alive: bool,
+    /// "active" or "standby".
+    role: String,
     last_report: Option<String>,
     applied_seq: u64,
     pending: u64,
@@ -238,6 +244,11 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
     for (service, consumer, without) in REQUIRED {
         let instances: Vec<_> = services.iter().filter(|s| s.0.service == service).collect();
         let alive = instances.iter().filter(|s| s.2).count();
+        let active = instances
+            .iter()
+            .filter(|s| s.2 && s.0.role != "standby")
+            .count();
+        let standby = alive - active;
         let (state, problem) = if instances.is_empty() {
             (
                 "missing",
@@ -252,6 +263,13 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
                 Some(format!(
                     "no {service} has reported for {}: {without}; is it running?",
                     crate::output::ago(last, now).trim_end_matches(" ago")
+                )),
+            )
+        } else if active == 0 {
+            (
+                "no_active",
+                Some(format!(
+                    "{alive} {service} instance(s) alive, none active: {without} until one takes the lease (a takeover takes up to the lease ttl)"
                 )),
             )
         } else if let Some(idle) = idle_with_work
@@ -275,6 +293,8 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
             service: service.to_string(),
             state: state.to_string(),
             alive_instances: alive,
+            active_instances: active,
+            standby_instances: standby,
             problem,
         });
     }
@@ -295,6 +315,7 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
             service: s.service.clone(),
             instance: s.instance.clone(),
             alive: *alive,
+            role: s.role.clone(),
             last_report: Some(reported.to_rfc3339()),
             applied_seq: s.applied_seq,
             pending: s.pending,
@@ -334,6 +355,21 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
             "  none has reported: start `baton orchestrator` and `baton stall-detector` (or `baton dev`)"
         );
     } else {
+        for r in &required {
+            if r.alive_instances > 0 {
+                println!(
+                    "  {}: {} active, {} standby{}",
+                    r.service,
+                    r.active_instances,
+                    r.standby_instances,
+                    if r.standby_instances == 0 {
+                        " (no standby: a crash stops it until restarted)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
         let mut t = Table::new(&[
             "  SERVICE",
             "INSTANCE",
@@ -348,12 +384,16 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
                 (format!("  {}", s.service), None),
                 (s.instance.clone(), None),
                 (
-                    if *alive {
-                        "alive".into()
-                    } else {
-                        "DOWN".into()
+                    match (*alive, s.role.as_str()) {
+                        (false, _) => "DOWN".into(),
+                        (true, "standby") => "standby".into(),
+                        (true, _) => "active".into(),
                     },
-                    Some(if *alive { Color::Green } else { Color::Red }),
+                    Some(match (*alive, s.role.as_str()) {
+                        (false, _) => Color::Red,
+                        (true, "standby") => Color::Yellow,
+                        (true, _) => Color::Green,
+                    }),
                 ),
                 (ago(*reported, now), None),
                 (s.applied_seq.to_string(), None),

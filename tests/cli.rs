@@ -1267,3 +1267,69 @@ async fn dev_starts_its_own_server_unless_told_on_its_own_flag() {
         dev.terminate();
     }
 }
+
+/// `baton dev` serves the web console and prints its address with the
+/// others; `--console off` runs none.
+#[test]
+fn dev_serves_the_console_at_the_printed_address() {
+    use std::io::{Read, Write};
+    let mut dev = Dev::spawn(&["--port", "0", "--console", "127.0.0.1:0"], &[]);
+    dev.banner();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let url = loop {
+        if let Some(l) = dev
+            .seen
+            .iter()
+            .find(|l| l.trim_start().starts_with("console "))
+        {
+            break l
+                .trim_start()
+                .trim_start_matches("console")
+                .trim()
+                .to_string();
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match dev.lines.recv_timeout(left) {
+            Ok(line) => dev.seen.push(line),
+            Err(_) => panic!("no console line:\n{}", dev.seen.join("\n")),
+        }
+    };
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("console address {url:?}"));
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the console");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("/").contains("<title>Baton console</title>"));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !get("/api/health").contains("\"service\":\"stall-detector\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the console never saw the services"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    dev.terminate();
+
+    let mut dev = Dev::spawn(&["--port", "0", "--console", "off"], &[]);
+    dev.banner();
+    while !dev
+        .seen
+        .iter()
+        .any(|l| l.trim_start().starts_with("console "))
+    {
+        dev.seen
+            .push(dev.lines.recv_timeout(PATIENCE).expect("the console line"));
+    }
+    assert!(
+        dev.seen.iter().any(|l| l.trim() == "console        off"),
+        "{:?}",
+        dev.seen
+    );
+    dev.terminate();
+}

@@ -31,7 +31,10 @@ async fn creates_streams_and_buckets_idempotently() {
         let mut s = rig.js.get_stream(name).await.expect(name);
         let info = s.info().await.expect("info");
         // The data subjects first; fences of leadership terms after them.
-        assert_eq!(info.config.subjects.first().map(String::as_str), Some(subject));
+        assert_eq!(
+            info.config.subjects.first().map(String::as_str),
+            Some(subject)
+        );
         assert_eq!(info.config.num_replicas, 1);
         assert!(info.config.duplicate_window >= Duration::from_secs(120));
     }

@@ -77,6 +77,8 @@ enum Command {
     Rules(cmd::rules::RulesArgs),
     /// Dead letters: list, show (headers, hex), re-drive to the events stream
     Dlq(cmd::dlq::DlqArgs),
+    /// Serve the web console: pipeline, alerts, task timelines, health (live)
+    Console(cmd::console::ConsoleArgs),
     /// Provision NATS identities (agent, operator, service, viewer) and the server config that enforces them
     #[command(long_about = cmd::auth::LONG_ABOUT)]
     Auth(cmd::auth::AuthArgs),
@@ -109,7 +111,8 @@ fn main() -> ExitCode {
         Command::Dev(_)
         | Command::Orchestrator(_)
         | Command::StallDetector(_)
-        | Command::Notify(_) => "info",
+        | Command::Notify(_)
+        | Command::Console(_) => "info",
         _ => "warn",
     };
     init_logging(&cli, default_log);
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
             Command::Status(args) => return Ok(cmd::status::status(nats, args).await),
             Command::Rules(args) => cmd::rules::rules(nats, args).await,
             Command::Dlq(args) => return cmd::dlq::dlq(nats, args).await,
+            Command::Console(args) => cmd::console::console(nats, args).await,
             Command::Auth(args) => cmd::auth::auth(args),
         };
         done.map(|()| ExitCode::SUCCESS)

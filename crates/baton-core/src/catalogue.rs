@@ -376,7 +376,12 @@ pub fn malformed_alert(m: Malformed<'_>, error: &dyn fmt::Display) -> Alert {
 pub fn service_down_alert(kind: AlertKind, name: &str, seen: Time, due: Time, now: Time) -> Alert {
     let mut alert = Alert::firing(
         kind,
-        alert_id(kind, None, 0, &format!("t{}", seen.unix_nanos() / 1_000_000)),
+        alert_id(
+            kind,
+            None,
+            0,
+            &format!("t{}", seen.unix_nanos() / 1_000_000),
+        ),
         None,
         now,
     );

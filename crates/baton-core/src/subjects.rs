@@ -191,7 +191,10 @@ mod tests {
             Some(("not_started", "t1"))
         );
         assert_eq!(parse_alert("baton.fence.alerts.orchestrator"), None);
-        assert_eq!(fence("alerts", "orchestrator"), "baton.fence.alerts.orchestrator");
+        assert_eq!(
+            fence("alerts", "orchestrator"),
+            "baton.fence.alerts.orchestrator"
+        );
         assert!(is_reserved_key("_fence.orchestrator"));
         assert!(!is_reserved_key("t1"));
         assert!(is_reserved_kv_subject(

@@ -83,7 +83,10 @@ pub enum Campaign {
 pub enum Renewal {
     Renewed,
     /// Someone else holds it (or it was released over our head).
-    Lost { holder: String, term: u64 },
+    Lost {
+        holder: String,
+        term: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -315,7 +318,11 @@ impl Lease {
 
     /// The current holder and term, as stored.
     pub async fn holder(&self) -> Option<(String, u64)> {
-        let entry = self.timed(self.kv.entry(&self.service)).await.ok()?.ok()??;
+        let entry = self
+            .timed(self.kv.entry(&self.service))
+            .await
+            .ok()?
+            .ok()??;
         let lease = pb::Leadership::decode(entry.value).ok()?;
         Some((lease.instance, lease.term))
     }

@@ -12,6 +12,8 @@
 //! - [`read`]: reading a stream's history for one subject.
 //! - [`policy`]: the orchestrator's fold policy, published in KV for every
 //!   reader.
+//! - [`silences`]: adding, ending and listing silences (KV
+//!   `baton-silences`), for every operator surface.
 //! - [`leadership`]: the services' leadership lease and the fences that
 //!   make the broker refuse a deposed instance's writes (decision 8).
 
@@ -21,6 +23,7 @@ pub mod leadership;
 pub mod policy;
 pub mod publish;
 pub mod read;
+pub mod silences;
 pub mod topology;
 
 pub use connect::{ConnectError, Denials, Denied, NatsOptions};

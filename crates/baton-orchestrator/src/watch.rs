@@ -68,7 +68,9 @@ pub async fn spawn_detector_watch(
             }
             let out: Vec<Outgoing> = alerts
                 .iter()
-                .map(|a| Outgoing::new(a.raise_subject(), a.encode_to_vec()).with_msg_id(a.msg_id()))
+                .map(|a| {
+                    Outgoing::new(a.raise_subject(), a.encode_to_vec()).with_msg_id(a.msg_id())
+                })
                 .collect();
             match outbox.deliver(&out, &shutdown).await {
                 Ok(_) => {

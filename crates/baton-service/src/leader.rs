@@ -26,7 +26,7 @@ use std::{
 
 use async_nats::jetstream;
 use baton_jetstream::leadership::{
-    Campaign, FenceTarget, Fences, Lease, LeadershipError, Renewal, raise_fences, term_record,
+    Campaign, FenceTarget, Fences, LeadershipError, Lease, Renewal, raise_fences, term_record,
 };
 use prometheus_client::{
     encoding::EncodeLabelSet,

@@ -205,9 +205,7 @@ mod tests {
         let fired = w.check_orchestrator(t(6));
         assert_eq!(fired.len(), 1);
         assert!(
-            fired[0]
-                .summary
-                .contains("No active orchestrator for 6s"),
+            fired[0].summary.contains("No active orchestrator for 6s"),
             "{}",
             fired[0].summary
         );

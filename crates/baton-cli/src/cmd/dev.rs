@@ -46,6 +46,9 @@ pub struct DevArgs {
     pub rules: Option<PathBuf>,
     #[command(flatten)]
     pub auth: crate::cmd::auth::DevAuthArgs,
+    /// Serve the web console here (a free port when this one is taken; `off`: no console)
+    #[arg(long, env = "BATON_DEV_CONSOLE", value_name = "ADDR", default_value = baton_console::DEFAULT_LISTEN)]
+    pub console: String,
 }
 
 /// `baton dev`'s own env var for `--nats`.
@@ -207,6 +210,15 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
         .await
         .context("stall detector failed to start")?;
 
+    let console = crate::cmd::console::start_for_dev(
+        &args.console,
+        nats,
+        &url,
+        auth.as_ref(),
+        shutdown.clone(),
+    )
+    .await?;
+
     let data = match &local {
         None => "an existing server".to_string(),
         Some(l) => l.describe(args.data.as_ref()),
@@ -226,6 +238,7 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
          \n  NATS           {url}   ({data})\
          \n  orchestrator   {}\
          \n  detector       {}\
+         \n  console        {}\
          \n\nConnect agents and the CLI with --nats {url} (or BATON_NATS_URL={url}).\
          \nTry, in another terminal:\
          \n  {cli} --nats {url} status\
@@ -234,6 +247,9 @@ pub async fn run(nats: &NatsArgs, args: &DevArgs) -> anyhow::Result<()> {
          \n\nCtrl-C stops everything.\n",
         http(orchestrator.http_addr),
         http(detector.http_addr),
+        console
+            .as_ref()
+            .map_or_else(|| "off".to_string(), baton_console::Running::url),
     );
 
     if let Some(a) = &auth {

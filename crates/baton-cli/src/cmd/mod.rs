@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod common;
+pub mod console;
 pub mod context;
 pub mod demo;
 pub mod dev;

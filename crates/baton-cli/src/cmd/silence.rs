@@ -1,11 +1,12 @@
 //! `baton silence`: mute alerts by task, kind and/or agent for a while.
 //! Silences live in KV `baton-silences`; the stall detector honours them.
+//! The logic is `baton_jetstream::silences`, shared with the web console.
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use baton_core::{AgentId, AlertKind, TaskId, stall::Silence, subjects, wire::time_to_wire};
-use baton_proto::{prost::Message, v1 as pb};
+use anyhow::bail;
+use baton_core::stall::Silence;
+use baton_jetstream::silences::{self, NewSilence, SilenceError};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -88,7 +89,6 @@ struct SilenceJson {
 pub async fn silence(nats: &NatsArgs, args: &SilenceArgs) -> anyhow::Result<()> {
     let conn = connect(nats).await?;
     conn.require_baton().await?;
-    let kv = conn.js.get_key_value(subjects::SILENCES_BUCKET).await?;
     let now = now();
     match &args.action {
         SilenceAction::Add {
@@ -99,32 +99,22 @@ pub async fn silence(nats: &NatsArgs, args: &SilenceArgs) -> anyhow::Result<()> 
             reason,
             by,
         } => {
-            if task.is_none() && kind.is_none() && agent.is_none() {
-                bail!(
-                    "a silence needs at least one of --task, --kind, --agent (muting everything is not allowed)"
-                );
-            }
-            let kind = match kind {
-                Some(k) => Some(AlertKind::parse(k).with_context(|| {
-                    format!(
-                        "unknown alert kind {k:?}: use one of {}",
-                        AlertKind::ALL.map(AlertKind::as_str).join(", ")
-                    )
-                })?),
-                None => None,
-            };
-            let s = Silence {
-                id: format!("s{}", nuid::next()),
-                task: task.as_deref().map(TaskId::new).transpose()?,
-                kind,
-                agent: agent.as_deref().map(AgentId::new).transpose()?,
-                until: now.saturating_add(*duration),
-                created_by: by.clone(),
+            let s = NewSilence {
+                task: task.clone(),
+                kind: kind.clone(),
+                agent: agent.clone(),
+                duration: *duration,
                 reason: reason.clone(),
-                created_at: now,
-            };
-            kv.put(&s.id, pb::Silence::from(&s).encode_to_vec().into())
-                .await?;
+                by: by.clone(),
+            }
+            .build(now)
+            .map_err(|e| match e {
+                SilenceError::NoMatcher => anyhow::anyhow!(
+                    "a silence needs at least one of --task, --kind, --agent (muting everything is not allowed)"
+                ),
+                e => e.into(),
+            })?;
+            silences::add(&conn.js, &s).await?;
             if args.json {
                 print_json(&to_json(&s, now));
             } else {
@@ -132,26 +122,8 @@ pub async fn silence(nats: &NatsArgs, args: &SilenceArgs) -> anyhow::Result<()> 
             }
         }
         SilenceAction::List { all } => {
-            let mut list = Vec::new();
-            baton_jetstream::read::for_each_last_per_subject(
-                &conn.js,
-                &format!("KV_{}", subjects::SILENCES_BUCKET),
-                &format!("$KV.{}.>", subjects::SILENCES_BUCKET),
-                |stored| {
-                    if stored.is_kv_tombstone() {
-                        return;
-                    }
-                    if let Ok(s) = pb::Silence::decode(stored.payload.clone())
-                        .map_err(|e| e.to_string())
-                        .and_then(|s| Silence::try_from(s).map_err(|e| e.to_string()))
-                    {
-                        list.push(s);
-                    }
-                },
-            )
-            .await?;
+            let mut list = silences::list(&conn.js).await?;
             list.retain(|s| *all || s.until > now);
-            list.sort_by_key(|s| s.until);
             if args.json {
                 print_json(&list.iter().map(|s| to_json(s, now)).collect::<Vec<_>>());
             } else if list.is_empty() {
@@ -182,12 +154,12 @@ pub async fn silence(nats: &NatsArgs, args: &SilenceArgs) -> anyhow::Result<()> 
             }
         }
         SilenceAction::Expire { id } => {
-            let Some(bytes) = kv.get(id).await? else {
-                bail!("no silence {id:?} (see `baton silence list --all`)");
+            match silences::expire(&conn.js, id, now).await {
+                Err(SilenceError::NotFound(_)) => {
+                    bail!("no silence {id:?} (see `baton silence list --all`)")
+                }
+                other => other?,
             };
-            let mut s = pb::Silence::decode(bytes)?;
-            s.until = Some(time_to_wire(now));
-            kv.put(id, s.encode_to_vec().into()).await?;
             if args.json {
                 print_json(&serde_json::json!({ "id": id, "expired": true }));
             } else {

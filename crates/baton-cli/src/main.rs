@@ -77,6 +77,8 @@ enum Command {
     /// Provision NATS identities (agent, operator, service, viewer) and the server config that enforces them
     #[command(long_about = cmd::auth::LONG_ABOUT)]
     Auth(cmd::auth::AuthArgs),
+    /// Serve MCP on stdio for one agent: LLM hosts coordinate through Baton with tools
+    Mcp(cmd::mcp::McpArgs),
 }
 
 fn init_logging(cli: &Cli, default: &str) {
@@ -136,6 +138,7 @@ fn main() -> ExitCode {
             Command::Rules(args) => cmd::rules::rules(nats, args).await,
             Command::Dlq(args) => return cmd::dlq::dlq(nats, args).await,
             Command::Auth(args) => cmd::auth::auth(args),
+            Command::Mcp(args) => cmd::mcp::run(nats, args).await,
         };
         done.map(|()| ExitCode::SUCCESS)
     });

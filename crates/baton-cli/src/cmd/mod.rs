@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dev;
 pub mod dlq;
 pub mod emit;
+pub mod mcp;
 pub mod rules;
 pub mod services;
 pub mod silence;

@@ -211,6 +211,8 @@ async def test_writer_to_editor_handoff_through_tools(services: Services, nc: na
         # The writer gave the task away: it may not act on it now.
         spent = await refused(writer, "report_progress", task_id=task, note="more", progress=True)
         assert spent["error"] == "not_owner"
+        pending = await refused(writer, "claim_task", task_id=task)
+        assert pending["error"] == "not_allowed" and "offer is pending" in pending["message"]
 
         # Accepting before reading the decisions would be stale context.
         stale = await refused(editor, "accept_handoff", task_id=task)

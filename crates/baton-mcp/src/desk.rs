@@ -26,6 +26,9 @@ use tokio::sync::{Mutex, broadcast};
 
 use crate::explain::{self, Refusal};
 
+/// Notices kept for a model that does not call (the oldest go first).
+const MAX_NOTICES: usize = 100;
+
 /// What changed, for the notifications a host may subscribe to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -127,7 +130,12 @@ impl Desk {
     /// Queues a notice for the model's next call.
     pub(crate) fn notice(&self, text: String) {
         tracing::info!(agent = %self.me(), notice = %text, "notice");
-        lock(&self.notices).push(text);
+        let mut notices = lock(&self.notices);
+        // A model that stops calling does not make the server grow.
+        if notices.len() >= MAX_NOTICES {
+            notices.remove(0);
+        }
+        notices.push(text);
     }
 
     /// The notices queued since the last call, oldest first.
@@ -394,6 +402,12 @@ impl Desk {
         let lease = lease.unwrap_or(self.agent.lease());
         let (handle, resumed) = match self.agent.claim_with_lease(&task, lease).await {
             Ok(h) => (h, false),
+            Err(ClaimError::AlreadyYours { .. }) if self.offer_pending(&task).await => {
+                return Err(explain::invalid_act(
+                    &task,
+                    "you offered this task and the offer is pending: you stay accountable, but may act on it again only if the recipient rejects it",
+                ));
+            }
             Err(ClaimError::AlreadyYours { .. }) => match self.agent.resume(&task).await {
                 Ok(h) => (h, true),
                 Err(e) => return Err(self.claim_error(e)),
@@ -401,6 +415,10 @@ impl Desk {
             Err(e) => return Err(self.claim_error(e)),
         };
         Ok(self.hold(handle, resumed).await)
+    }
+
+    async fn offer_pending(&self, task: &TaskId) -> bool {
+        matches!(self.agent.task(task).await, Ok(Some(t)) if t.status == TaskStatus::HandoffPending)
     }
 
     async fn already_held(&self, task: &TaskId) -> Option<Value> {

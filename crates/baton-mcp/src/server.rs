@@ -717,3 +717,59 @@ impl ServerHandler for BatonMcp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema_of(tool: rmcp::model::Tool) -> serde_json::Map<String, Value> {
+        (*tool.input_schema).clone()
+    }
+
+    #[test]
+    fn bad_arguments_name_what_the_tool_takes_required_first() {
+        let claim = schema_of(BatonMcp::claim_task_tool_attr());
+        assert_eq!(
+            expected_arguments(&claim),
+            "task_id (string, required), lease_seconds (number, optional)"
+        );
+        let progress = schema_of(BatonMcp::report_progress_tool_attr());
+        assert_eq!(
+            expected_arguments(&progress),
+            "note (string, required), progress (boolean, required), task_id (string, required)"
+        );
+        let list = schema_of(BatonMcp::list_ready_tasks_tool_attr());
+        assert_eq!(expected_arguments(&list), "no arguments");
+    }
+
+    #[test]
+    fn every_tool_refuses_unknown_fields() {
+        for tool in BatonMcp::tool_router().list_all() {
+            let schema = &tool.input_schema;
+            assert_eq!(
+                schema.get("additionalProperties"),
+                Some(&Value::Bool(false)),
+                "{}",
+                tool.name
+            );
+            assert!(
+                tool.description.is_some_and(|d| d.len() > 40),
+                "{}",
+                tool.name
+            );
+        }
+    }
+
+    #[test]
+    fn seconds_are_checked() {
+        assert_eq!(seconds("x", None), Ok(None));
+        assert_eq!(
+            seconds("x", Some(1.5)),
+            Ok(Some(Duration::from_millis(1500)))
+        );
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 40.0 * 86_400.0] {
+            let refusal = seconds("lease_seconds", Some(bad)).unwrap_err();
+            assert!(refusal.message.contains("lease_seconds"), "{bad}");
+        }
+    }
+}

@@ -318,7 +318,12 @@ async def test_a_killed_host_stops_heartbeating_and_the_detector_says_so(
         # Heartbeats stop with the host: the real detector raises HEARTBEAT_MISSED
         # once the lease runs out (plus its grace and the last beat's age).
         await eventually(missed, timeout=lease * 3 + 5, what="HEARTBEAT_MISSED")
-        assert time.monotonic() - killed_at < lease * 3 + 5
+        # The last heartbeat went out at most a third of the lease before the
+        # kill, so the alert is due within the lease of it (plus the
+        # detector's grace and a margin for a loaded machine).
+        detected_after = time.monotonic() - killed_at
+        print(f"HEARTBEAT_MISSED {detected_after:.2f}s after the host was killed (lease {lease}s)")
+        assert detected_after < lease + 1.5
         alert = await last_alert(nc, "heartbeat_missed", task)
         assert alert is not None and agent in list(alert.agents)
         # The session ended without a final act: the task was not released.

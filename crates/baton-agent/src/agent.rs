@@ -514,6 +514,70 @@ impl Agent {
         Ok(self.current(task).await?.0)
     }
 
+    /// Every task's state as the orchestrator last stored it (KV
+    /// `baton-tasks`), for listing what there is to do. A listing can trail
+    /// the stream by a flush; [`task`](Self::task) is exact, and claims and
+    /// acceptances judge the exact state anyway.
+    pub async fn tasks(&self) -> Result<Vec<Task>, BrokerError> {
+        let mut tasks = Vec::new();
+        read::for_each_last_per_subject(
+            &self.inner.js,
+            &format!("KV_{}", subjects::TASKS_BUCKET),
+            &format!("$KV.{}.>", subjects::TASKS_BUCKET),
+            |stored| {
+                if !stored.is_kv_tombstone()
+                    && let Ok(task) = Task::decode(&stored.payload)
+                {
+                    tasks.push(task);
+                }
+            },
+        )
+        .await?;
+        Ok(tasks)
+    }
+
+    /// The task's history with the state after each event (owner, epoch,
+    /// status, why an event was refused), folded here from the stream with
+    /// the orchestrator's policy through the one read path. Empty when the
+    /// task has no events.
+    pub async fn timeline(
+        &self,
+        task: &TaskId,
+    ) -> Result<Vec<baton_core::timeline::TimelineEntry>, BrokerError> {
+        let scope = subjects::task_events(task);
+        let (stored, policy) = tokio::join!(
+            read::read_subject(&self.inner.js, subjects::EVENTS_STREAM, &scope, 0, None,),
+            self.policy(),
+        );
+        let events = stored?.into_iter().filter_map(|s| {
+            let event = read_event(&s.subject, &s.payload).ok()?;
+            Some((
+                event,
+                EventMeta {
+                    seq: s.seq,
+                    stored_at: s.stored_at,
+                },
+            ))
+        });
+        Ok(baton_core::timeline::timeline(events, &policy?))
+    }
+
+    /// The orchestrator's published fold policy (the default when none).
+    async fn policy(&self) -> Result<baton_core::Policy, BrokerError> {
+        match &self.inner.policy {
+            Some(store) => baton_jetstream::policy::read_from(store)
+                .await
+                .map(Option::unwrap_or_default)
+                .map_err(|e| BrokerError::Other(format!("reading the policy: {e}"))),
+            None => Ok(baton_core::Policy::default()),
+        }
+    }
+
+    /// The lease this agent commits to when claiming or accepting.
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
     /// The decision record of `workflow`.
     pub fn context(&self, workflow: &WorkflowId) -> ContextRecord {
         ContextRecord::new(self.clone(), workflow.clone())

@@ -92,6 +92,57 @@ impl ContextRecord {
         Ok(snapshot)
     }
 
+    /// The entries recorded after version `after` (0 = all), without
+    /// marking anything as read: for showing an agent what it missed
+    /// (its next events still carry the version it actually read).
+    pub async fn peek(&self, after: u64) -> Result<Snapshot, ContextError> {
+        let position = self.stream_position().await?;
+        let stored = read::read_subject(
+            &self.agent.inner.js,
+            subjects::CONTEXT_STREAM,
+            &subjects::workflow_context(&self.workflow),
+            after + 1,
+            None,
+        )
+        .await
+        .map_err(BrokerError::from)?;
+        let mut snapshot = Snapshot {
+            version: after,
+            ..Snapshot::default()
+        };
+        for s in stored {
+            snapshot.version = s.seq;
+            match read_context_entry(&s.subject, &s.payload) {
+                Ok(entry) => snapshot.decisions.push(Decision {
+                    version: s.seq,
+                    stored_at: s.stored_at,
+                    entry,
+                }),
+                Err(e) => snapshot.refused.push(RefusedEntry {
+                    version: s.seq,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        snapshot.version = snapshot.version.max(position);
+        Ok(snapshot)
+    }
+
+    /// The decisions recorded since this agent last read the record (none
+    /// when it is up to date), without marking them as read.
+    pub async fn unread(&self) -> Result<Vec<Decision>, ContextError> {
+        let read = self.agent.context_version(&self.workflow);
+        if self.latest().await? <= read {
+            return Ok(Vec::new());
+        }
+        Ok(self.peek(read).await?.decisions)
+    }
+
+    /// The workflow this record belongs to.
+    pub fn workflow(&self) -> &WorkflowId {
+        &self.workflow
+    }
+
     async fn stream_position(&self) -> Result<u64, ContextError> {
         let mut stream = self
             .agent

@@ -144,6 +144,11 @@ impl ActError {
     pub fn into_ownership(self) -> Option<Ownership> {
         self.ownership
     }
+
+    /// The error and, when the task is still this agent's, the handle.
+    pub fn into_parts(self) -> (OwnershipError, Option<Ownership>) {
+        (self.error, self.ownership)
+    }
 }
 
 /// A handoff offer in flight: the sender is accountable until the

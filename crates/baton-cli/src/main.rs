@@ -82,6 +82,8 @@ enum Command {
     /// Provision NATS identities (agent, operator, service, viewer) and the server config that enforces them
     #[command(long_about = cmd::auth::LONG_ABOUT)]
     Auth(cmd::auth::AuthArgs),
+    /// Serve MCP on stdio for one agent: LLM hosts coordinate through Baton with tools
+    Mcp(cmd::mcp::McpArgs),
 }
 
 fn init_logging(cli: &Cli, default: &str) {
@@ -147,6 +149,7 @@ fn main() -> ExitCode {
             Command::Dlq(args) => return cmd::dlq::dlq(nats, args).await,
             Command::Console(args) => cmd::console::console(nats, args).await,
             Command::Auth(args) => cmd::auth::auth(args),
+            Command::Mcp(args) => cmd::mcp::run(nats, args).await,
         };
         done.map(|()| ExitCode::SUCCESS)
     });

@@ -59,6 +59,20 @@ pub enum MissingVersion {
     Allow,
 }
 
+/// Whether an event of this kind is judged against the decision record:
+/// claiming, accepting, offering and completing build on what was decided,
+/// so doing one of them while holding an older version is stale context.
+/// Heartbeats, blocks, failures, releases and rejections are not judged.
+pub fn builds_on_context(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Claimed
+            | EventKind::HandoffAccepted
+            | EventKind::HandoffOffered
+            | EventKind::Completed
+    )
+}
+
 impl DecisionLog {
     /// Records an entry (stream order; older or repeated sequences are
     /// ignored).
@@ -103,13 +117,7 @@ impl DecisionLog {
         meta: EventMeta,
         missing: MissingVersion,
     ) -> Vec<&Decision> {
-        if !matches!(
-            event.kind(),
-            EventKind::Claimed
-                | EventKind::HandoffAccepted
-                | EventKind::HandoffOffered
-                | EventKind::Completed
-        ) {
+        if !builds_on_context(event.kind()) {
             return Vec::new();
         }
         if event.context_version == 0 && missing == MissingVersion::Allow {

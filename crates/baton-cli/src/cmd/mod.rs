@@ -10,6 +10,7 @@ pub mod dev;
 pub mod dlq;
 pub mod emit;
 pub mod notify;
+pub mod mcp;
 pub mod rules;
 pub mod services;
 pub mod silence;

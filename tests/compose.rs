@@ -31,9 +31,9 @@ use std::{
 
 use async_nats::jetstream;
 use baton_core::{Alert, AlertKind, AlertState, Event, EventBody, Task, subjects};
+use baton_jetstream::{Retry, auth::IdentityFile, publish_durable};
 use baton_proto::{prost::Message as _, v1 as pb};
 use futures::StreamExt;
-use baton_jetstream::{Retry, auth::IdentityFile, publish_durable};
 use support::{Events, read_all};
 
 /// How long one fault may take to be absorbed. A service connected to a
@@ -710,9 +710,13 @@ async fn docker_compose_runs_the_cluster_the_demo_and_survives_faults() {
         })
         .await,
     );
-    let took = wait_materialised(&js_others, &batch3, "after killing the active orchestrator").await;
+    let took =
+        wait_materialised(&js_others, &batch3, "after killing the active orchestrator").await;
     let (successor, next) = active_instance(&js_others, "orchestrator").await;
-    assert!(next > term, "a new term began ({orchestrator} {term} -> {successor} {next})");
+    assert!(
+        next > term,
+        "a new term began ({orchestrator} {term} -> {successor} {next})"
+    );
     eprintln!(
         "docker kill {orchestrator}: {successor} took over (term {next}); every task materialised {took:?} after the last ack ({:?} after the kill)",
         killed_at.elapsed()
@@ -751,9 +755,15 @@ async fn docker_compose_runs_the_cluster_the_demo_and_survives_faults() {
     // The standby, or the killed one restarted by Docker (it takes its own
     // lease back at once): either way a new term, fenced.
     let (successor, next) = active_instance(&js_others, "stall-detector").await;
-    assert!(next > term, "a new detector term began ({detector} {term} -> {successor} {next})");
+    assert!(
+        next > term,
+        "a new detector term began ({detector} {term} -> {successor} {next})"
+    );
     assert_eq!(
-        missed.iter().filter(|a| a.state == AlertState::Firing && a.notification == 0).count(),
+        missed
+            .iter()
+            .filter(|a| a.state == AlertState::Firing && a.notification == 0)
+            .count(),
         1,
         "the missed heartbeat is paged exactly once across the takeover: {missed:?}"
     );
@@ -766,7 +776,10 @@ async fn docker_compose_runs_the_cluster_the_demo_and_survives_faults() {
         "stall-detector-b",
     ] {
         let state = stack.state(service);
-        eprintln!("{service}: {} (restarted {} times by Docker)", state.0, state.2);
+        eprintln!(
+            "{service}: {} (restarted {} times by Docker)",
+            state.0, state.2
+        );
     }
     eprintln!(
         "compose test: up in {up:?}, total {:?}, {} acknowledged events checked",

@@ -762,3 +762,129 @@ fn rules_check_names_the_line_and_field() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("heartbeat 45s"));
 }
+
+/// Decision 9: while the broker cannot store events (here: the server is
+/// frozen with SIGSTOP for longer than the lease), the agent's deadline does
+/// not run; once it answers again and the agent's heartbeats arrive, no
+/// HEARTBEAT_MISSED is paged. A task whose agent really went quiet is
+/// paged all the same.
+#[tokio::test]
+async fn a_broker_outage_is_not_an_agents_fault() {
+    let server = NatsServer::start().await.expect("server");
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[defaults]\nheartbeat = \"3s\"\nstart = \"1h\"\nrenotify = \"1h\"\n",
+    )
+    .expect("rules");
+    let rules = rules.to_string_lossy().to_string();
+    let log = dir.path().join("d.log");
+    let _detector = BatonProcess::spawn(
+        &server.url(),
+        &[
+            "stall-detector",
+            "--rules",
+            rules.as_str(),
+            "--grace",
+            "50ms",
+            "--instance",
+            "d",
+            "--lease-ttl",
+            TEST_LEASE_TTL,
+        ],
+        &log,
+    );
+    wait_liveness(&js, "stall-detector.d").await;
+    let mut pages = client
+        .subscribe(subjects::ALERTS_ALL)
+        .await
+        .expect("subscribe");
+    let mut ev = Events::new("w");
+    for (task, agent) in [("steady", "w1"), ("quiet", "w2")] {
+        publish(&js, &ev.created(task, "p")).await;
+        publish(&js, &ev.claimed(task, agent)).await;
+    }
+    // w1 heartbeats every second (a third of its 3 s lease); a heartbeat
+    // the broker does not take is dropped, the next tick sends a new one.
+    // After the outage its next heartbeat comes up to a second later: only
+    // the extended deadline covers that.
+    let beats = {
+        let js = js.clone();
+        let mut ev = Events::new("beats");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let hb = ev.heartbeat("steady", "w1", 1);
+                let _ = baton_jetstream::publish_durable(
+                    &js,
+                    &subjects::event(&hb.task, &hb.agent),
+                    hb.encode_to_vec().into(),
+                    &hb.event_id,
+                    None,
+                    baton_jetstream::Retry {
+                        budget: Duration::from_millis(300),
+                        attempt_timeout: Duration::from_millis(300),
+                    },
+                )
+                .await;
+            }
+        })
+    };
+    let missed = |a: &baton_core::Alert, task: &str| {
+        a.kind == AlertKind::HeartbeatMissed
+            && a.state == AlertState::Firing
+            && a.task.as_ref().is_some_and(|t| t.as_str() == task)
+    };
+    // The detector works: the quiet task is paged.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, pages.next())
+            .await
+            .expect("the quiet task is paged")
+            .expect("open");
+        let a = baton_core::Alert::decode(&msg.payload).expect("alert");
+        assert!(
+            !missed(&a, "steady"),
+            "steady was paged before any outage: {a:?}"
+        );
+        if missed(&a, "quiet") {
+            break;
+        }
+    }
+    // The broker freezes for as long as the lease: w1's deadline passes
+    // while nothing can be stored.
+    let pid = server.pid().expect("server pid").to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal("-CONT");
+    // The outage is seen, and the steady task is not blamed for it.
+    wait_until(|| async {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("the broker answers again")
+            .then_some(())
+    })
+    .await;
+    let quiet_for = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(quiet_for, pages.next()).await {
+        let a = baton_core::Alert::decode(&msg.payload).expect("alert");
+        assert!(
+            !missed(&a, "steady"),
+            "the broker's outage was counted against w1: {}",
+            a.summary
+        );
+    }
+    beats.abort();
+}

@@ -67,7 +67,10 @@ impl Outages {
                 until = until.max(b);
             }
         }
-        let at = kept.iter().position(|&(a, _)| a > from).unwrap_or(kept.len());
+        let at = kept
+            .iter()
+            .position(|&(a, _)| a > from)
+            .unwrap_or(kept.len());
         kept.insert(at, (from, until));
         while kept.len() > Self::MAX {
             kept.pop_front();

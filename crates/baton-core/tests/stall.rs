@@ -106,14 +106,22 @@ fn a_broker_outage_extends_the_deadlines_it_overlaps() {
     assert_eq!(rig.det.poll_timeout(), Some(at(40)));
     // The cluster elects a leader from 30 s to 36 s: nothing could be stored.
     rig.det.record_outage(at(30), at(36));
-    assert_eq!(rig.det.poll_timeout(), Some(at(46)), "the lease counts 30 s of up-time");
+    assert_eq!(
+        rig.det.poll_timeout(),
+        Some(at(46)),
+        "the lease counts 30 s of up-time"
+    );
     assert!(rig.tick(45).is_empty(), "not blamed for the election");
     let fired = rig.tick(47);
     assert_eq!(
         kinds(&fired),
         vec![(AlertKind::HeartbeatMissed, AlertState::Firing)]
     );
-    assert_eq!(fired[0].due_at, Some(at(46)), "the report names the extended deadline");
+    assert_eq!(
+        fired[0].due_at,
+        Some(at(46)),
+        "the report names the extended deadline"
+    );
     // The same alert as without the outage: one page, whoever derives it.
     assert_eq!(fired[0].id, "heartbeat_missed.t1.e1.s2");
     // An outage before the expectation was armed changes nothing.
@@ -132,9 +140,17 @@ fn outage_windows_merge_and_count_only_their_overlap() {
     assert_eq!(o.due(at(0), secs(10)), at(10));
     o.record(at(20), at(25));
     o.record(at(5), at(8));
-    assert_eq!(o.due(at(0), secs(10)), at(13), "3 s of outage inside the window");
+    assert_eq!(
+        o.due(at(0), secs(10)),
+        at(13),
+        "3 s of outage inside the window"
+    );
     assert_eq!(o.due(at(0), secs(30)), at(38), "both outages");
-    assert_eq!(o.due(at(6), secs(1)), at(9), "armed inside an outage: counts from its end");
+    assert_eq!(
+        o.due(at(6), secs(1)),
+        at(9),
+        "armed inside an outage: counts from its end"
+    );
     assert_eq!(o.due(at(30), secs(10)), at(40), "after every outage");
     // Touching windows merge; an empty one is ignored.
     o.record(at(8), at(10));

@@ -157,7 +157,10 @@ impl Batches {
         })
     }
 
-    async fn pull(consumer: &PullConsumer, max_batch: usize) -> Result<pull::Stream, ConsumerError> {
+    async fn pull(
+        consumer: &PullConsumer,
+        max_batch: usize,
+    ) -> Result<pull::Stream, ConsumerError> {
         consumer
             .stream()
             .max_messages_per_batch(max_batch.min(10_000))
@@ -189,7 +192,10 @@ impl Batches {
         if pending == 0 {
             return;
         }
-        tracing::warn!(pending, "the consumer has work pending but nothing arrived; pulling again");
+        tracing::warn!(
+            pending,
+            "the consumer has work pending but nothing arrived; pulling again"
+        );
         match Self::pull(&self.consumer, self.max_batch).await {
             Ok(messages) => self.messages = messages,
             Err(e) => tracing::warn!(error = %e, "could not pull again; retrying later"),

@@ -258,6 +258,12 @@ impl Campaigner {
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        // Every series exists from the start: a standby shows 0, not nothing.
+        let label = self.label();
+        self.metrics.active.get_or_create(&label).set(0);
+        self.metrics.term.get_or_create(&label).set(0);
+        let _ = self.metrics.takeovers.get_or_create(&label);
+        let _ = self.metrics.deposed.get_or_create(&label);
         let tick = (self.config.ttl / 4).max(Duration::from_millis(50));
         let mut first = true;
         loop {

@@ -26,6 +26,7 @@
 //! - [`backtest`] replays recorded history on virtual time with other rules.
 
 pub mod backtest;
+pub mod broker;
 pub mod clock;
 pub mod metrics;
 pub mod system;
@@ -442,7 +443,11 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         .progress
         .set(resume_after, consumer.cached_info().num_pending);
     let batches = Batches::new(&consumer, config.max_batch).await?;
+    let (broker, outages) =
+        broker::spawn_probe(js.clone(), config.clock.clone(), term.ended.clone());
     let service = Service {
+        broker,
+        outages,
         snapshot_writer: Arc::new(tokio::sync::Mutex::new(SoleWriter::for_term(
             format!("KV_{}", subjects::DETECTOR_BUCKET),
             &term.fences,
@@ -494,6 +499,8 @@ struct Service {
     batches: Batches,
     spec: ConsumerSpec,
     shutdown: Shutdown,
+    broker: broker::BrokerView,
+    outages: tokio::sync::mpsc::UnboundedReceiver<(Time, Time)>,
 }
 
 impl Service {
@@ -556,7 +563,9 @@ impl Service {
                         if let Ok(event) = read_event(msg.subject.as_str(), &msg.payload) {
                             // Deadlines that passed before this event was
                             // stored fire first, even when it is processed late.
-                            alerts.extend(self.det.handle_timeout(d.meta.stored_at.saturating_sub(Duration::from_nanos(1))));
+                            // (Never past what the broker was seen serving:
+                            // an outage not yet recorded must not count.)
+                            alerts.extend(self.det.handle_timeout(d.meta.stored_at.saturating_sub(Duration::from_nanos(1)).min(self.broker.judge_until())));
                             alerts.extend(self.det.handle_event(&event, d.meta));
                             dirty.push(event.task.clone());
                             self.metrics.events.inc();
@@ -661,6 +670,12 @@ impl Service {
                         alerts.extend(self.watch.orchestrator_seen(&lease.instance, ttl, seen));
                     }
                 }
+                Some((from, until)) = self.outages.recv() => {
+                    // Decision 9: the outage does not count against agents.
+                    self.det.record_outage(from, until);
+                    self.broker.recorded(until);
+                    self.metrics.outages.inc();
+                }
                 _ = system_tick.tick() => {
                     let now = self.config.clock.now();
                     alerts.extend(self.watch.check_orchestrator(now));
@@ -741,9 +756,15 @@ impl Service {
         self.metrics.inhibited.set(gauge(stats.inhibited));
     }
 
-    /// Evaluation time: the clock minus the grace (only used once caught up).
+    /// Evaluation time: the clock minus the grace (only used once caught
+    /// up), and never past what the broker was last seen serving
+    /// (decision 9, [`broker`]).
     fn now(&self) -> Time {
-        self.config.clock.now().saturating_sub(self.config.grace)
+        self.config
+            .clock
+            .now()
+            .saturating_sub(self.config.grace)
+            .min(self.broker.judge_until())
     }
 
     async fn observe_consumer(&self, name: &str) -> Option<ConsumerObservation> {

@@ -27,6 +27,8 @@ pub struct Metrics {
     /// From an expectation's due time to its alert being stored.
     pub alert_latency: Histogram,
     pub snapshot_writes: Counter,
+    /// Broker outages seen by the probe (deadlines extended by each).
+    pub outages: Counter,
 }
 
 impl Default for Metrics {
@@ -48,6 +50,7 @@ impl Metrics {
             applied_seq: Gauge::default(),
             alert_latency: Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             snapshot_writes: Counter::default(),
+            outages: Counter::default(),
         }
     }
 
@@ -85,6 +88,11 @@ impl Metrics {
             "applied_seq",
             "Last BATON_EVENTS sequence in the detector's snapshot",
             self.applied_seq.clone(),
+        );
+        r.register(
+            "broker_outages",
+            "Broker outages the detector saw (its probe got no answer); deadlines are extended by each (decision 9)",
+            self.outages.clone(),
         );
         r.register(
             "alert_latency_seconds",

@@ -476,7 +476,7 @@ async fn alertmanager_gets_the_real_heartbeat_missed_resolves_it_and_never_doubl
                 .as_str()
                 .is_some_and(|s| s.contains("claimed from writer"))
     );
-    assert_eq!(notes["console"], "http://console.test:8080/tasks/draft-1");
+    assert_eq!(notes["console"], "http://console.test:8080/#/task/draft-1");
     let other = eventually("HEARTBEAT_MISSED in the second Alertmanager", || async {
         am2.named("HEARTBEAT_MISSED", "draft-1")
             .await

@@ -430,7 +430,7 @@ mod tests {
     #[test]
     fn firing_then_resolved_reaches_every_target_once() {
         let mut b = book();
-        assert!(b.apply(&firing(0, 11), Some("http://c/tasks/t1"), t(11)));
+        assert!(b.apply(&firing(0, 11), Some("http://c/#/task/t1"), t(11)));
         let batch = b.batch(0, false, t(11));
         assert_eq!(batch.alerts.len(), 1);
         assert_eq!(batch.alerts[0].starts_at, t(10).to_rfc3339());

@@ -484,8 +484,8 @@ impl Routes {
     pub fn console_link(&self, task: Option<&str>) -> Option<String> {
         let base = self.console_url.as_deref()?.trim_end_matches('/');
         Some(match task {
-            Some(t) => format!("{base}/tasks/{t}"),
-            None => format!("{base}/alerts"),
+            Some(t) => format!("{base}/#/task/{t}"),
+            None => format!("{base}/#/alerts"),
         })
     }
 }
@@ -545,7 +545,7 @@ give_up_after = "1h"
         assert!(!w.wants(AlertKind::NotStarted, Severity::Critical));
         assert_eq!(
             r.console_link(Some("t1")).as_deref(),
-            Some("http://console:8080/tasks/t1")
+            Some("http://console:8080/#/task/t1")
         );
         assert_eq!(r.watchdog.interval, Duration::from_secs(5));
         assert_eq!(r.retry.give_up_after, Duration::from_secs(3600));

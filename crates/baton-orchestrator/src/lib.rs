@@ -362,7 +362,7 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, Orchestrat
         config.missing_context_version,
         shared.max_payload,
     );
-    let restored = load_snapshot(&js, &mut book).await?;
+    let restored = load_snapshot(&js, &mut book, &shared.beat).await?;
     let context_checkpoint = Checkpoint::open(&js, CONTEXT_CHECKPOINT)
         .await
         .map_err(|e| OrchestratorError::Setup(e.to_string()))?
@@ -459,6 +459,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), OrchestratorE
 async fn load_snapshot(
     js: &jetstream::Context,
     book: &mut Book,
+    beat: &Beat,
 ) -> Result<usize, OrchestratorError> {
     let mut bad = 0usize;
     let mut count = 0usize;
@@ -467,6 +468,8 @@ async fn load_snapshot(
         &format!("KV_{}", subjects::TASKS_BUCKET),
         &format!("$KV.{}.>", subjects::TASKS_BUCKET),
         |stored| {
+            // Loading a large snapshot is progress: the lease stays renewed.
+            beat.beat();
             if stored.is_kv_tombstone() || subjects::is_reserved_kv_subject(&stored.subject, subjects::TASKS_BUCKET) {
                 return;
             }

@@ -347,6 +347,9 @@ impl Campaigner {
                 _ = over.wait() => {}
             }
         });
+        // The term's set-up (loading the snapshot) counts as progress from
+        // here; the service beats while it loads and then every iteration.
+        self.beat.beat();
         tracing::info!(service = %self.config.service, instance = %self.config.instance, term, "active: leadership taken and fenced");
         self.metrics.active.get_or_create(&self.label()).set(1);
         self.metrics

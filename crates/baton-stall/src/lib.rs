@@ -349,6 +349,8 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         &format!("KV_{}", subjects::DETECTOR_BUCKET),
         &format!("$KV.{}.>", subjects::DETECTOR_BUCKET),
         |stored| {
+            // Loading a large snapshot is progress: the lease stays renewed.
+            shared.beat.beat();
             if stored.is_kv_tombstone()
                 || subjects::is_reserved_kv_subject(&stored.subject, subjects::DETECTOR_BUCKET)
             {
@@ -381,6 +383,7 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         subjects::ALERTS_STREAM,
         subjects::ALERTS_RAISE_ALL,
         |stored| {
+            shared.beat.beat();
             let Ok(alert) = Alert::decode(&stored.payload) else {
                 return;
             };

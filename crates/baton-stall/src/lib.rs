@@ -542,6 +542,7 @@ impl Service {
                 .filter(|_| caught_up)
                 .map(|t| t.saturating_add(self.config.grace));
             let clock = self.config.clock.clone();
+            let judge_until = self.broker.judge_until();
             let mut shutdown = self.shutdown.clone();
             let mut batch_shutdown = self.shutdown.clone();
             let mut alerts = Vec::new();
@@ -616,6 +617,11 @@ impl Service {
                 }
                 _ = async {
                     match wake {
+                        // Due past what the broker was last seen serving:
+                        // wait for the probe's next answer, never spin.
+                        Some(at) if at.saturating_sub(self.config.grace) > judge_until => {
+                            tokio::time::sleep(broker::PROBE_EVERY).await
+                        }
                         Some(at) => clock.sleep_until(at).await,
                         None => std::future::pending().await,
                     }

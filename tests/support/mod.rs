@@ -366,7 +366,8 @@ pub async fn wait_liveness(js: &jetstream::Context, key: &str) -> baton_proto::v
     wait_kv(js, subjects::SERVICES_BUCKET, key, |b| {
         baton_proto::v1::ServiceStatus::decode(b)
             .ok()
-            .filter(|s| s.role == "active")
+            // Active, or a service without leadership (empty role).
+            .filter(|s| s.role != "standby")
     })
     .await
 }

@@ -227,6 +227,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
         .await
         .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
     let progress = Progress::default();
+    // Under a leadership lease: the record says standby until a term begins.
+    progress.set_term(0);
     liveness::spawn(
         services,
         SERVICE,

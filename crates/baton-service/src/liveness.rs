@@ -41,6 +41,9 @@ pub struct Progress {
     pending: Arc<AtomicU64>,
     /// The leadership term held; 0 = standby.
     term: Arc<AtomicU64>,
+    /// The service runs under a leadership lease (its record says active
+    /// or standby); services without one leave the role empty.
+    led: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Progress {
@@ -59,6 +62,7 @@ impl Progress {
 
     /// This instance became active in `term` (0 = standby again).
     pub fn set_term(&self, term: u64) {
+        self.led.store(true, Ordering::Relaxed);
         self.term.store(term, Ordering::Relaxed);
     }
 
@@ -141,7 +145,12 @@ pub fn spawn(
             status.applied_seq = progress.applied_seq();
             status.pending = progress.pending();
             status.term = progress.term();
-            status.role = if status.term > 0 { "active" } else { "standby" }.into();
+            status.role = match (progress.led.load(Ordering::Relaxed), status.term) {
+                (false, _) => "",
+                (true, 0) => "standby",
+                (true, _) => "active",
+            }
+            .into();
             if let Err(e) = kv.put(&key, status.encode_to_vec().into()).await {
                 tracing::warn!(error = %e, "could not write liveness record");
             }

@@ -202,6 +202,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
         .await
         .map_err(setup)?;
     let progress = Progress::default();
+    // Under a leadership lease: the record says standby until a term begins.
+    progress.set_term(0);
     liveness::spawn(
         services,
         SERVICE,

@@ -520,18 +520,11 @@ impl Agent {
     /// acceptances judge the exact state anyway.
     pub async fn tasks(&self) -> Result<Vec<Task>, BrokerError> {
         let mut tasks = Vec::new();
-        read::for_each_last_per_subject(
-            &self.inner.js,
-            &format!("KV_{}", subjects::TASKS_BUCKET),
-            &format!("$KV.{}.>", subjects::TASKS_BUCKET),
-            |stored| {
-                if !stored.is_kv_tombstone()
-                    && let Ok(task) = Task::decode(&stored.payload)
-                {
-                    tasks.push(task);
-                }
-            },
-        )
+        read::for_each_kv_value(&self.inner.js, subjects::TASKS_BUCKET, |_, stored| {
+            if let Ok(task) = Task::decode(&stored.payload) {
+                tasks.push(task);
+            }
+        })
         .await?;
         Ok(tasks)
     }

@@ -202,14 +202,6 @@ pub struct HandoffJson {
     pub accept_by: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct EventRefJson {
-    pub kind: String,
-    pub agent_id: String,
-    pub at: String,
-    pub seq: u64,
-}
-
 impl TaskJson {
     pub fn from_task(t: &Task, firing_alerts: Vec<String>) -> TaskJson {
         TaskJson {
@@ -237,12 +229,7 @@ impl TaskJson {
             }),
             output_location: t.output_location().to_string(),
             context_version: t.context_version,
-            last_event: EventRefJson {
-                kind: t.last_event.kind.as_str().to_string(),
-                agent_id: t.last_event.agent.to_string(),
-                at: t.last_event.at.to_rfc3339(),
-                seq: t.last_event.seq,
-            },
+            last_event: EventRefJson::from(&t.last_event),
             created_at: t.created.at.to_rfc3339(),
             updated_at: t.updated_at.to_rfc3339(),
             last_heartbeat_at: opt_time(t.last_heartbeat_at),
@@ -254,67 +241,9 @@ impl TaskJson {
     }
 }
 
-/// An alert for `--json`.
-#[derive(Debug, Serialize)]
-pub struct AlertJson {
-    pub alert_id: String,
-    pub kind: String,
-    pub state: String,
-    pub severity: String,
-    pub task_id: Option<String>,
-    pub workflow_id: Option<String>,
-    pub stage: Option<String>,
-    pub agents: Vec<String>,
-    pub expected: String,
-    pub due_at: Option<String>,
-    pub observed_at: String,
-    /// `condition` (firing until resolved) or `report` (one-shot: never
-    /// resolves; see `baton status` for recent ones).
-    pub lifecycle: &'static str,
-    pub late_by_ms: Option<u128>,
-    pub notification: u32,
-    pub summary: String,
-    pub resolves: Option<String>,
-    pub last_event: Option<EventRefJson>,
-    pub missed_versions: Vec<u64>,
-    pub event_seq: u64,
-    pub detail: String,
-    /// Stream sequence in BATON_ALERTS.
-    pub seq: u64,
-}
-
-impl AlertJson {
-    pub fn from_alert(a: &Alert, seq: u64) -> AlertJson {
-        AlertJson {
-            alert_id: a.id.clone(),
-            kind: a.kind.as_str().to_string(),
-            state: a.state.as_str().to_string(),
-            severity: a.severity.as_str().to_string(),
-            task_id: a.task.as_ref().map(ToString::to_string),
-            workflow_id: a.workflow.as_ref().map(ToString::to_string),
-            stage: a.stage.as_ref().map(ToString::to_string),
-            agents: a.agents.iter().map(ToString::to_string).collect(),
-            expected: a.expected.clone(),
-            due_at: opt_time(a.due_at),
-            observed_at: a.observed_at.to_rfc3339(),
-            lifecycle: a.kind.lifecycle(),
-            late_by_ms: a.late_by.map(|d| d.as_millis()),
-            notification: a.notification,
-            summary: a.summary.clone(),
-            resolves: a.resolves.clone(),
-            last_event: a.last_event.as_ref().map(|e| EventRefJson {
-                kind: e.kind.as_str().to_string(),
-                agent_id: e.agent.to_string(),
-                at: e.at.to_rfc3339(),
-                seq: e.seq,
-            }),
-            missed_versions: a.missed_versions.clone(),
-            event_seq: a.event_seq,
-            detail: a.detail.clone(),
-            seq,
-        }
-    }
-}
+/// An alert for `--json`: the one JSON shape of an alert (the webhook
+/// body of `baton notify` carries the same).
+pub use baton_core::alert::json::{AlertJson, EventRefJson};
 
 /// The colour of an alert line.
 pub fn alert_color(a: &Alert) -> Option<Color> {

@@ -288,6 +288,18 @@ impl Alert {
         subjects::raise(self.kind, self.task.as_ref())
     }
 
+    /// Re-notifies this firing alert if `every` has passed since its last
+    /// notification: counts the next notification, observed at `now`, and
+    /// returns true. `None` = never re-notify.
+    pub fn renotify(&mut self, every: Option<Duration>, now: Time) -> bool {
+        let due = every.is_some_and(|every| self.observed_at.saturating_add(every) <= now);
+        if due {
+            self.notification += 1;
+            self.observed_at = now;
+        }
+        due
+    }
+
     /// The resolution of this (firing) alert, observed at `now`.
     pub fn resolved(&self, now: Time, summary: String) -> Alert {
         Alert {
@@ -298,6 +310,92 @@ impl Alert {
             late_by: None,
             notification: 0,
             ..self.clone()
+        }
+    }
+}
+
+/// An alert as people and scripts read it in JSON: `baton alerts --json`
+/// and the webhook body of `baton notify` are this shape, field for field.
+pub mod json {
+    use serde::Serialize;
+
+    use super::Alert;
+    use crate::task::EventRef;
+
+    /// The last event an alert names.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct EventRefJson {
+        pub kind: String,
+        pub agent_id: String,
+        pub at: String,
+        pub seq: u64,
+    }
+
+    impl From<&EventRef> for EventRefJson {
+        fn from(e: &EventRef) -> EventRefJson {
+            EventRefJson {
+                kind: e.kind.as_str().to_string(),
+                agent_id: e.agent.to_string(),
+                at: e.at.to_rfc3339(),
+                seq: e.seq,
+            }
+        }
+    }
+
+    /// One alert notification.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct AlertJson {
+        pub alert_id: String,
+        pub kind: String,
+        pub state: String,
+        pub severity: String,
+        pub task_id: Option<String>,
+        pub workflow_id: Option<String>,
+        pub stage: Option<String>,
+        pub agents: Vec<String>,
+        pub expected: String,
+        pub due_at: Option<String>,
+        pub observed_at: String,
+        /// `condition` (firing until resolved) or `report` (one-shot: never
+        /// resolves).
+        pub lifecycle: &'static str,
+        pub late_by_ms: Option<u128>,
+        pub notification: u32,
+        pub summary: String,
+        pub resolves: Option<String>,
+        pub last_event: Option<EventRefJson>,
+        pub missed_versions: Vec<u64>,
+        pub event_seq: u64,
+        pub detail: String,
+        /// Stream sequence in BATON_ALERTS.
+        pub seq: u64,
+    }
+
+    impl AlertJson {
+        pub fn from_alert(a: &Alert, seq: u64) -> AlertJson {
+            AlertJson {
+                alert_id: a.id.clone(),
+                kind: a.kind.as_str().to_string(),
+                state: a.state.as_str().to_string(),
+                severity: a.severity.as_str().to_string(),
+                task_id: a.task.as_ref().map(ToString::to_string),
+                workflow_id: a.workflow.as_ref().map(ToString::to_string),
+                stage: a.stage.as_ref().map(ToString::to_string),
+                agents: a.agents.iter().map(ToString::to_string).collect(),
+                expected: a.expected.clone(),
+                due_at: a.due_at.map(|t| t.to_rfc3339()),
+                observed_at: a.observed_at.to_rfc3339(),
+                lifecycle: a.kind.lifecycle(),
+                late_by_ms: a.late_by.map(|d| d.as_millis()),
+                notification: a.notification,
+                summary: a.summary.clone(),
+                resolves: a.resolves.clone(),
+                last_event: a.last_event.as_ref().map(EventRefJson::from),
+                missed_versions: a.missed_versions.clone(),
+                event_seq: a.event_seq,
+                detail: a.detail.clone(),
+                seq,
+            }
         }
     }
 }

@@ -120,16 +120,6 @@ pub fn is_reserved_key(key: &str) -> bool {
     key.starts_with('_')
 }
 
-/// Whether a KV subject `$KV.<bucket>.<key>` holds a reserved key (a
-/// fence), not data.
-pub fn is_reserved_kv_subject(subject: &str, bucket: &str) -> bool {
-    subject
-        .strip_prefix("$KV.")
-        .and_then(|s| s.strip_prefix(bucket))
-        .and_then(|s| s.strip_prefix('.'))
-        .is_some_and(is_reserved_key)
-}
-
 /// `baton.dlq.<reason>`
 pub fn dlq(reason: &str) -> String {
     format!("baton.dlq.{reason}")
@@ -197,10 +187,5 @@ mod tests {
         );
         assert!(is_reserved_key("_fence.orchestrator"));
         assert!(!is_reserved_key("t1"));
-        assert!(is_reserved_kv_subject(
-            "$KV.baton-tasks._fence.orchestrator",
-            "baton-tasks"
-        ));
-        assert!(!is_reserved_kv_subject("$KV.baton-tasks.t1", "baton-tasks"));
     }
 }

@@ -105,15 +105,9 @@ impl ServiceWatch {
             return Vec::new();
         }
         if let Some(firing) = &mut self.firing {
-            let again = self
-                .limits
-                .renotify
-                .is_some_and(|every| firing.observed_at.saturating_add(every) <= now);
-            if !again {
+            if !firing.renotify(self.limits.renotify, now) {
                 return Vec::new();
             }
-            firing.notification += 1;
-            firing.observed_at = now;
             firing.late_by = Some(now.since(due));
             return vec![firing.clone()];
         }

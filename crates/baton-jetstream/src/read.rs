@@ -163,6 +163,39 @@ pub async fn for_each_last_per_subject(
     .await
 }
 
+/// Calls `each` with the key and stored value of every current entry of KV
+/// bucket `bucket`: deleted and purged keys are left out, and so are the
+/// reserved keys (`_…`: a leadership term's fence, decision 8), which are
+/// not data. Returns how many values it passed on.
+pub async fn for_each_kv_value(
+    js: &jetstream::Context,
+    bucket: &str,
+    mut each: impl FnMut(&str, Stored),
+) -> Result<u64, ReadError> {
+    let prefix = format!("$KV.{bucket}.");
+    let mut passed = 0;
+    for_each_last_per_subject(
+        js,
+        &format!("KV_{bucket}"),
+        &format!("{prefix}>"),
+        |stored| {
+            if stored.is_kv_tombstone() {
+                return;
+            }
+            let Some(key) = stored.subject.strip_prefix(&prefix).map(str::to_owned) else {
+                return;
+            };
+            if baton_core::subjects::is_reserved_key(&key) {
+                return;
+            }
+            passed += 1;
+            each(&key, stored);
+        },
+    )
+    .await?;
+    Ok(passed)
+}
+
 /// Reads the messages on `subject` (wildcards allowed) with sequence in
 /// `from..=to`, one direct get each: no consumer is created, so this suits
 /// short reads done often (a task's few newest events). Direct gets may be

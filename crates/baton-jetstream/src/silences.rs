@@ -147,19 +147,11 @@ pub async fn expire(js: &jetstream::Context, id: &str, now: Time) -> Result<Sile
 /// Every stored silence that decodes (ended ones too), soonest end first.
 pub async fn list(js: &jetstream::Context) -> Result<Vec<Silence>, SilenceError> {
     let mut list = Vec::new();
-    read::for_each_last_per_subject(
-        js,
-        &format!("KV_{}", subjects::SILENCES_BUCKET),
-        &format!("$KV.{}.>", subjects::SILENCES_BUCKET),
-        |stored| {
-            if stored.is_kv_tombstone() {
-                return;
-            }
-            if let Some(s) = decode(&stored.payload) {
-                list.push(s);
-            }
-        },
-    )
+    read::for_each_kv_value(js, subjects::SILENCES_BUCKET, |_, stored| {
+        if let Some(s) = decode(&stored.payload) {
+            list.push(s);
+        }
+    })
     .await
     .map_err(store_err)?;
     list.sort_by_key(|s| s.until);

@@ -546,28 +546,20 @@ async fn liveness_reports(
     js: &jetstream::Context,
 ) -> Result<Vec<watchdog::Report>, read::ReadError> {
     let mut reports = Vec::new();
-    read::for_each_last_per_subject(
-        js,
-        &format!("KV_{}", subjects::SERVICES_BUCKET),
-        &format!("$KV.{}.>", subjects::SERVICES_BUCKET),
-        |stored| {
-            if stored.is_kv_tombstone() {
-                return;
-            }
-            // A standby vouches for nothing: only the active instance of a
-            // service does its work (decision 8).
-            if let Ok(s) = pb::ServiceStatus::decode(stored.payload.clone())
-                && s.role != "standby"
-            {
-                reports.push(watchdog::Report {
-                    service: s.service,
-                    instance: s.instance,
-                    reported_at: stored.stored_at,
-                    interval: Duration::from_millis(s.interval_ms.max(1)),
-                });
-            }
-        },
-    )
+    read::for_each_kv_value(js, subjects::SERVICES_BUCKET, |_, stored| {
+        // A standby vouches for nothing: only the active instance of a
+        // service does its work (decision 8).
+        if let Ok(s) = pb::ServiceStatus::decode(stored.payload.clone())
+            && s.role != "standby"
+        {
+            reports.push(watchdog::Report {
+                service: s.service,
+                instance: s.instance,
+                reported_at: stored.stored_at,
+                interval: Duration::from_millis(s.interval_ms.max(1)),
+            });
+        }
+    })
     .await?;
     Ok(reports)
 }

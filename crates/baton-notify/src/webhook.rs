@@ -27,75 +27,8 @@ use crate::{
 /// The `version` field of JSON bodies.
 pub const BODY_VERSION: &str = "baton.notify.v1";
 
-/// The last event, as `baton alerts --json` writes it.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventRefJson {
-    pub kind: String,
-    pub agent_id: String,
-    pub at: String,
-    pub seq: u64,
-}
-
 /// An alert, field for field as `baton alerts --json` writes it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AlertJson {
-    pub alert_id: String,
-    pub kind: String,
-    pub state: String,
-    pub severity: String,
-    pub task_id: Option<String>,
-    pub workflow_id: Option<String>,
-    pub stage: Option<String>,
-    pub agents: Vec<String>,
-    pub expected: String,
-    pub due_at: Option<String>,
-    pub observed_at: String,
-    /// `condition` (firing until resolved) or `report` (one-shot).
-    pub lifecycle: &'static str,
-    pub late_by_ms: Option<u128>,
-    pub notification: u32,
-    pub summary: String,
-    pub resolves: Option<String>,
-    pub last_event: Option<EventRefJson>,
-    pub missed_versions: Vec<u64>,
-    pub event_seq: u64,
-    pub detail: String,
-    /// Stream sequence in BATON_ALERTS.
-    pub seq: u64,
-}
-
-impl AlertJson {
-    pub fn from_alert(a: &Alert, seq: u64) -> AlertJson {
-        AlertJson {
-            alert_id: a.id.clone(),
-            kind: a.kind.as_str().to_string(),
-            state: a.state.as_str().to_string(),
-            severity: a.severity.as_str().to_string(),
-            task_id: a.task.as_ref().map(ToString::to_string),
-            workflow_id: a.workflow.as_ref().map(ToString::to_string),
-            stage: a.stage.as_ref().map(ToString::to_string),
-            agents: a.agents.iter().map(ToString::to_string).collect(),
-            expected: a.expected.clone(),
-            due_at: a.due_at.map(Time::to_rfc3339),
-            observed_at: a.observed_at.to_rfc3339(),
-            lifecycle: a.kind.lifecycle(),
-            late_by_ms: a.late_by.map(|d| d.as_millis()),
-            notification: a.notification,
-            summary: a.summary.clone(),
-            resolves: a.resolves.clone(),
-            last_event: a.last_event.as_ref().map(|e| EventRefJson {
-                kind: e.kind.as_str().to_string(),
-                agent_id: e.agent.to_string(),
-                at: e.at.to_rfc3339(),
-                seq: e.seq,
-            }),
-            missed_versions: a.missed_versions.clone(),
-            event_seq: a.event_seq,
-            detail: a.detail.clone(),
-            seq,
-        }
-    }
-}
+pub use baton_core::alert::json::{AlertJson, EventRefJson};
 
 /// The JSON body of a delivery.
 #[derive(Debug, Clone, Serialize)]

@@ -48,7 +48,7 @@ use baton_jetstream::{NatsOptions, Topology, leadership::FenceTarget, read};
 use baton_service::{
     consumer::{Batches, ConsumerSpec},
     http::{self, Health},
-    leader::{self, Beat, LeaderConfig, LeaderMetrics, Leadership, Term},
+    leader::{self, Beat, LeaderConfig, LeaderMetrics, Leadership, Term, TermWork},
     liveness::{self, Progress, wall_now},
     outbox::{Outbox, Outgoing, SoleWriter},
     shutdown::Shutdown,
@@ -265,16 +265,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
         shutdown: shutdown.clone(),
     });
     // The first look at the lease decides how start returns.
-    let first = match leadership.first_look().await {
-        true => match leadership.next_term(&shutdown).await {
-            Some(term) => Some(activate(&shared, term).await?),
-            None => None,
-        },
-        false => {
-            tracing::info!(instance = %shared.config.instance, "standing by: another orchestrator is active");
-            None
-        }
-    };
+    let first =
+        leader::first_term(&mut leadership, &shutdown, |term| activate(&shared, term)).await?;
     let restored = first.as_ref().map_or(0, |a| a.restored);
     let task = tokio::spawn(supervise(shared, leadership, first));
     Ok(Running {
@@ -292,45 +284,20 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Orches
 /// deposed, it stands by again.
 async fn supervise(
     shared: Arc<Shared>,
-    mut leadership: Leadership,
-    mut next: Option<Active>,
+    leadership: Leadership,
+    first: Option<Active>,
 ) -> Result<(), OrchestratorError> {
-    let result = loop {
-        let active = match next.take() {
-            Some(active) => active,
-            None => {
-                let Some(term) = leadership.next_term(&shared.shutdown).await else {
-                    break Ok(());
-                };
-                match activate(&shared, term.clone()).await {
-                    Ok(active) => active,
-                    Err(e) => {
-                        tracing::warn!(error = %e, term = term.term, "could not start the term; standing by");
-                        leadership.step_down(term.term);
-                        continue;
-                    }
-                }
-            }
-        };
-        let term = active.term.term;
-        let outbox = active.ingest.outbox.clone();
-        shared.progress.set_term(term);
-        let ran = active.ingest.run().await;
-        shared.progress.set_term(0);
-        if shared.shutdown.is_triggered() {
-            break ran;
-        }
-        if active.term.ended.is_triggered() || outbox.was_deposed() {
-            // Another instance took over: stand by for the next term.
-            leadership.step_down(term);
+    leader::run_terms(
+        leadership,
+        &shared.progress,
+        &shared.shutdown,
+        first,
+        |term| activate(&shared, term),
+        || {
             shared.metrics.tasks.set(0);
-            continue;
-        }
-        break ran;
-    };
-    // Last flush done (or failed): hand over at once.
-    leadership.release().await;
-    result
+        },
+    )
+    .await
 }
 
 /// An instance's term, set up and ready to consume.
@@ -338,6 +305,22 @@ struct Active {
     term: Term,
     ingest: Ingest,
     restored: usize,
+}
+
+impl TermWork for Active {
+    type Error = OrchestratorError;
+
+    fn term(&self) -> &Term {
+        &self.term
+    }
+
+    fn outbox(&self) -> &Outbox {
+        &self.ingest.outbox
+    }
+
+    async fn run(self) -> Result<(), OrchestratorError> {
+        self.ingest.run().await
+    }
 }
 
 /// Sets up a term: the published policy, the snapshot, the decision
@@ -465,16 +448,9 @@ async fn load_snapshot(
 ) -> Result<usize, OrchestratorError> {
     let mut bad = 0usize;
     let mut count = 0usize;
-    read::for_each_last_per_subject(
-        js,
-        &format!("KV_{}", subjects::TASKS_BUCKET),
-        &format!("$KV.{}.>", subjects::TASKS_BUCKET),
-        |stored| {
+    read::for_each_kv_value(js, subjects::TASKS_BUCKET, |_, stored| {
             // Loading a large snapshot is progress: the lease stays renewed.
             beat.beat();
-            if stored.is_kv_tombstone() || subjects::is_reserved_kv_subject(&stored.subject, subjects::TASKS_BUCKET) {
-                return;
-            }
             match Task::decode(&stored.payload) {
                 Ok(task) => {
                     count += 1;

@@ -8,14 +8,13 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use baton_core::{
     Alert, AlertKind, AlertState, subjects,
     watch::{DownLimits, ServiceWatch},
 };
-use baton_jetstream::read;
-use baton_proto::{prost::Message, v1 as pb};
 use baton_service::{
+    leader,
     liveness::wall_now,
     outbox::{Outbox, Outgoing},
     shutdown::Shutdown,
@@ -51,7 +50,10 @@ pub async fn spawn_detector_watch(
             let alerts = tokio::select! {
                 _ = shutdown.wait() => break,
                 entry = renewals.next() => match entry {
-                    Some(Ok(entry)) => renewal(&mut watch, &entry),
+                    Some(Ok(entry)) => match leader::renewal(&entry, wall_now()) {
+                        Some(r) => watch.seen(&r.instance, r.ttl, r.at),
+                        None => Vec::new(),
+                    },
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "watch of the detector's lease failed");
                         Vec::new()
@@ -86,23 +88,6 @@ pub async fn spawn_detector_watch(
         }
     });
     Ok(())
-}
-
-/// A lease record: a renewal by an instance (not a release).
-fn renewal(watch: &mut ServiceWatch, entry: &kv::Entry) -> Vec<Alert> {
-    if entry.operation != kv::Operation::Put {
-        return Vec::new();
-    }
-    let Ok(lease) = pb::Leadership::decode(entry.value.clone()) else {
-        return Vec::new();
-    };
-    if lease.instance.is_empty() {
-        return Vec::new();
-    }
-    // Broker time of the renewal, like every deadline.
-    let seen = read::time_of(entry.created).min(wall_now());
-    let ttl = Duration::from_millis(lease.ttl_ms.max(1));
-    watch.seen(&lease.instance, ttl, seen)
 }
 
 /// The newest notification of `kind` about the system, if it is firing.

@@ -36,7 +36,8 @@ use prometheus_client::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
-    liveness::wall_now,
+    liveness::{Progress, wall_now},
+    outbox::Outbox,
     shutdown::{self, Shutdown},
 };
 
@@ -145,6 +146,7 @@ enum Command {
 /// The service's handle on its leadership.
 #[derive(Debug)]
 pub struct Leadership {
+    service: String,
     commands: mpsc::UnboundedSender<Command>,
     terms: mpsc::UnboundedReceiver<Term>,
     role: watch::Receiver<u64>,
@@ -201,6 +203,126 @@ impl Leadership {
     }
 }
 
+/// A term's work, set up by its service and ready to run: the service's
+/// fold and effects, and all a term runner needs to know of them.
+pub trait TermWork: Send + Sized {
+    type Error: std::fmt::Display + Send;
+    /// The term it works in.
+    fn term(&self) -> &Term;
+    /// The outbox its writes go through (a fenced refusal shows there).
+    fn outbox(&self) -> &Outbox;
+    /// Runs until the term ends (deposed, or shutdown) or the work fails.
+    fn run(self) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// A renewal of a service's lease, as a watcher of that service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewed {
+    pub instance: String,
+    /// The holder's ttl: how often it should be seen, at worst.
+    pub ttl: Duration,
+    /// The broker's time of the renewal (at most `now`).
+    pub at: baton_core::Time,
+}
+
+/// Reads an entry of a lease key's watch: a renewal by an instance, or
+/// `None` for a release, a deletion, or an unreadable value.
+pub fn renewal(entry: &async_nats::jetstream::kv::Entry, now: baton_core::Time) -> Option<Renewed> {
+    use baton_proto::{prost::Message as _, v1 as pb};
+    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+        return None;
+    }
+    let lease = pb::Leadership::decode(entry.value.clone()).ok()?;
+    if lease.instance.is_empty() {
+        return None;
+    }
+    Some(Renewed {
+        instance: lease.instance,
+        ttl: Duration::from_millis(lease.ttl_ms.max(1)),
+        // Broker time of the renewal, like every deadline.
+        at: baton_jetstream::read::time_of(entry.created).min(now),
+    })
+}
+
+/// The first look at the lease: if this instance took it, its first term,
+/// set up by `activate`; `None` if it stands by (or shuts down first).
+pub async fn first_term<W, F, Fut>(
+    leadership: &mut Leadership,
+    shutdown: &Shutdown,
+    activate: F,
+) -> Result<Option<W>, W::Error>
+where
+    W: TermWork,
+    F: FnOnce(Term) -> Fut,
+    Fut: std::future::Future<Output = Result<W, W::Error>>,
+{
+    if !leadership.first_look().await {
+        tracing::info!(service = %leadership.service, "standing by: another instance is active");
+        return Ok(None);
+    }
+    match leadership.next_term(shutdown).await {
+        Some(term) => activate(term).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Runs terms for as long as the process lives: `next` first (if any),
+/// then each term this instance wins, set up by `activate`. A term that
+/// cannot be set up, or whose instance was deposed, is stood down from
+/// (`on_deposed` runs) and the instance waits for the next; shutdown or a
+/// failed term ends the loop. The lease is released last, after the work's
+/// final flush, so a standby takes over at once.
+pub async fn run_terms<W, F, Fut>(
+    mut leadership: Leadership,
+    progress: &Progress,
+    shutdown: &Shutdown,
+    mut next: Option<W>,
+    mut activate: F,
+    mut on_deposed: impl FnMut(),
+) -> Result<(), W::Error>
+where
+    W: TermWork,
+    F: FnMut(Term) -> Fut,
+    Fut: std::future::Future<Output = Result<W, W::Error>>,
+{
+    let result = loop {
+        let work = match next.take() {
+            Some(work) => work,
+            None => {
+                let Some(term) = leadership.next_term(shutdown).await else {
+                    break Ok(());
+                };
+                let number = term.term;
+                match activate(term).await {
+                    Ok(work) => work,
+                    Err(e) => {
+                        tracing::warn!(error = %e, term = number, "could not start the term; standing by");
+                        leadership.step_down(number);
+                        continue;
+                    }
+                }
+            }
+        };
+        let term = work.term().clone();
+        let outbox = work.outbox().clone();
+        progress.set_term(term.term);
+        let ran = work.run().await;
+        progress.set_term(0);
+        if shutdown.is_triggered() {
+            break ran;
+        }
+        if term.ended.is_triggered() || outbox.was_deposed() {
+            // Another instance took over: stand by for the next term.
+            leadership.step_down(term.term);
+            on_deposed();
+            continue;
+        }
+        break ran;
+    };
+    leadership.release().await;
+    result
+}
+
 /// Starts campaigning for `config.service`'s lease.
 pub async fn spawn(
     js: jetstream::Context,
@@ -214,6 +336,7 @@ pub async fn spawn(
     let (term_tx, terms) = mpsc::unbounded_channel();
     let (role_tx, role) = watch::channel(0);
     let (first_tx, first_look) = oneshot::channel();
+    let service = config.service.clone();
     let campaign = Campaigner {
         first_look: Some(first_tx),
         js,
@@ -228,6 +351,7 @@ pub async fn spawn(
     };
     tokio::spawn(campaign.run(command_rx));
     Ok(Leadership {
+        service,
         commands,
         terms,
         role,

@@ -49,7 +49,7 @@ use baton_proto::{prost::Message, v1 as pb};
 use baton_service::{
     consumer::{self, Batches, ConsumerSpec},
     http::{self, Health},
-    leader::{self, Beat, LeaderConfig, LeaderMetrics, Leadership, Term},
+    leader::{self, Beat, LeaderConfig, LeaderMetrics, Leadership, Term, TermWork},
     liveness::{self, Progress},
     outbox::{Outbox, Outgoing, SoleWriter},
     shutdown::Shutdown,
@@ -237,16 +237,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
         beat,
         shutdown: shutdown.clone(),
     });
-    let first = match leadership.first_look().await {
-        true => match leadership.next_term(&shutdown).await {
-            Some(term) => Some(activate(&shared, term).await?),
-            None => None,
-        },
-        false => {
-            tracing::info!(instance = %shared.config.instance, "standing by: another stall detector is active");
-            None
-        }
-    };
+    let first =
+        leader::first_term(&mut leadership, &shutdown, |term| activate(&shared, term)).await?;
     let (restored_tasks, restored_alerts) = first
         .as_ref()
         .map_or((0, 0), |a| (a.restored_tasks, a.restored_alerts));
@@ -265,45 +257,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
 /// Runs terms for as long as the process lives (see the orchestrator's).
 async fn supervise(
     shared: Arc<Shared>,
-    mut leadership: Leadership,
-    mut next: Option<Active>,
+    leadership: Leadership,
+    first: Option<Active>,
 ) -> Result<(), DetectorError> {
-    let result = loop {
-        let active = match next.take() {
-            Some(active) => active,
-            None => {
-                let Some(term) = leadership.next_term(&shared.shutdown).await else {
-                    break Ok(());
-                };
-                match activate(&shared, term.clone()).await {
-                    Ok(active) => active,
-                    Err(e) => {
-                        tracing::warn!(error = %e, term = term.term, "could not start the term; standing by");
-                        leadership.step_down(term.term);
-                        continue;
-                    }
-                }
-            }
-        };
-        let term = active.term.term;
-        let outbox = active.service.outbox.clone();
-        shared.progress.set_term(term);
-        let ran = active
-            .service
-            .run(active.silence_watch, active.orchestrator_watch)
-            .await;
-        shared.progress.set_term(0);
-        if shared.shutdown.is_triggered() {
-            break ran;
-        }
-        if active.term.ended.is_triggered() || outbox.was_deposed() {
-            leadership.step_down(term);
-            continue;
-        }
-        break ran;
-    };
-    leadership.release().await;
-    result
+    leader::run_terms(
+        leadership,
+        &shared.progress,
+        &shared.shutdown,
+        first,
+        |term| activate(&shared, term),
+        || {},
+    )
+    .await
 }
 
 /// A term, set up and ready to run.
@@ -314,6 +279,24 @@ struct Active {
     orchestrator_watch: kv::Watch,
     restored_tasks: usize,
     restored_alerts: usize,
+}
+
+impl TermWork for Active {
+    type Error = DetectorError;
+
+    fn term(&self) -> &Term {
+        &self.term
+    }
+
+    fn outbox(&self) -> &Outbox {
+        &self.service.outbox
+    }
+
+    async fn run(self) -> Result<(), DetectorError> {
+        self.service
+            .run(self.silence_watch, self.orchestrator_watch)
+            .await
+    }
 }
 
 /// Sets up a term: the policy, the snapshot, the firing alerts, the
@@ -346,24 +329,11 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
     };
     let mut det = Detector::new(config.rules.clone(), policy);
     let mut restored_tasks = 0;
-    read::for_each_last_per_subject(
-        &js,
-        &format!("KV_{}", subjects::DETECTOR_BUCKET),
-        &format!("$KV.{}.>", subjects::DETECTOR_BUCKET),
-        |stored| {
+    read::for_each_kv_value(&js, subjects::DETECTOR_BUCKET, |key, stored| {
             // Loading a large snapshot is progress: the lease stays renewed.
             shared.beat.beat();
-            if stored.is_kv_tombstone()
-                || subjects::is_reserved_kv_subject(&stored.subject, subjects::DETECTOR_BUCKET)
-            {
-                return;
-            }
             if stored.payload.as_ref() == ENDED_SNAPSHOT {
-                if let Some(id) = stored
-                    .subject
-                    .strip_prefix(&format!("$KV.{}.", subjects::DETECTOR_BUCKET))
-                    .and_then(|id| TaskId::new(id).ok())
-                {
+                if let Ok(id) = TaskId::new(key) {
                     det.restore_ended(id);
                 }
                 return;
@@ -671,14 +641,9 @@ impl Service {
                         continue;
                     }
                     if let Some(Ok(entry)) = entry
-                        && entry.operation == kv::Operation::Put
-                        && let Ok(lease) = pb::Leadership::decode(entry.value.clone())
-                        && !lease.instance.is_empty()
+                        && let Some(r) = leader::renewal(&entry, self.config.clock.now())
                     {
-                        // Broker time of the renewal, like every deadline here.
-                        let seen = read::time_of(entry.created).min(self.config.clock.now());
-                        let ttl = Duration::from_millis(lease.ttl_ms.max(1));
-                        alerts.extend(self.watch.orchestrator_seen(&lease.instance, ttl, seen));
+                        alerts.extend(self.watch.orchestrator_seen(&r.instance, r.ttl, r.at));
                     }
                 }
                 Some((from, until)) = self.outages.recv() => {

@@ -150,15 +150,9 @@ impl SystemWatch {
             };
         }
         if let Some(firing) = &mut track.firing {
-            let again = self
-                .limits
-                .renotify
-                .is_some_and(|every| firing.observed_at.saturating_add(every) <= now);
-            if !again {
+            if !firing.renotify(self.limits.renotify, now) {
                 return Vec::new();
             }
-            firing.notification += 1;
-            firing.observed_at = now;
             return vec![firing.clone()];
         }
         let alert = consumer_stalled_alert(

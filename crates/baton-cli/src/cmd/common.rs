@@ -83,19 +83,11 @@ impl Conn {
     /// Every task's state as stored in KV `baton-tasks`.
     pub async fn kv_tasks(&self) -> anyhow::Result<Vec<Task>> {
         let mut tasks = Vec::new();
-        read::for_each_last_per_subject(
-            &self.js,
-            &format!("KV_{}", subjects::TASKS_BUCKET),
-            &format!("$KV.{}.>", subjects::TASKS_BUCKET),
-            |stored| {
-                if !stored.is_kv_tombstone()
-                    && !subjects::is_reserved_kv_subject(&stored.subject, subjects::TASKS_BUCKET)
-                    && let Ok(t) = Task::decode(&stored.payload)
-                {
-                    tasks.push(t);
-                }
-            },
-        )
+        read::for_each_kv_value(&self.js, subjects::TASKS_BUCKET, |_, stored| {
+            if let Ok(t) = Task::decode(&stored.payload) {
+                tasks.push(t);
+            }
+        })
         .await?;
         Ok(tasks)
     }

@@ -164,16 +164,5 @@ pub async fn notify(nats: &NatsArgs, args: &NotifyArgs) -> anyhow::Result<()> {
         webhooks,
         "alert router ready"
     );
-    let mut wait = Box::pin(running.wait());
-    tokio::select! {
-        _ = shutdown::signal() => {
-            tracing::info!("shutting down");
-            trigger.trigger();
-            let result = wait.await;
-            baton_service::liveness::stopped(Duration::from_secs(3)).await;
-            result?;
-        }
-        result = &mut wait => result?,
-    }
-    Ok(())
+    crate::cmd::services::until_signal(trigger, running.wait()).await
 }

@@ -148,13 +148,25 @@ pub async fn orchestrator(nats: &NatsArgs, args: &OrchestratorArgs) -> anyhow::R
         startup_ms = running.startup.as_millis() as u64,
         "orchestrator ready"
     );
-    let mut wait = Box::pin(running.wait());
+    until_signal(trigger, running.wait()).await
+}
+
+/// Runs a started service until it stops on its own or SIGTERM / ctrl-c
+/// asks it to; then waits for its graceful stop, including the deletion of
+/// its liveness record (a clean stop is not "down").
+pub async fn until_signal<E>(
+    trigger: shutdown::Trigger,
+    running: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut wait = Box::pin(running);
     tokio::select! {
         _ = shutdown::signal() => {
             tracing::info!("shutting down");
             trigger.trigger();
             let result = wait.await;
-            // Its liveness record is deleted: a clean stop is not "down".
             baton_service::liveness::stopped(Duration::from_secs(3)).await;
             result?;
         }
@@ -247,17 +259,5 @@ pub async fn detector(nats: &NatsArgs, args: &DetectorArgs) -> anyhow::Result<()
         startup_ms = running.startup.as_millis() as u64,
         "stall detector ready"
     );
-    let mut wait = Box::pin(running.wait());
-    tokio::select! {
-        _ = shutdown::signal() => {
-            tracing::info!("shutting down");
-            trigger.trigger();
-            let result = wait.await;
-            // Its liveness record is deleted: a clean stop is not "down".
-            baton_service::liveness::stopped(Duration::from_secs(3)).await;
-            result?;
-        }
-        result = &mut wait => result?,
-    }
-    Ok(())
+    until_signal(trigger, running.wait()).await
 }

@@ -164,23 +164,15 @@ async fn report(nats: &NatsArgs, args: &StatusArgs) -> anyhow::Result<Health> {
     conn.require_baton().await?;
     let now = now();
     let mut services = Vec::new();
-    baton_jetstream::read::for_each_last_per_subject(
-        &conn.js,
-        &format!("KV_{}", subjects::SERVICES_BUCKET),
-        &format!("$KV.{}.>", subjects::SERVICES_BUCKET),
-        |stored| {
-            if stored.is_kv_tombstone() {
-                return;
-            }
-            if let Ok(s) = pb::ServiceStatus::decode(stored.payload.clone()) {
-                // Alive: reported within three of its intervals (broker time).
-                let reported: Time = stored.stored_at;
-                let allowed = std::time::Duration::from_millis(s.interval_ms.max(1) * 3)
-                    .max(std::time::Duration::from_secs(5));
-                services.push((s, reported, now.since(reported) <= allowed));
-            }
-        },
-    )
+    baton_jetstream::read::for_each_kv_value(&conn.js, subjects::SERVICES_BUCKET, |_, stored| {
+        if let Ok(s) = pb::ServiceStatus::decode(stored.payload.clone()) {
+            // Alive: reported within three of its intervals (broker time).
+            let reported: Time = stored.stored_at;
+            let allowed = std::time::Duration::from_millis(s.interval_ms.max(1) * 3)
+                .max(std::time::Duration::from_secs(5));
+            services.push((s, reported, now.since(reported) <= allowed));
+        }
+    })
     .await?;
     services.sort_by(|a, b| {
         (a.0.service.as_str(), std::cmp::Reverse(a.1))

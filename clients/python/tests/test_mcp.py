@@ -32,7 +32,7 @@ from support import eventually, kv_state, stored_events, wait_kv
 # The secured broker of test_auth (alice and bob, enforced by the server).
 from test_auth import secured  # noqa: F401
 
-from baton_client import Agent, pb
+from baton_client import Agent, pb, subjects
 
 WORKING = pb.TaskStatus.Value("TASK_STATUS_WORKING")
 PENDING = pb.TaskStatus.Value("TASK_STATUS_HANDOFF_PENDING")
@@ -281,7 +281,7 @@ async def beats_at_least(beats: Any, n: int) -> bool:
 
 
 async def last_alert(nc: nats.NATS, kind: str, task: str) -> pb.Alert | None:
-    req = {"last_by_subj": f"baton.alert.{kind}.{task}"}
+    req = {"last_by_subj": subjects.raised(kind, task)}
     msg = await nc.request("$JS.API.DIRECT.GET.BATON_ALERTS", json.dumps(req).encode(), timeout=5)
     if (msg.headers or {}).get("Status") == "404":
         return None

@@ -27,33 +27,35 @@ from baton_client._pb.baton.v1 import task_pb2 as baton_dot_v1_dot_task__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62\x61ton/v1/service.proto\x12\x08\x62\x61ton.v1\x1a\x14\x62\x61ton/v1/alert.proto\x1a\x13\x62\x61ton/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n\rServiceStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breported_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binterval_ms\x18\x06 \x01(\x04\x12\x13\n\x0b\x61pplied_seq\x18\x07 \x01(\x04\x12\x0f\n\x07pending\x18\x08 \x01(\x04\x12\x11\n\thttp_addr\x18\t \x01(\t\"k\n\nFoldPolicy\x12\x11\n\toperators\x18\x01 \x03(\t\x12\x31\n\x0cunknown_task\x18\x02 \x01(\x0e\x32\x1b.baton.v1.UnknownTaskPolicy\x12\x17\n\x0fmax_event_bytes\x18\x03 \x01(\x04\"\xe2\x01\n\x07Silence\x12\x12\n\nsilence_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12!\n\x04kind\x18\x03 \x01(\x0e\x32\x13.baton.v1.AlertKind\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"C\n\x0fGetTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.baton.v1.TaskState\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"\x91\x01\n\x10ListTasksRequest\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.baton.v1.TaskStatus\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x15\n\rafter_task_id\x18\x06 \x01(\t\"h\n\x11ListTasksResponse\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.baton.v1.TaskState\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\r\n\x05total\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"1\n\x0fTimelineRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\xf9\x01\n\rTimelineEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12-\n\tstored_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x13\n\x0b\x65vent_epoch\x18\x05 \x01(\x04\x12\r\n\x05owner\x18\x06 \x01(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12$\n\x06status\x18\x08 \x01(\x0e\x32\x14.baton.v1.TaskStatus\x12\x11\n\tviolation\x18\t \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\x12\x10\n\x08\x65vent_id\x18\x0b \x01(\t\"^\n\x10TimelineResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.baton.v1.TimelineEntry\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x11\n\ttruncated\x18\x03 \x01(\x08*w\n\x11UnknownTaskPolicy\x12#\n\x1fUNKNOWN_TASK_POLICY_UNSPECIFIED\x10\x00\x12\x1d\n\x19UNKNOWN_TASK_POLICY_ALERT\x10\x01\x12\x1e\n\x1aUNKNOWN_TASK_POLICY_CREATE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62\x61ton/v1/service.proto\x12\x08\x62\x61ton.v1\x1a\x14\x62\x61ton/v1/alert.proto\x1a\x13\x62\x61ton/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n\rServiceStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breported_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binterval_ms\x18\x06 \x01(\x04\x12\x13\n\x0b\x61pplied_seq\x18\x07 \x01(\x04\x12\x0f\n\x07pending\x18\x08 \x01(\x04\x12\x11\n\thttp_addr\x18\t \x01(\t\x12\x0c\n\x04role\x18\n \x01(\t\x12\x0c\n\x04term\x18\x0b \x01(\x04\"\xae\x01\n\nLeadership\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12/\n\x0b\x61\x63quired_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrenewed_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06ttl_ms\x18\x06 \x01(\x04\"k\n\nFoldPolicy\x12\x11\n\toperators\x18\x01 \x03(\t\x12\x31\n\x0cunknown_task\x18\x02 \x01(\x0e\x32\x1b.baton.v1.UnknownTaskPolicy\x12\x17\n\x0fmax_event_bytes\x18\x03 \x01(\x04\"\xe2\x01\n\x07Silence\x12\x12\n\nsilence_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12!\n\x04kind\x18\x03 \x01(\x0e\x32\x13.baton.v1.AlertKind\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"C\n\x0fGetTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.baton.v1.TaskState\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"\x91\x01\n\x10ListTasksRequest\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.baton.v1.TaskStatus\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x15\n\rafter_task_id\x18\x06 \x01(\t\"h\n\x11ListTasksResponse\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.baton.v1.TaskState\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\r\n\x05total\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"1\n\x0fTimelineRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\xf9\x01\n\rTimelineEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12-\n\tstored_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x13\n\x0b\x65vent_epoch\x18\x05 \x01(\x04\x12\r\n\x05owner\x18\x06 \x01(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12$\n\x06status\x18\x08 \x01(\x0e\x32\x14.baton.v1.TaskStatus\x12\x11\n\tviolation\x18\t \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\x12\x10\n\x08\x65vent_id\x18\x0b \x01(\t\"^\n\x10TimelineResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.baton.v1.TimelineEntry\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x11\n\ttruncated\x18\x03 \x01(\x08*w\n\x11UnknownTaskPolicy\x12#\n\x1fUNKNOWN_TASK_POLICY_UNSPECIFIED\x10\x00\x12\x1d\n\x19UNKNOWN_TASK_POLICY_ALERT\x10\x01\x12\x1e\n\x1aUNKNOWN_TASK_POLICY_CREATE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'baton_client._pb.baton.v1.service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UNKNOWNTASKPOLICY']._serialized_start=1452
-  _globals['_UNKNOWNTASKPOLICY']._serialized_end=1571
+  _globals['_UNKNOWNTASKPOLICY']._serialized_start=1657
+  _globals['_UNKNOWNTASKPOLICY']._serialized_end=1776
   _globals['_SERVICESTATUS']._serialized_start=113
-  _globals['_SERVICESTATUS']._serialized_end=355
-  _globals['_FOLDPOLICY']._serialized_start=357
-  _globals['_FOLDPOLICY']._serialized_end=464
-  _globals['_SILENCE']._serialized_start=467
-  _globals['_SILENCE']._serialized_end=693
-  _globals['_GETTASKREQUEST']._serialized_start=695
-  _globals['_GETTASKREQUEST']._serialized_end=728
-  _globals['_GETTASKRESPONSE']._serialized_start=730
-  _globals['_GETTASKRESPONSE']._serialized_end=797
-  _globals['_LISTTASKSREQUEST']._serialized_start=800
-  _globals['_LISTTASKSREQUEST']._serialized_end=945
-  _globals['_LISTTASKSRESPONSE']._serialized_start=947
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1051
-  _globals['_TIMELINEREQUEST']._serialized_start=1053
-  _globals['_TIMELINEREQUEST']._serialized_end=1102
-  _globals['_TIMELINEENTRY']._serialized_start=1105
-  _globals['_TIMELINEENTRY']._serialized_end=1354
-  _globals['_TIMELINERESPONSE']._serialized_start=1356
-  _globals['_TIMELINERESPONSE']._serialized_end=1450
+  _globals['_SERVICESTATUS']._serialized_end=383
+  _globals['_LEADERSHIP']._serialized_start=386
+  _globals['_LEADERSHIP']._serialized_end=560
+  _globals['_FOLDPOLICY']._serialized_start=562
+  _globals['_FOLDPOLICY']._serialized_end=669
+  _globals['_SILENCE']._serialized_start=672
+  _globals['_SILENCE']._serialized_end=898
+  _globals['_GETTASKREQUEST']._serialized_start=900
+  _globals['_GETTASKREQUEST']._serialized_end=933
+  _globals['_GETTASKRESPONSE']._serialized_start=935
+  _globals['_GETTASKRESPONSE']._serialized_end=1002
+  _globals['_LISTTASKSREQUEST']._serialized_start=1005
+  _globals['_LISTTASKSREQUEST']._serialized_end=1150
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1152
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1256
+  _globals['_TIMELINEREQUEST']._serialized_start=1258
+  _globals['_TIMELINEREQUEST']._serialized_end=1307
+  _globals['_TIMELINEENTRY']._serialized_start=1310
+  _globals['_TIMELINEENTRY']._serialized_end=1559
+  _globals['_TIMELINERESPONSE']._serialized_start=1561
+  _globals['_TIMELINERESPONSE']._serialized_end=1655
 # @@protoc_insertion_point(module_scope)

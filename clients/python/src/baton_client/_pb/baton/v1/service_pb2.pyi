@@ -22,7 +22,7 @@ UNKNOWN_TASK_POLICY_ALERT: UnknownTaskPolicy
 UNKNOWN_TASK_POLICY_CREATE: UnknownTaskPolicy
 
 class ServiceStatus(_message.Message):
-    __slots__ = ("service", "instance", "version", "started_at", "reported_at", "interval_ms", "applied_seq", "pending", "http_addr")
+    __slots__ = ("service", "instance", "version", "started_at", "reported_at", "interval_ms", "applied_seq", "pending", "http_addr", "role", "term")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,8 @@ class ServiceStatus(_message.Message):
     APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     HTTP_ADDR_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     service: str
     instance: str
     version: str
@@ -41,7 +43,25 @@ class ServiceStatus(_message.Message):
     applied_seq: int
     pending: int
     http_addr: str
-    def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_ms: _Optional[int] = ..., applied_seq: _Optional[int] = ..., pending: _Optional[int] = ..., http_addr: _Optional[str] = ...) -> None: ...
+    role: str
+    term: int
+    def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., interval_ms: _Optional[int] = ..., applied_seq: _Optional[int] = ..., pending: _Optional[int] = ..., http_addr: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
+
+class Leadership(_message.Message):
+    __slots__ = ("service", "instance", "term", "acquired_at", "renewed_at", "ttl_ms")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    ACQUIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_AT_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    instance: str
+    term: int
+    acquired_at: _timestamp_pb2.Timestamp
+    renewed_at: _timestamp_pb2.Timestamp
+    ttl_ms: int
+    def __init__(self, service: _Optional[str] = ..., instance: _Optional[str] = ..., term: _Optional[int] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., renewed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ttl_ms: _Optional[int] = ...) -> None: ...
 
 class FoldPolicy(_message.Message):
     __slots__ = ("operators", "unknown_task", "max_event_bytes")

@@ -222,39 +222,99 @@ pub async fn ensure(js: &jetstream::Context, topology: &Topology) -> Result<(), 
     Ok(())
 }
 
+/// How long [`ensure`] keeps trying one stream or bucket: a cluster that
+/// is still electing its leaders answers late or not at all.
+const ENSURE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The first attempt's wait for an answer; doubled on each retry up to
+/// [`MAX_ATTEMPT_WAIT`]. On a 3-node cluster, two services creating the
+/// same stream at once can leave one request unanswered (seen with
+/// nats-server 2.15: the create is applied, its reply never arrives), so a
+/// short first wait and a retry, which finds the stream and updates it,
+/// beat waiting out the client's request timeout.
+const FIRST_ATTEMPT_WAIT: Duration = Duration::from_millis(500);
+const MAX_ATTEMPT_WAIT: Duration = Duration::from_secs(8);
+
 async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> Result<(), TopologyError> {
     let name = config.name.clone();
-    let mut last = String::new();
-    // Two services starting together can race between "not found" and
-    // "create"; the second attempt then finds the stream and updates it.
-    for _ in 0..3 {
-        match js.create_or_update_stream(config.clone()).await {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
+    patiently(&format!("stream {name}"), || {
+        let config = config.clone();
+        async move {
+            js.create_or_update_stream(config)
+                .await
+                .map(drop)
+                .map_err(|e| {
+                    use jetstream::context::CreateStreamErrorKind as Kind;
+                    let transient = matches!(e.kind(), Kind::TimedOut | Kind::JetStreamUnavailable);
+                    (e.to_string(), transient)
+                })
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(TopologyError {
-        what: format!("stream {name}"),
-        message: last,
     })
+    .await
 }
 
 async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> Result<(), TopologyError> {
     let name = config.bucket.clone();
-    let mut last = String::new();
-    for _ in 0..3 {
-        match js.create_or_update_key_value(config.clone()).await {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
+    patiently(&format!("KV bucket {name}"), || {
+        let config = config.clone();
+        async move {
+            js.create_or_update_key_value(config)
+                .await
+                .map(drop)
+                .map_err(|e| {
+                    use jetstream::context::CreateKeyValueErrorKind as Kind;
+                    let text = e.to_string();
+                    // The bucket's stream errors come as text only.
+                    let transient = matches!(e.kind(), Kind::TimedOut)
+                        || text.contains("timed out")
+                        || text.contains("unavailable");
+                    (text, transient)
+                })
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(TopologyError {
-        what: format!("KV bucket {name}"),
-        message: last,
     })
+    .await
+}
+
+/// Runs an idempotent create-or-update until it succeeds, saying what it
+/// waits for. Unanswered requests (and "JetStream unavailable") are retried
+/// until [`ENSURE_PATIENCE`] runs out; any other refusal three times, as
+/// two services starting together race between "not found" and "create"
+/// (the retry finds the object and updates it), so that a real mistake
+/// (3 replicas on a single server, say) is reported at once.
+async fn patiently<F, Fut>(what: &str, mut attempt: F) -> Result<(), TopologyError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), (String, bool)>>,
+{
+    let deadline = tokio::time::Instant::now() + ENSURE_PATIENCE;
+    let mut wait = FIRST_ATTEMPT_WAIT;
+    let mut refusals = 0;
+    loop {
+        let last = match tokio::time::timeout(wait, attempt()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err((e, transient))) => {
+                refusals += usize::from(!transient);
+                e
+            }
+            Err(_) => format!("no answer within {wait:?}"),
+        };
+        if refusals >= 3 {
+            return Err(TopologyError {
+                what: what.to_string(),
+                message: last,
+            });
+        }
+        if tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
+            return Err(TopologyError {
+                what: what.to_string(),
+                message: format!("{last} (still failing after {ENSURE_PATIENCE:?})"),
+            });
+        }
+        tracing::warn!(%what, error = %last, "JetStream not ready to set up {what}; trying again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        wait = (wait * 2).min(MAX_ATTEMPT_WAIT);
+    }
 }

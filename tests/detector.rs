@@ -574,7 +574,7 @@ async fn kill_9_restart_neither_repages_nor_misses() {
     // Let b's deadline pass in real time (this detector runs on real time).
     tokio::time::sleep(b_due.since(wall_now()) + Duration::from_millis(50)).await;
 
-    let _detector = BatonProcess::spawn(&server.url(), &args, &dir.path().join("d2.log"));
+    let mut detector2 = BatonProcess::spawn(&server.url(), &args, &dir.path().join("d2.log"));
     let mut seen = Vec::new();
     let b_alert = loop {
         let m = tokio::time::timeout(PATIENCE, pages.next())
@@ -611,6 +611,52 @@ async fn kill_9_restart_neither_repages_nor_misses() {
     assert_eq!(
         (resolved.state, resolved.resolves.as_deref()),
         (AlertState::Resolved, Some(first.id.as_str()))
+    );
+
+    // A restart with nothing new to read (the checkpoint is at the end of
+    // the stream) still judges the deadlines it restored: task c's lease
+    // runs out after the restart, with no event arriving.
+    let within = Duration::from_secs(5);
+    publish(&js, &ev.created("c", "p")).await;
+    let claim = ev.make(
+        "c",
+        "w3",
+        0,
+        EventBody::Claimed {
+            heartbeat_within: Some(within),
+        },
+    );
+    let claimed_at = std::time::Instant::now();
+    let c_claim = publish(&js, &claim).await;
+    wait_kv(
+        &js,
+        subjects::CHECKPOINTS_BUCKET,
+        subjects::DETECTOR_CONSUMER,
+        |b| {
+            let at: u64 = std::str::from_utf8(b).ok()?.trim().parse().ok()?;
+            (at >= c_claim).then_some(())
+        },
+    )
+    .await;
+    detector2.kill9();
+    assert!(
+        claimed_at.elapsed() < within,
+        "the detector took longer than c's lease to checkpoint its claim; this step needs a longer lease"
+    );
+    let _detector3 = BatonProcess::spawn(&server.url(), &args, &dir.path().join("d3.log"));
+    let c_alert = loop {
+        let m = tokio::time::timeout(PATIENCE, pages.next())
+            .await
+            .expect("c paged by the restarted detector")
+            .expect("open");
+        let a = baton_core::Alert::decode(&m.payload).expect("alert");
+        if a.task.as_ref().is_some_and(|t| t.as_str() == "c") {
+            break a;
+        }
+    };
+    assert_eq!(
+        (c_alert.kind, c_alert.state),
+        (AlertKind::HeartbeatMissed, AlertState::Firing)
     );
 }
 

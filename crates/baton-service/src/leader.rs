@@ -95,6 +95,23 @@ pub struct Term {
     pub ended: Shutdown,
 }
 
+impl Term {
+    /// Whether this term is still the latest: its first fence is still the
+    /// last one in its stream (every term raises its fences in the same
+    /// order, so a later term shows there first). Asked right before acts
+    /// the broker cannot fence, such as re-creating the service's durable
+    /// consumer, which would cut off the active instance's reads.
+    pub async fn still_current(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<bool, baton_jetstream::leadership::FenceError> {
+        match self.fences.iter().next() {
+            Some(first) => baton_jetstream::leadership::still_fenced(js, first).await,
+            None => Ok(true),
+        }
+    }
+}
+
 /// Leadership metrics (shared by every service; label `service`).
 #[derive(Debug, Clone, Default)]
 pub struct LeaderMetrics {
@@ -139,8 +156,19 @@ impl LeaderMetrics {
 }
 
 enum Command {
-    StepDown(u64),
+    StepDown(u64, StepDown),
     Release(oneshot::Sender<()>),
+}
+
+/// Why a term is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepDown {
+    /// A write was refused by a later term's fence.
+    Deposed,
+    /// The term's work could not be set up, or failed: the instance stands
+    /// by and campaigns again (it retakes its own lease at once if no one
+    /// else took it, and starts over from the checkpoint).
+    Failed,
 }
 
 /// The service's handle on its leadership.
@@ -156,7 +184,7 @@ pub struct Leadership {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::StepDown(t) => write!(f, "StepDown({t})"),
+            Command::StepDown(t, why) => write!(f, "StepDown({t}, {why:?})"),
             Command::Release(_) => write!(f, "Release"),
         }
     }
@@ -187,10 +215,10 @@ impl Leadership {
         self.role.clone()
     }
 
-    /// The service found a write refused by a later term's fence: the term
-    /// is over.
-    pub fn step_down(&self, term: u64) {
-        let _ = self.commands.send(Command::StepDown(term));
+    /// The term is over: deposed (a write was refused by a later term's
+    /// fence), or its work failed.
+    pub fn step_down(&self, term: u64, why: StepDown) {
+        let _ = self.commands.send(Command::StepDown(term, why));
     }
 
     /// Gives the lease up (after the service's last flush) and stops
@@ -268,9 +296,9 @@ where
 
 /// Runs terms for as long as the process lives: `next` first (if any),
 /// then each term this instance wins, set up by `activate`. A term that
-/// cannot be set up, or whose instance was deposed, is stood down from
-/// (`on_deposed` runs) and the instance waits for the next; shutdown or a
-/// failed term ends the loop. The lease is released last, after the work's
+/// cannot be set up, that fails, or whose instance was deposed (then
+/// `on_deposed` runs) is stood down from, and the instance waits for the
+/// next; only shutdown ends the loop. The lease is released last, after the work's
 /// final flush, so a standby takes over at once.
 pub async fn run_terms<W, F, Fut>(
     mut leadership: Leadership,
@@ -297,7 +325,7 @@ where
                     Ok(work) => work,
                     Err(e) => {
                         tracing::warn!(error = %e, term = number, "could not start the term; standing by");
-                        leadership.step_down(number);
+                        leadership.step_down(number, StepDown::Failed);
                         continue;
                     }
                 }
@@ -313,11 +341,17 @@ where
         }
         if term.ended.is_triggered() || outbox.was_deposed() {
             // Another instance took over: stand by for the next term.
-            leadership.step_down(term.term);
+            leadership.step_down(term.term, StepDown::Deposed);
             on_deposed();
             continue;
         }
-        break ran;
+        // The work failed (its consumer was deleted, say): the process
+        // stays, stands by and starts over from the checkpoint in its next
+        // term, as a restart by a supervisor would.
+        if let Err(e) = &ran {
+            tracing::error!(error = %e, term = term.term, "the term's work failed; standing by");
+        }
+        leadership.step_down(term.term, StepDown::Failed);
     };
     leadership.release().await;
     result
@@ -394,11 +428,14 @@ impl Campaigner {
             if !first {
                 tokio::select! {
                     command = commands.recv() => match command {
-                        Some(Command::StepDown(term)) => {
+                        Some(Command::StepDown(term, why)) => {
                             if self.active.as_ref().is_some_and(|(t, _)| *t == term) {
-                                tracing::warn!(service = %self.config.service, term, "deposed: a write was refused by a later term's fence");
+                                match why {
+                                    StepDown::Deposed => tracing::warn!(service = %self.config.service, term, "deposed: a write was refused by a later term's fence"),
+                                    StepDown::Failed => tracing::warn!(service = %self.config.service, term, "the term failed; campaigning again"),
+                                }
                                 self.lease.abandon();
-                                self.end_term(true);
+                                self.end_term(why == StepDown::Deposed);
                             }
                             continue;
                         }

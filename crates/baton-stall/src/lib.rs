@@ -393,6 +393,14 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         ack_wait: Duration::from_secs(30),
         max_batch: config.max_batch,
     };
+    // A deposed instance whose set-up was slow must not re-create the
+    // consumer under the active one (the broker fences writes, not this).
+    if !term.still_current(&js).await.map_err(setup)? {
+        return Err(setup(format!(
+            "term {} was superseded while it was set up",
+            term.term
+        )));
+    }
     let consumer = consumer::restart_from(&js, &spec, resume_after + 1).await?;
     tracing::info!(
         tasks = restored_tasks,
@@ -414,9 +422,8 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         .watch_with_history("orchestrator")
         .await
         .map_err(setup)?;
-    shared
-        .progress
-        .set(resume_after, consumer.cached_info().num_pending);
+    let pending_at_start = consumer.cached_info().num_pending;
+    shared.progress.set(resume_after, pending_at_start);
     let batches = Batches::new(&consumer, config.max_batch).await?;
     let (broker, outages) =
         broker::spawn_probe(js.clone(), config.clock.clone(), term.ended.clone());
@@ -438,6 +445,7 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         progress: shared.progress.clone(),
         beat: shared.beat.clone(),
         batches,
+        pending_at_start,
         spec,
         shutdown: term.ended.clone(),
     };
@@ -472,6 +480,10 @@ struct Service {
     /// Beaten every loop iteration: the lease is renewed only while fresh.
     beat: Beat,
     batches: Batches,
+    /// Events after the checkpoint when the term began: with none, the
+    /// detector is caught up at once and judges the restored deadlines
+    /// without waiting for an event to arrive.
+    pending_at_start: u64,
     spec: ConsumerSpec,
     shutdown: Shutdown,
     broker: broker::BrokerView,
@@ -497,8 +509,8 @@ impl Service {
         let mut dirty: Vec<TaskId> = Vec::new();
         let mut folded_seq = self.progress.applied_seq();
         let mut unflushed_since: Option<tokio::time::Instant> = None;
-        let mut caught_up = false;
-        let mut pending = 0u64;
+        let mut pending = self.pending_at_start;
+        let mut caught_up = pending == 0;
         let mut expected_consumer_seq: Option<u64> = None;
         let mut consumer_tick = tokio::time::interval(self.config.consumer_check_interval);
         consumer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -4,13 +4,10 @@
 
 mod support;
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use async_nats::jetstream;
-use baton_core::{
-    AlertKind, Disposition, EventBody, EventMeta, HandoffTarget, Policy, Task, TaskStatus, apply,
-    subjects, wire::read_event,
-};
+use baton_core::{AlertKind, EventBody, HandoffTarget, TaskStatus, subjects};
 use baton_proto::{prost::Message, v1 as pb};
 use futures::StreamExt;
 use support::*;
@@ -553,37 +550,6 @@ async fn reports_liveness_metrics_and_health_and_stops_gracefully() {
     );
 }
 
-/// The state the orchestrator should have: the pure fold of the whole stream.
-async fn expected_state(js: &jetstream::Context) -> (HashMap<String, Task>, usize) {
-    let mut tasks: HashMap<String, Option<Task>> = HashMap::new();
-    let mut refused = 0;
-    for m in read_all(js, subjects::EVENTS_STREAM, subjects::EVENTS_ALL).await {
-        let Ok(event) = read_event(&m.subject, &m.payload) else {
-            continue;
-        };
-        let slot = tasks.entry(event.task.to_string()).or_default();
-        let outcome = apply(
-            slot,
-            &event,
-            EventMeta {
-                seq: m.seq,
-                stored_at: m.stored_at,
-            },
-            &Policy::default(),
-        );
-        if matches!(outcome.disposition, Disposition::Refused(_)) {
-            refused += 1;
-        }
-    }
-    (
-        tasks
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|t| (k, t)))
-            .collect(),
-        refused,
-    )
-}
-
 /// kill -9 at arbitrary moments while events stream in, restart each time:
 /// the stored state equals the fold of the whole stream, with no event lost
 /// or applied twice, and each violation alerted exactly once.
@@ -751,7 +717,7 @@ async fn kill_9_and_restart_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(rig.last_seq().await, sent as u64);
     rig.wait_caught_up().await;
 
-    let (expected, refused) = expected_state(&rig.js).await;
+    let (expected, refused) = fold_of_stream(&rig.js).await;
     assert_eq!(expected.len(), tasks);
     for (id, want) in &expected {
         let got = stored_task(&rig.js, id).await.expect("stored");

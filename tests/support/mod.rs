@@ -510,3 +510,39 @@ impl Drop for Rig {
         }
     }
 }
+
+/// The state the orchestrator should have materialised: the pure fold of
+/// the whole events stream, and how many events the fold refused (each
+/// refusal is one `OWNERSHIP_VIOLATION`).
+pub async fn fold_of_stream(
+    js: &jetstream::Context,
+) -> (std::collections::HashMap<String, Task>, usize) {
+    use baton_core::{Disposition, EventMeta, Policy, apply, wire::read_event};
+    let mut tasks: std::collections::HashMap<String, Option<Task>> = Default::default();
+    let mut refused = 0;
+    for m in read_all(js, subjects::EVENTS_STREAM, subjects::EVENTS_ALL).await {
+        let Ok(event) = read_event(&m.subject, &m.payload) else {
+            continue;
+        };
+        let slot = tasks.entry(event.task.to_string()).or_default();
+        let outcome = apply(
+            slot,
+            &event,
+            EventMeta {
+                seq: m.seq,
+                stored_at: m.stored_at,
+            },
+            &Policy::default(),
+        );
+        if matches!(outcome.disposition, Disposition::Refused(_)) {
+            refused += 1;
+        }
+    }
+    (
+        tasks
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|t| (k, t)))
+            .collect(),
+        refused,
+    )
+}

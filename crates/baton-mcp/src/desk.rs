@@ -165,12 +165,30 @@ impl Desk {
     /// exactly as for a crashed agent. A new session resumes them with
     /// `claim_task`.
     pub async fn detach_all(&self) {
-        let held = std::mem::take(&mut *self.held.lock().await);
+        self.detach_held_if(|| true).await;
+        self.agent.close().await;
+    }
+
+    /// Stops every handle's heartbeats without releasing (as
+    /// [`Desk::detach_all`]) while the agent stays connected, if `still`
+    /// holds once the handles are locked: over HTTP the host left, but may
+    /// come back, and its next act on a task (or `claim_task`) takes it up
+    /// again. `still` is checked under the lock so that a task claimed by
+    /// a request that began after it keeps its heartbeats. Returns how many
+    /// tasks stopped heartbeating.
+    pub async fn detach_held_if(&self, still: impl FnOnce() -> bool) -> usize {
+        let mut guard = self.held.lock().await;
+        if !still() {
+            return 0;
+        }
+        let held = std::mem::take(&mut *guard);
+        drop(guard);
+        let n = held.len();
         for (task, handle) in held {
             tracing::info!(%task, "session ended: heartbeats stop, the task stays owned");
             handle.detach();
         }
-        self.agent.close().await;
+        n
     }
 
     // ---- reading ------------------------------------------------------

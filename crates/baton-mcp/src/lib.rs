@@ -1,34 +1,44 @@
 //! An MCP server for one Baton agent: LLM sessions that act through tools
 //! coordinate through Baton without SDK code.
 //!
-//! `baton mcp --agent NAME` runs it on stdio, one process per agent
-//! identity (with that identity's credentials where the broker enforces
-//! them). It speaks the protocol for the model through the Rust SDK
-//! (`baton-agent`), so the model cannot get it wrong: claims and ownership
-//! events with compare-and-set, the epoch held, the decision-record version
-//! read carried on every event (and acting on unread decisions refused),
-//! idempotent retries with one event id, and heartbeats sent while the MCP
-//! session lasts and the agent holds a task. Progress stays the model's
-//! own signal.
+//! `baton mcp --agent NAME` runs it on stdio, or with `--http ADDR` on the
+//! MCP streamable HTTP transport at `http://ADDR/mcp` for hosts that take
+//! a URL; one process per agent identity either way (with that identity's
+//! credentials where the broker enforces them). It speaks the protocol for
+//! the model through the Rust SDK (`baton-agent`), so the model cannot get
+//! it wrong: claims and ownership events with compare-and-set, the epoch
+//! held, the decision-record version read carried on every event (and
+//! acting on unread decisions refused), idempotent retries with one event
+//! id, and heartbeats sent while the host is there and the agent holds a
+//! task. Progress stays the model's own signal.
 //!
-//! When the session ends without a final act (the host exited, crashed or
-//! was killed), heartbeats stop and the tasks stay owned: the stall
-//! detector raises `HEARTBEAT_MISSED` as for any agent that went silent,
-//! and a new session of the same agent resumes them with `claim_task`.
+//! When the host goes without a final act (a stdio host exited, crashed or
+//! was killed; an HTTP host deleted its last session, or made no exchange
+//! for the keep-alive with none open), heartbeats stop and the tasks stay
+//! owned: the stall detector raises `HEARTBEAT_MISSED` as for any agent
+//! that went silent, and the agent resumes a task with `claim_task` (over
+//! HTTP, any act on it does).
 //!
 //! # Layout
 //!
 //! - [`desk`]: the agent's acts and what it holds, without MCP types.
 //! - [`explain`]: refusals that say what happened and what to do.
 //! - [`server`]: tools, resources and notifications on `rmcp`.
+//! - [`http`]: the streamable HTTP endpoint (hyper in front of rmcp's
+//!   tower service): address, token, `Host`/`Origin` checks, shutdown.
+//! - [`presence`]: whether an HTTP host is still there (pure).
 //! - `follow`: what other agents do, as it happens (offers, revokes).
 //!
-//! `rmcp` is used with the `server`, `macros` and `transport-io` features
-//! only (stdio): no HTTP stack, TLS or OAuth in the build.
+//! `rmcp` is used with the `server`, `macros`, `transport-io` (stdio) and
+//! `transport-streamable-http-server` features; HTTP/1.1 by `hyper`. No
+//! TLS and no OAuth in the build: a bearer token guards the HTTP endpoint
+//! when configured, and a TLS proxy goes in front beyond one machine.
 
 pub mod desk;
 pub mod explain;
 mod follow;
+pub mod http;
+pub mod presence;
 pub mod server;
 
 use std::sync::Arc;
@@ -38,6 +48,7 @@ use baton_core::StageName;
 use rmcp::ServiceExt as _;
 
 pub use desk::Desk;
+pub use http::{HttpOptions, HttpServer};
 pub use server::BatonMcp;
 
 /// How to run the server for one agent.
@@ -58,6 +69,8 @@ pub enum McpError {
     Start(String),
     #[error("the MCP session failed: {0}")]
     Session(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A one-line description of the credentials in use, for refusals.
@@ -85,7 +98,6 @@ pub async fn start(config: Config) -> Result<Arc<Desk>, McpError> {
 pub async fn serve_stdio(config: Config) -> Result<(), McpError> {
     let desk = start(config).await?;
     let handler = BatonMcp::new(desk.clone());
-    handler.spawn_legacy_notifier();
     let running = handler
         .serve(rmcp::transport::stdio())
         .await

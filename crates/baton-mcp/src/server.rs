@@ -62,9 +62,12 @@ fn decisions_uri(workflow: &str) -> String {
 struct Legacy {
     peer: Option<Peer<RoleServer>>,
     uris: HashSet<String>,
+    /// The forwarding task runs (from the first subscription on).
+    forwarding: bool,
 }
 
-/// One MCP session's handler; sessions of one process share the desk.
+/// One MCP session's handler (over HTTP: one per older host's session, one
+/// per request of a 2026-07-28 host); all of one process share the desk.
 #[derive(Debug, Clone)]
 pub struct BatonMcp {
     desk: Arc<Desk>,
@@ -424,16 +427,20 @@ impl BatonMcp {
         ))
     }
 
-    /// Sends legacy `resources/updated` notifications for a change.
-    async fn notify_legacy(&self, change: &Change) {
+    /// Sends legacy `resources/updated` notifications for a change; false
+    /// once the session is over.
+    async fn notify_legacy(&self, change: &Change) -> bool {
         let (peer, uris) = {
             let legacy = self
                 .legacy
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let Some(peer) = legacy.peer.clone() else {
-                return;
+                return true;
             };
+            if peer.is_transport_closed() {
+                return false;
+            }
             let uris: Vec<String> = change_uris(change)
                 .into_iter()
                 .filter(|u| legacy.uris.contains(u))
@@ -448,17 +455,24 @@ impl BatonMcp {
                 tracing::debug!(error = %e, "could not notify the host");
             }
         }
+        true
     }
 
-    /// Forwards changes to legacy subscribers for as long as the process
-    /// runs (2026-07-28 sessions get them through `listen`).
-    pub fn spawn_legacy_notifier(&self) {
+    /// Forwards changes to this session's legacy subscribers until the
+    /// session is over (2026-07-28 sessions get them through `listen`).
+    /// Started by the first `resources/subscribe`, so the handlers made
+    /// for every HTTP request of a 2026-07-28 host start none.
+    fn spawn_legacy_notifier(&self) {
         let this = self.clone();
         let mut changes = self.desk.changes();
         tokio::spawn(async move {
             loop {
                 match changes.recv().await {
-                    Ok(change) => this.notify_legacy(&change).await,
+                    Ok(change) => {
+                        if !this.notify_legacy(&change).await {
+                            return;
+                        }
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return,
                 }
@@ -653,12 +667,18 @@ impl ServerHandler for BatonMcp {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let mut legacy = self
-            .legacy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        legacy.peer = Some(context.peer.clone());
-        legacy.uris.insert(request.uri);
+        let start = {
+            let mut legacy = self
+                .legacy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            legacy.peer = Some(context.peer.clone());
+            legacy.uris.insert(request.uri);
+            !std::mem::replace(&mut legacy.forwarding, true)
+        };
+        if start {
+            self.spawn_legacy_notifier();
+        }
         Ok(())
     }
 

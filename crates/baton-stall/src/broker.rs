@@ -6,6 +6,11 @@
 //! broker was serving ([`BrokerView::judge_until`]); when answers come back,
 //! the silent stretch is recorded as an outage and every deadline it
 //! overlaps is extended by it ([`baton_core::stall::Detector::record_outage`]).
+//!
+//! The probe runs for the whole life of the process, active or standing
+//! by, and keeps the outages it saw: a standby that takes over because the
+//! broker's troubles kept the old leader from renewing its lease starts its
+//! term knowing the outage, instead of blaming agents for it.
 
 use std::{
     sync::{
@@ -17,7 +22,9 @@ use std::{
 
 use async_nats::jetstream;
 use baton_core::{Time, subjects};
-use tokio::sync::mpsc;
+use std::{collections::VecDeque, sync::Mutex};
+
+use tokio::sync::watch;
 
 use crate::Clock;
 use baton_service::shutdown::Shutdown;
@@ -30,7 +37,11 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// own period plus slack, so a healthy broker costs no alert latency.
 pub const JUDGE_AHEAD: Duration = Duration::from_millis(600);
 
-/// What the probe knows, shared with the detector loop.
+/// Outages kept for terms that begin later; older ones are forgotten (a
+/// deadline armed before them then counts them, as the core's own bound).
+const KEPT_OUTAGES: usize = 256;
+
+/// What the probe knows, shared with the detector loop of each term.
 #[derive(Debug, Clone)]
 pub struct BrokerView {
     last_ok: Arc<AtomicU64>,
@@ -38,6 +49,16 @@ pub struct BrokerView {
     /// the limit stays where it was until it has, so nothing is judged
     /// against the deadlines the outage is about to extend.
     pending: Arc<AtomicBool>,
+    history: Arc<Mutex<History>>,
+    /// How many outages were seen so far (wakes the active loop).
+    seen: Arc<watch::Sender<usize>>,
+}
+
+#[derive(Debug, Default)]
+struct History {
+    windows: VecDeque<(Time, Time)>,
+    /// Outages forgotten from the front.
+    forgotten: usize,
 }
 
 impl BrokerView {
@@ -48,23 +69,52 @@ impl BrokerView {
 
     /// The detector recorded the outage that ended at `until`.
     pub fn recorded(&self, until: Time) {
-        self.last_ok.store(until.unix_nanos(), Ordering::Relaxed);
+        // Never backwards: a term replaying old outages must not pull the
+        // limit back to when they ended.
+        self.last_ok
+            .fetch_max(until.unix_nanos(), Ordering::Relaxed);
         self.pending.store(false, Ordering::Release);
+    }
+
+    /// The outages seen from the `from`-th on (those still kept), and the
+    /// number seen in all: pass it as `from` next time.
+    pub fn outages_since(&self, from: usize) -> (Vec<(Time, Time)>, usize) {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let total = history.forgotten + history.windows.len();
+        let skip = from.saturating_sub(history.forgotten);
+        (history.windows.iter().skip(skip).copied().collect(), total)
+    }
+
+    /// Changes when an outage is seen.
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.seen.subscribe()
+    }
+
+    fn push(&self, window: (Time, Time)) {
+        let total = {
+            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            history.windows.push_back(window);
+            if history.windows.len() > KEPT_OUTAGES {
+                history.windows.pop_front();
+                history.forgotten += 1;
+            }
+            history.forgotten + history.windows.len()
+        };
+        self.pending.store(true, Ordering::Release);
+        self.seen.send_replace(total);
     }
 }
 
-/// Starts the probe; outages (from the last answer before the silence to
-/// the first answer after it) arrive on the returned channel.
-pub fn spawn_probe(
-    js: jetstream::Context,
-    clock: Clock,
-    mut shutdown: Shutdown,
-) -> (BrokerView, mpsc::UnboundedReceiver<(Time, Time)>) {
+/// Starts the probe for the life of the process (until `shutdown`);
+/// outages (from the last answer before the silence to the first answer
+/// after it) are kept in the returned view.
+pub fn spawn_probe(js: jetstream::Context, clock: Clock, mut shutdown: Shutdown) -> BrokerView {
     let view = BrokerView {
         last_ok: Arc::new(AtomicU64::new(clock.now().unix_nanos())),
         pending: Arc::default(),
+        history: Arc::default(),
+        seen: Arc::new(watch::channel(0).0),
     };
-    let (tx, rx) = mpsc::unbounded_channel();
     let shared = view.clone();
     tokio::spawn(async move {
         let mut failing = false;
@@ -83,8 +133,7 @@ pub fn spawn_probe(
                             silent_ms = now.since(last).as_millis() as u64,
                             "the broker answers again; deadlines are extended by the outage"
                         );
-                        shared.pending.store(true, Ordering::Release);
-                        let _ = tx.send((last, now));
+                        shared.push((last, now));
                     } else if !shared.pending.load(Ordering::Acquire) {
                         shared.last_ok.store(now.unix_nanos(), Ordering::Relaxed);
                     }
@@ -104,5 +153,5 @@ pub fn spawn_probe(
             }
         }
     });
-    (view, rx)
+    view
 }

@@ -166,6 +166,8 @@ pub fn fence_targets() -> Vec<FenceTarget> {
 /// What every term of this instance shares.
 struct Shared {
     js: jetstream::Context,
+    /// The broker probe, for the life of the process (decision 9).
+    broker: broker::BrokerView,
     config: Config,
     metrics: Metrics,
     health: Health,
@@ -228,8 +230,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Detect
     )
     .await
     .map_err(setup)?;
+    let broker = broker::spawn_probe(js.clone(), config.clock.clone(), shutdown.clone());
     let shared = Arc::new(Shared {
         js,
+        broker,
         config,
         metrics: metrics.clone(),
         health,
@@ -328,6 +332,17 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         }
     };
     let mut det = Detector::new(config.rules.clone(), policy);
+    // The outages this process saw, standing by or in earlier terms: a
+    // takeover caused by the broker's troubles does not blame agents.
+    // (Subscribed first: an outage seen meanwhile wakes the loop.)
+    let outages = shared.broker.subscribe();
+    let (outages_so_far, outages_seen) = shared.broker.outages_since(0);
+    for &(from, until) in &outages_so_far {
+        det.record_outage(from, until);
+    }
+    if let Some(&(_, until)) = outages_so_far.last() {
+        shared.broker.recorded(until);
+    }
     let mut restored_tasks = 0;
     read::for_each_kv_value(&js, subjects::DETECTOR_BUCKET, |key, stored| {
             // Loading a large snapshot is progress: the lease stays renewed.
@@ -425,11 +440,10 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
     let pending_at_start = consumer.cached_info().num_pending;
     shared.progress.set(resume_after, pending_at_start);
     let batches = Batches::new(&consumer, config.max_batch).await?;
-    let (broker, outages) =
-        broker::spawn_probe(js.clone(), config.clock.clone(), term.ended.clone());
     let service = Service {
-        broker,
+        broker: shared.broker.clone(),
         outages,
+        outages_seen,
         snapshot_writer: Arc::new(tokio::sync::Mutex::new(SoleWriter::for_term(
             format!("KV_{}", subjects::DETECTOR_BUCKET),
             &term.fences,
@@ -487,7 +501,10 @@ struct Service {
     spec: ConsumerSpec,
     shutdown: Shutdown,
     broker: broker::BrokerView,
-    outages: tokio::sync::mpsc::UnboundedReceiver<(Time, Time)>,
+    /// Wakes when the probe sees an outage; `outages_seen` of them are
+    /// recorded in `det`.
+    outages: tokio::sync::watch::Receiver<usize>,
+    outages_seen: usize,
 }
 
 impl Service {
@@ -658,11 +675,17 @@ impl Service {
                         alerts.extend(self.watch.orchestrator_seen(&r.instance, r.ttl, r.at));
                     }
                 }
-                Some((from, until)) = self.outages.recv() => {
+                Ok(()) = self.outages.changed() => {
                     // Decision 9: the outage does not count against agents.
-                    self.det.record_outage(from, until);
-                    self.broker.recorded(until);
-                    self.metrics.outages.inc();
+                    let (windows, seen) = self.broker.outages_since(self.outages_seen);
+                    self.outages_seen = seen;
+                    for &(from, until) in &windows {
+                        self.det.record_outage(from, until);
+                        self.metrics.outages.inc();
+                    }
+                    if let Some(&(_, until)) = windows.last() {
+                        self.broker.recorded(until);
+                    }
                 }
                 _ = system_tick.tick() => {
                     let now = self.config.clock.now();

@@ -16,10 +16,12 @@
 #![allow(deprecated)] // resources/subscribe: legacy hosts still use it.
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
+
+use tokio::sync::broadcast;
 
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
@@ -72,8 +74,16 @@ struct Legacy {
 pub struct BatonMcp {
     desk: Arc<Desk>,
     legacy: Arc<Mutex<Legacy>>,
+    /// Change feeds opened when a `subscriptions/listen` was accepted, before
+    /// rmcp acknowledges it to the host: what changes after the host saw
+    /// the acknowledgement reaches the stream, even if `listen` runs later.
+    accepted_listens: Arc<Mutex<VecDeque<broadcast::Receiver<Change>>>>,
     tool_router: ToolRouter<BatonMcp>,
 }
+
+/// Accepted listens whose handler has not run yet, kept at most (a listen
+/// whose acknowledgement failed leaves its feed behind).
+const ACCEPTED_LISTENS: usize = 16;
 
 // ---- tool arguments ----------------------------------------------------
 
@@ -217,6 +227,7 @@ impl BatonMcp {
         BatonMcp {
             desk,
             legacy: Arc::new(Mutex::new(Legacy::default())),
+            accepted_listens: Arc::default(),
             tool_router: Self::tool_router(),
         }
     }
@@ -699,11 +710,25 @@ impl ServerHandler for BatonMcp {
         &self,
         requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
+        // Called before the acknowledgement is sent: open the feed now.
+        let mut accepted = self
+            .accepted_listens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        accepted.push_back(self.desk.changes());
+        while accepted.len() > ACCEPTED_LISTENS {
+            accepted.pop_front();
+        }
         Some(requested.supported_by(&self.get_info().capabilities))
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
-        let mut changes = self.desk.changes();
+        let early = self
+            .accepted_listens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front();
+        let mut changes = early.unwrap_or_else(|| self.desk.changes());
         let sink = context.sink().clone();
         let accepted = context.accepted().clone();
         let wants = |uri: &str| {

@@ -189,30 +189,46 @@ pub async fn publish_raw(
 }
 
 /// Waits until KV `bucket` holds a value for `key` that satisfies `ok`,
-/// watching the bucket (no polling).
+/// watching the bucket (no polling). A watch that fails (on a cluster, while
+/// the bucket's leader is being elected) is opened again, within PATIENCE.
 pub async fn wait_kv<T>(
     js: &jetstream::Context,
     bucket: &str,
     key: &str,
     mut ok: impl FnMut(&[u8]) -> Option<T>,
 ) -> T {
-    let store = wait_bucket(js, bucket).await;
-    let mut watch = store.watch_with_history(key).await.expect("watch");
-    let found = tokio::time::timeout(PATIENCE, async {
-        while let Some(entry) = watch.next().await {
-            let entry = entry.expect("watch entry");
-            if entry.operation == kv::Operation::Put
-                && let Some(t) = ok(&entry.value)
-            {
-                return Some(t);
-            }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = String::from("no value yet");
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            panic!("KV {bucket}/{key} never reached the expected value ({last})");
         }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(t)) => t,
-        _ => panic!("KV {bucket}/{key} never reached the expected value"),
+        let store = wait_bucket(js, bucket).await;
+        let attempt = tokio::time::timeout(left, async {
+            let mut watch = store
+                .watch_with_history(key)
+                .await
+                .map_err(|e| format!("watch: {e}"))?;
+            while let Some(entry) = watch.next().await {
+                let entry = entry.map_err(|e| format!("watch entry: {e}"))?;
+                if entry.operation == kv::Operation::Put
+                    && let Some(t) = ok(&entry.value)
+                {
+                    return Ok(t);
+                }
+            }
+            Err("the watch ended".to_string())
+        })
+        .await;
+        match attempt {
+            Ok(Ok(t)) => return t,
+            Ok(Err(e)) => {
+                last = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => panic!("KV {bucket}/{key} never reached the expected value ({last})"),
+        }
     }
 }
 

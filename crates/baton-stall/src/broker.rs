@@ -50,6 +50,8 @@ pub struct BrokerView {
     /// against the deadlines the outage is about to extend.
     pending: Arc<AtomicBool>,
     history: Arc<Mutex<History>>,
+    /// The events stream's last sequence at the last answer.
+    stream_last_seq: Arc<AtomicU64>,
     /// How many outages were seen so far (wakes the active loop).
     seen: Arc<watch::Sender<usize>>,
 }
@@ -85,6 +87,14 @@ impl BrokerView {
         (history.windows.iter().skip(skip).copied().collect(), total)
     }
 
+    /// The events stream's last sequence when the broker last answered: a
+    /// detector that has folded less has events stored that it was not yet
+    /// delivered (its consumer stalled, e.g. after its node died), and must
+    /// not judge deadlines by the clock until they arrive.
+    pub fn stream_last_seq(&self) -> u64 {
+        self.stream_last_seq.load(Ordering::Relaxed)
+    }
+
     /// Changes when an outage is seen.
     pub fn subscribe(&self) -> watch::Receiver<usize> {
         self.seen.subscribe()
@@ -113,6 +123,7 @@ pub fn spawn_probe(js: jetstream::Context, clock: Clock, mut shutdown: Shutdown)
         last_ok: Arc::new(AtomicU64::new(clock.now().unix_nanos())),
         pending: Arc::default(),
         history: Arc::default(),
+        stream_last_seq: Arc::default(),
         seen: Arc::new(watch::channel(0).0),
     };
     let shared = view.clone();
@@ -125,7 +136,10 @@ pub fn spawn_probe(js: jetstream::Context, clock: Clock, mut shutdown: Shutdown)
                 tokio::time::timeout(PROBE_TIMEOUT, js.get_stream(subjects::EVENTS_STREAM)).await;
             let now = clock.now();
             match answered {
-                Ok(Ok(_)) => {
+                Ok(Ok(stream)) => {
+                    shared
+                        .stream_last_seq
+                        .store(stream.cached_info().state.last_sequence, Ordering::Relaxed);
                     let last = Time::from_unix_nanos(shared.last_ok.load(Ordering::Relaxed));
                     if failing {
                         failing = false;

@@ -537,10 +537,15 @@ impl Service {
         loop {
             self.beat.beat();
             // Judge deadlines `grace` after they are due.
+            // Deadlines are judged by the clock only when every stored event
+            // is folded: by what the consumer says (`caught_up`) and by the
+            // stream itself (a stalled delivery is an outage too, decision 9;
+            // the events judge the deadlines when they arrive).
+            let delivered_all = self.broker.stream_last_seq() <= folded_seq;
             let wake = self
                 .det
                 .poll_timeout()
-                .filter(|_| caught_up)
+                .filter(|_| caught_up && delivered_all)
                 .map(|t| t.saturating_add(self.config.grace));
             let clock = self.config.clock.clone();
             let judge_until = self.broker.judge_until();

@@ -33,7 +33,7 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 /// The broker a benchmark runs against, kept alive as long as this is.
 #[derive(Debug)]
 pub enum Broker {
-    Single(NatsServer),
+    Single(Box<NatsServer>),
     Cluster(NatsCluster),
 }
 
@@ -42,7 +42,7 @@ impl Broker {
     /// cluster.
     pub async fn from_env() -> Result<Broker, TestkitError> {
         match env_usize("BATON_BENCH_CLUSTER", 1) {
-            0 | 1 => Ok(Broker::Single(NatsServer::start().await?)),
+            0 | 1 => Ok(Broker::Single(Box::new(NatsServer::start().await?))),
             n => Ok(Broker::Cluster(NatsCluster::start(n).await?)),
         }
     }

@@ -7,6 +7,9 @@
 //! 2. Claim latency p50/p99 (`Agent::claim`, with the orchestrator running
 //!    so the KV snapshot is fresh, as in production).
 //!
+//! Besides the human lines, one JSON line per measure
+//! (`baton_testkit::bench::Figures`; `scripts/bench` collects them).
+//!
 //! Run: `cargo bench -p baton-agent --bench publish`
 #![allow(clippy::print_stdout)]
 
@@ -17,15 +20,11 @@ use baton_agent::{Agent, AgentOptions, NewTask};
 use baton_core::{EventBody, TaskId, WorkflowId, subjects};
 use baton_jetstream::{NatsOptions, Topology};
 use baton_service::shutdown;
-use baton_testkit::NatsServer;
+use baton_testkit::{
+    NatsServer,
+    bench::{Figures, env_usize},
+};
 use futures::{StreamExt, stream::FuturesUnordered};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -44,6 +43,10 @@ fn main() {
     let server = rt.block_on(NatsServer::start()).expect("nats-server");
     let url = server.url();
     println!("SDK benchmark against nats-server at {url}");
+    let figures = Figures::new(
+        "publish",
+        &format!("{events} events best of 3, {claims} claims"),
+    );
     rt.block_on(async {
         let client = async_nats::connect(&url).await.expect("connect");
         let js = jetstream::new(client);
@@ -130,6 +133,9 @@ fn main() {
     println!("  SDK (Agent::pipeline, events built per send): {sdk:.0} events/s");
     println!("  raw async JetStream publish (pre-encoded):     {raw:.0} events/s");
     println!("  ratio SDK / raw = {:.2}", sdk / raw);
+    figures.emit("sdk_publish", sdk, "events/s");
+    figures.emit("raw_publish", raw, "events/s");
+    figures.emit("sdk_vs_raw", sdk / raw, "ratio");
 
     // 2. Claim latency with the orchestrator materialising state.
     let (trigger, shutdown) = shutdown::channel();
@@ -177,6 +183,12 @@ fn main() {
         "claim latency ({claims} claims, CAS publish + state read): p50 {:.2} ms, p99 {:.2} ms",
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3
+    );
+    figures.emit("claim_p50", percentile(&lat, 0.5).as_secs_f64() * 1e3, "ms");
+    figures.emit(
+        "claim_p99",
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        "ms",
     );
     trigger.trigger();
     let _ = orch.join();

@@ -11,6 +11,9 @@
 //!
 //! A real nats-server and the real orchestrator run, as in production.
 //!
+//! Besides the human lines, one JSON line per measure
+//! (`baton_testkit::bench::Figures`; `scripts/bench` collects them).
+//!
 //! Run: `cargo bench -p baton-mcp --bench tools`
 #![allow(clippy::print_stdout)]
 
@@ -21,17 +24,13 @@ use baton_agent::{AgentOptions, NewTask};
 use baton_core::TaskId;
 use baton_jetstream::{NatsOptions, Topology};
 use baton_service::shutdown;
-use baton_testkit::NatsServer;
+use baton_testkit::{
+    NatsServer,
+    bench::{Figures, env_usize},
+};
 use rmcp::ServiceExt as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -40,9 +39,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn report(what: &str, mut lat: Vec<Duration>) -> (Duration, Duration) {
+/// Prints the line and the figures `<measure>_p50`, `<measure>_p99`.
+fn report(
+    figures: &Figures,
+    what: &str,
+    measure: &str,
+    mut lat: Vec<Duration>,
+) -> (Duration, Duration) {
     lat.sort();
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    figures.emit(&format!("{measure}_p50"), p50.as_secs_f64() * 1e3, "ms");
+    figures.emit(&format!("{measure}_p99"), p99.as_secs_f64() * 1e3, "ms");
     println!(
         "{what:<28} n={:<5} p50 {:>6.2} ms  p99 {:>6.2} ms",
         lat.len(),
@@ -102,6 +109,7 @@ fn main() {
     let server = rt.block_on(NatsServer::start()).expect("nats-server");
     let url = server.url();
     println!("MCP tool-call latency against nats-server at {url}");
+    let figures = Figures::new("tools", &format!("{n} calls each"));
     rt.block_on(async {
         let client = async_nats::connect(&url).await.expect("connect");
         baton_jetstream::ensure(&jetstream::new(client), &Topology::default())
@@ -156,8 +164,8 @@ fn main() {
             progress.push(started.elapsed());
             owned.detach();
         }
-        let sdk_claim = report("SDK claim", claim);
-        let sdk_progress = report("SDK progress", progress);
+        let sdk_claim = report(&figures, "SDK claim", "sdk_claim", claim);
+        let sdk_progress = report(&figures, "SDK progress", "sdk_progress", progress);
 
         // 2. The same acts through the MCP server.
         let desk = baton_mcp::start(baton_mcp::Config {
@@ -205,8 +213,8 @@ fn main() {
             .await;
             progress.push(started.elapsed());
         }
-        let mcp_claim = report("MCP claim_task", claim);
-        let mcp_progress = report("MCP report_progress", progress);
+        let mcp_claim = report(&figures, "MCP claim_task", "mcp_claim", claim);
+        let mcp_progress = report(&figures, "MCP report_progress", "mcp_progress", progress);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
             "MCP overhead: claim p50 +{:.2} ms, p99 +{:.2} ms; progress p50 +{:.2} ms, p99 +{:.2} ms",

@@ -9,7 +9,12 @@
 //! 3. Orchestrator ingest rate to fully materialised state (every event's
 //!    effects acknowledged by the broker, KV written).
 //! 4. Publish → KV-visible latency p50/p99 at a steady offered load
-//!    (`BATON_BENCH_RATE`, default 10,000 events/s, for 10 s).
+//!    (`BATON_BENCH_RATE`, default 10,000 events/s, for 10 s; 0 skips it).
+//!
+//! `BATON_BENCH_CLUSTER=3` runs all of it on a 3-node cluster with every
+//! stream replicated three times (R3). Besides the human lines, one JSON
+//! line per measure (`baton_testkit::bench::Figures`; `scripts/bench`
+//! collects them).
 //!
 //! Run: `cargo bench -p baton-orchestrator --bench ingest`
 #![allow(clippy::print_stdout)]
@@ -20,27 +25,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::jetstream::{
-    self,
-    consumer::{AckPolicy, pull},
-    message::PublishMessage,
-};
+use async_nats::jetstream::{self, message::PublishMessage};
 use baton_core::{AgentId, Event, EventBody, TaskCreated, TaskId, WorkflowId, subjects};
 use baton_jetstream::{NatsOptions, Topology};
 use baton_service::shutdown;
-use baton_testkit::NatsServer;
+use baton_testkit::bench::{Broker, Figures, RawConsume, env_usize, raw_consume};
 use futures::{StreamExt, stream::FuturesUnordered};
 
 // The allocator the `baton` binary runs with.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn events_for(total: usize, tasks: usize) -> Vec<Event> {
     let wf = WorkflowId::new("bench").expect("id");
@@ -127,56 +121,6 @@ async fn publish_all(js: &jetstream::Context, events: &[Event]) -> Duration {
     started.elapsed()
 }
 
-/// Raw consume: same stream and consumer settings as the orchestrator's
-/// (filter, AckPolicy::All, max_ack_pending, pull batch, heartbeat), one ack
-/// per received batch, no work.
-async fn raw_consume(js: &jetstream::Context, total: u64) -> Duration {
-    let stream = js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .expect("stream");
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("bench-raw".into()),
-            ack_policy: AckPolicy::All,
-            max_ack_pending: 40_000,
-            filter_subject: subjects::EVENTS_ALL.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let started = Instant::now();
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(10_000)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .expect("messages");
-    let mut seen = 0u64;
-    while seen < total {
-        let first = messages.next().await.expect("open").expect("message");
-        let mut last = first;
-        seen += 1;
-        let mut in_batch = 1;
-        while in_batch < 10_000 {
-            match futures::FutureExt::now_or_never(messages.next()) {
-                Some(Some(Ok(m))) => {
-                    last = m;
-                    seen += 1;
-                    in_batch += 1;
-                }
-                _ => break,
-            }
-        }
-        last.ack().await.expect("ack");
-    }
-    let took = started.elapsed();
-    stream.delete_consumer("bench-raw").await.expect("delete");
-    took
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -197,26 +141,36 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let server = rt.block_on(NatsServer::start()).expect("nats-server");
-    let url = server.url();
+    let broker = rt.block_on(Broker::from_env()).expect("nats-server");
+    let url = broker.url();
+    let topology = Topology {
+        replicas: broker.nodes(),
+        ..Topology::default()
+    };
+    let figures = Figures::new(
+        &format!("ingest{}", broker.suffix()),
+        &format!("{total} events over {tasks} tasks, R{}", broker.nodes()),
+    );
     println!(
-        "orchestrator ingest benchmark: {total} events over {tasks} tasks, nats-server at {url}"
+        "orchestrator ingest benchmark: {total} events over {tasks} tasks, nats-server at {url} (streams R{})",
+        broker.nodes()
     );
 
     let (js, last_seq) = rt.block_on(async {
-        let client = async_nats::connect(&url).await.expect("connect");
+        let client = broker.connect().await;
         let js = jetstream::new(client);
-        baton_jetstream::ensure(&js, &Topology::default())
+        baton_jetstream::ensure(&js, &topology)
             .await
             .expect("topology");
         let events = events_for(total, tasks);
         let took = publish_all(&js, &events).await;
+        let publish_rate = events.len() as f64 / took.as_secs_f64();
         println!(
-            "pre-published {} events in {:.2}s ({:.0} events/s)",
+            "pre-published {} events in {:.2}s ({publish_rate:.0} events/s)",
             events.len(),
             took.as_secs_f64(),
-            events.len() as f64 / took.as_secs_f64()
         );
+        figures.emit("prepublish", publish_rate, "events/s");
         let mut s = js
             .get_stream(subjects::EVENTS_STREAM)
             .await
@@ -225,39 +179,60 @@ fn main() {
         (js, last)
     });
 
-    let raw = rt.block_on(raw_consume(&js, last_seq));
+    // Raw consume: the orchestrator's consumer settings (filter,
+    // AckPolicy::All, max_ack_pending, ack wait, pull batch), no work.
+    let defaults = baton_orchestrator::Config::new(NatsOptions::new(url.clone()));
+    let raw = rt.block_on(raw_consume(
+        &js,
+        &RawConsume {
+            stream: subjects::EVENTS_STREAM,
+            filter: subjects::EVENTS_ALL,
+            durable: "bench-raw",
+            max_ack_pending: i64::try_from(defaults.max_batch * 4).unwrap_or(i64::MAX),
+            ack_wait: defaults.ack_wait,
+            batch: defaults.max_batch,
+        },
+        last_seq,
+    ));
     let raw_rate = last_seq as f64 / raw.as_secs_f64();
     println!(
         "raw JetStream consume (AckPolicy::All, ack per batch, no work): {:.2}s = {raw_rate:.0} events/s",
         raw.as_secs_f64()
     );
+    figures.emit("raw_consume", raw_rate, "events/s");
 
-    // The orchestrator on its own thread and runtime, as in its own process.
+    // The orchestrator on its own thread and runtime, as in its own process
+    // (the thread is named so a profile can be cut to it).
     let (trigger, shutdown) = shutdown::channel();
     let orch_url = url.clone();
+    let orch_topology = topology.clone();
     let (tx, rx) = std::sync::mpsc::channel();
-    let orch = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let started = Instant::now();
-            let mut config = baton_orchestrator::Config::new(NatsOptions::new(orch_url));
-            if let Some(ms) = std::env::var("BATON_BENCH_MAX_LAG_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-            {
-                config.max_lag = Duration::from_millis(ms);
-            }
-            let running = baton_orchestrator::start(config, shutdown)
-                .await
-                .expect("start");
-            tx.send((running.progress.clone(), running.metrics.clone(), started))
-                .expect("send");
-            running.wait().await.expect("orchestrator");
-        });
-    });
+    let orch = std::thread::Builder::new()
+        .name("orchestrator".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let started = Instant::now();
+                let mut config = baton_orchestrator::Config::new(NatsOptions::new(orch_url));
+                config.topology = orch_topology;
+                if let Some(ms) = std::env::var("BATON_BENCH_MAX_LAG_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                {
+                    config.max_lag = Duration::from_millis(ms);
+                }
+                let running = baton_orchestrator::start(config, shutdown)
+                    .await
+                    .expect("start");
+                tx.send((running.progress.clone(), running.metrics.clone(), started))
+                    .expect("send");
+                running.wait().await.expect("orchestrator");
+            });
+        })
+        .expect("thread");
     let (progress, metrics, started) = rx.recv().expect("progress");
     let mut all_folded: Option<Duration> = None;
     while progress.applied_seq() < last_seq {
@@ -289,10 +264,22 @@ fn main() {
         "ratio orchestrator / raw consume = {:.2}",
         ingest_rate / raw_rate
     );
+    figures.emit("orchestrator_ingest", ingest_rate, "events/s");
+    figures.emit("orchestrator_vs_raw", ingest_rate / raw_rate, "ratio");
+    figures.emit(
+        "kv_writes_per_event",
+        metrics.kv_writes.get() as f64 / last_seq as f64,
+        "writes/event",
+    );
 
+    if rate == 0 {
+        trigger.trigger();
+        let _ = orch.join();
+        return;
+    }
     // Latency at a steady offered load.
     let lat = rt.block_on(async {
-        let client = async_nats::connect(&url).await.expect("connect");
+        let client = broker.connect().await;
         let js = jetstream::new(client);
         let kv = js.get_key_value(subjects::TASKS_BUCKET).await.expect("kv");
         let from = kv.status().await.expect("status").info.state.last_sequence + 1;
@@ -378,6 +365,22 @@ fn main() {
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    figures.emit(
+        &format!("kv_visible_p50_at_{rate}"),
+        ms(percentile(&lat, 0.5)),
+        "ms",
+    );
+    figures.emit(
+        &format!("kv_visible_p99_at_{rate}"),
+        ms(percentile(&lat, 0.99)),
+        "ms",
+    );
+    figures.emit(
+        &format!("kv_visible_max_at_{rate}"),
+        ms(lat.last().copied().unwrap_or_default()),
+        "ms",
     );
     trigger.trigger();
     let _ = orch.join();

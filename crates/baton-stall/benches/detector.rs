@@ -8,6 +8,16 @@
 //!    ingest time; alert latency after due time p50/p99 for probe tasks
 //!    whose leases run out while the million deadlines stay armed; and
 //!    restart-to-ready time (snapshot load) after a graceful stop.
+//!    Before the detector starts, a raw consume of the same events (a
+//!    durable pull consumer with the detector's settings: AckPolicy::All,
+//!    max_ack_pending, ack wait, batch size; no work) gives the broker's
+//!    pace in the same run, and the detector's ingest is reported as a
+//!    ratio to it.
+//!
+//! `BATON_BENCH_CLUSTER=3` runs part 2 on a 3-node cluster with every
+//! stream replicated three times (R3). Besides the human lines, one JSON
+//! line per measure (`baton_testkit::bench::Figures`; `scripts/bench`
+//! collects them).
 //!
 //! Run: `cargo bench -p baton-stall --bench detector`
 #![allow(clippy::print_stdout)]
@@ -21,19 +31,12 @@ use baton_core::{
 };
 use baton_jetstream::{NatsOptions, Topology};
 use baton_service::shutdown;
-use baton_testkit::NatsServer;
+use baton_testkit::bench::{Broker, Figures, RawConsume, env_usize, raw_consume};
 use futures::{StreamExt, stream::FuturesUnordered};
 
 // The allocator the `baton` binary runs with (RSS depends on it).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -114,6 +117,7 @@ fn main() {
         (after.saturating_sub(before)) as f64 / (1 << 20) as f64,
         after.saturating_sub(before) as f64 / det.len() as f64
     );
+    let bytes_per_task = after.saturating_sub(before) as f64 / det.len() as f64;
     let next = det.poll_timeout();
     drop(det);
     let _ = next;
@@ -123,11 +127,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let server = rt.block_on(NatsServer::start()).expect("nats-server");
-    let url = server.url();
-    let last_seq = rt.block_on(async {
-        let js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
-        baton_jetstream::ensure(&js, &Topology::default())
+    let broker = rt.block_on(Broker::from_env()).expect("nats-server");
+    let url = broker.url();
+    let topology = Topology {
+        replicas: broker.nodes(),
+        ..Topology::default()
+    };
+    let figures = Figures::new(
+        &format!("detector{}", broker.suffix()),
+        &format!(
+            "{tasks} tasks ({} events), {probes} probes, R{}",
+            tasks * 2,
+            broker.nodes()
+        ),
+    );
+    figures.emit("engine_bytes_per_task", bytes_per_task, "bytes");
+    let (js, last_seq) = rt.block_on(async {
+        let js = jetstream::new(broker.connect().await);
+        baton_jetstream::ensure(&js, &topology)
             .await
             .expect("topology");
         let started = Instant::now();
@@ -162,32 +179,59 @@ fn main() {
             .get_stream(subjects::EVENTS_STREAM)
             .await
             .expect("stream");
-        s.info().await.expect("info").state.last_sequence
+        let last = s.info().await.expect("info").state.last_sequence;
+        (js, last)
     });
 
+    // Raw consume of the same events with the detector's consumer settings.
+    let defaults = baton_stall::Config::new(NatsOptions::new(url.clone()));
+    let raw = rt.block_on(raw_consume(
+        &js,
+        &RawConsume {
+            stream: subjects::EVENTS_STREAM,
+            filter: subjects::EVENTS_ALL,
+            durable: "bench-raw",
+            max_ack_pending: i64::try_from(defaults.max_batch * 4).unwrap_or(i64::MAX),
+            ack_wait: Duration::from_secs(30),
+            batch: defaults.max_batch,
+        },
+        last_seq,
+    ));
+    let raw_rate = last_seq as f64 / raw.as_secs_f64();
+    println!(
+        "raw JetStream consume (AckPolicy::All, ack per batch, no work): {:.2}s = {raw_rate:.0} events/s",
+        raw.as_secs_f64()
+    );
+    figures.emit("raw_consume", raw_rate, "events/s");
+
     let start_detector = |url: String| {
+        let topology = topology.clone();
         let (trigger, shutdown) = shutdown::channel();
         let (tx, rx) = std::sync::mpsc::channel();
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let started = Instant::now();
-                let running =
-                    baton_stall::start(baton_stall::Config::new(NatsOptions::new(url)), shutdown)
+        let handle = std::thread::Builder::new()
+            .name("detector".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let started = Instant::now();
+                    let mut config = baton_stall::Config::new(NatsOptions::new(url));
+                    config.topology = topology;
+                    let running = baton_stall::start(config, shutdown)
                         .await
                         .expect("detector");
-                tx.send((
-                    running.progress.clone(),
-                    running.restored_tasks,
-                    started.elapsed(),
-                ))
-                .expect("send");
-                running.wait().await.expect("detector");
-            });
-        });
+                    tx.send((
+                        running.progress.clone(),
+                        running.restored_tasks,
+                        started.elapsed(),
+                    ))
+                    .expect("send");
+                    running.wait().await.expect("detector");
+                });
+            })
+            .expect("thread");
         let (progress, restored, startup) = rx.recv().expect("started");
         (trigger, handle, progress, restored, startup)
     };
@@ -197,15 +241,24 @@ fn main() {
     while progress.applied_seq() < last_seq {
         std::thread::sleep(Duration::from_millis(10));
     }
+    let ingest = started.elapsed();
+    let ingest_rate = last_seq as f64 / ingest.as_secs_f64();
     println!(
-        "detector ingest of {last_seq} events to a stored snapshot: {:.1}s",
-        started.elapsed().as_secs_f64()
+        "detector ingest of {last_seq} events to a stored snapshot: {:.1}s = {ingest_rate:.0} events/s",
+        ingest.as_secs_f64()
     );
+    println!(
+        "ratio detector / raw consume = {:.2}",
+        ingest_rate / raw_rate
+    );
+    figures.emit("detector_ingest", ingest_rate, "events/s");
+    figures.emit("detector_ingest_time", ingest.as_secs_f64(), "s");
+    figures.emit("detector_vs_raw", ingest_rate / raw_rate, "ratio");
 
     // Alert latency: probe tasks whose leases run out 2..12 s from now
     // while the million long deadlines stay armed.
     let mut lat = rt.block_on(async {
-        let client = async_nats::connect(&url).await.expect("connect");
+        let client = broker.connect().await;
         let js = jetstream::new(client.clone());
         let mut sub = client
             .subscribe("baton.alert.heartbeat_missed.>")
@@ -268,6 +321,16 @@ fn main() {
         percentile(&lat, 0.5).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3
     );
+    figures.emit(
+        "alert_latency_p50",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        "ms",
+    );
+    figures.emit(
+        "alert_latency_p99",
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        "ms",
+    );
 
     // Restart-to-ready with the million tasks in history.
     trigger.trigger();
@@ -278,6 +341,7 @@ fn main() {
         tasks + probes,
         startup.as_secs_f64()
     );
+    figures.emit("restart_to_ready", startup.as_secs_f64(), "s");
     trigger.trigger();
     let _ = handle.join();
 }

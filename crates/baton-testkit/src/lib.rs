@@ -12,6 +12,11 @@
 //! dir (`.tools/nats-server/bin/nats-server`, where
 //! `scripts/ensure-nats-server` installs the pinned release), then `PATH`;
 //! it must be at least [`MIN_VERSION`].
+//!
+//! [`bench`] holds what the benchmarks share (the broker from
+//! `BATON_BENCH_CLUSTER`, the raw-consume baseline, figure lines).
+
+pub mod bench;
 
 pub use baton_nats_server::{
     ClusterOptions, ClusterSettings, MIN_VERSION, NatsCluster, NatsServer,

@@ -195,9 +195,20 @@ pub async fn wait_kv<T>(
     js: &jetstream::Context,
     bucket: &str,
     key: &str,
+    ok: impl FnMut(&[u8]) -> Option<T>,
+) -> T {
+    wait_kv_within(js, bucket, key, PATIENCE, ok).await
+}
+
+/// [`wait_kv`] with its own patience (faults on a cluster take longer).
+pub async fn wait_kv_within<T>(
+    js: &jetstream::Context,
+    bucket: &str,
+    key: &str,
+    patience: Duration,
     mut ok: impl FnMut(&[u8]) -> Option<T>,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deadline = tokio::time::Instant::now() + patience;
     let mut last = String::from("no value yet");
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -705,7 +705,27 @@ impl Agent {
     }
 
     /// The task's exact current state and the sequence of its last event.
+    ///
+    /// Reads are direct gets, which on a cluster any replica may answer,
+    /// and a replica can be a moment behind the leader: a task another
+    /// agent created an instant ago may not be there yet. So "no such task"
+    /// is asked again a few times (about 0.4 s in all) before it is
+    /// believed. (A stale answer about a task that exists is caught by the
+    /// compare-and-set of the act itself, which the callers retry.)
     pub(crate) async fn current(&self, task: &TaskId) -> Result<(Option<Task>, u64), BrokerError> {
+        let mut wait = Duration::from_millis(25);
+        for _ in 0..4 {
+            let found = self.current_once(task).await?;
+            if found.0.is_some() || found.1 > 0 {
+                return Ok(found);
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        self.current_once(task).await
+    }
+
+    async fn current_once(&self, task: &TaskId) -> Result<(Option<Task>, u64), BrokerError> {
         let scope = subjects::task_events(task);
         let (snapshot, last, policy) = tokio::join!(
             self.inner.tasks.get(task.as_str()),

@@ -385,19 +385,7 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, Orchestrat
         .load()
         .await
         .map_err(|e| OrchestratorError::Setup(e.to_string()))?;
-    // A deposed instance whose set-up was slow must not re-create the
-    // consumer under the active one (the broker fences writes, not this).
-    if !term
-        .still_current(&js)
-        .await
-        .map_err(|e| OrchestratorError::Setup(e.to_string()))?
-    {
-        return Err(OrchestratorError::Setup(format!(
-            "term {} was superseded while it was set up",
-            term.term
-        )));
-    }
-    let consumer = baton_service::consumer::restart_from(&js, &spec, resume_after + 1).await?;
+    let consumer = term.restart_consumer(&js, &spec, resume_after + 1).await?;
     shared
         .metrics
         .tasks

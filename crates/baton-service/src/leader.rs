@@ -110,6 +110,34 @@ impl Term {
             None => Ok(true),
         }
     }
+
+    /// Re-creates the service's durable consumer to deliver from stream
+    /// sequence `from`, for this term's set-up: only if the term is still
+    /// current, so that a deposed instance whose set-up was slow cannot
+    /// cut off the active one's reads (the broker fences writes, not this).
+    pub async fn restart_consumer(
+        &self,
+        js: &jetstream::Context,
+        spec: &crate::consumer::ConsumerSpec,
+        from: u64,
+    ) -> Result<async_nats::jetstream::consumer::PullConsumer, crate::consumer::ConsumerError> {
+        let refused = |message: String| crate::consumer::ConsumerError {
+            stream: spec.stream.clone(),
+            durable: spec.durable.clone(),
+            message,
+        };
+        if !self
+            .still_current(js)
+            .await
+            .map_err(|e| refused(e.to_string()))?
+        {
+            return Err(refused(format!(
+                "term {} was superseded while it was set up",
+                self.term
+            )));
+        }
+        crate::consumer::restart_from(js, spec, from).await
+    }
 }
 
 /// Leadership metrics (shared by every service; label `service`).

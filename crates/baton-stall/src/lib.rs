@@ -408,15 +408,7 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         ack_wait: Duration::from_secs(30),
         max_batch: config.max_batch,
     };
-    // A deposed instance whose set-up was slow must not re-create the
-    // consumer under the active one (the broker fences writes, not this).
-    if !term.still_current(&js).await.map_err(setup)? {
-        return Err(setup(format!(
-            "term {} was superseded while it was set up",
-            term.term
-        )));
-    }
-    let consumer = consumer::restart_from(&js, &spec, resume_after + 1).await?;
+    let consumer = term.restart_consumer(&js, &spec, resume_after + 1).await?;
     tracing::info!(
         tasks = restored_tasks,
         alerts = restored_alerts,

@@ -197,35 +197,13 @@ impl Fleet {
         (holder.role == "active" && holder.term == lease.term && standby.role == "standby")
             .then_some((lease.instance, lease.term))
     }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        let mut paths: Vec<_> = std::fs::read_dir(self.dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "log"))
-            .collect();
-        paths.sort();
-        for p in paths {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            out.push_str(&format!("--- {} (last 40 lines)\n", p.display()));
-            for l in tail.iter().rev() {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
-    }
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
         // BATON_TEST_KEEP_LOGS=1 keeps them after a pass too.
         if std::thread::panicking() || std::env::var_os("BATON_TEST_KEEP_LOGS").is_some() {
-            eprintln!("{}", self.logs());
+            eprint!("{}", log_tails(self.dir.path()));
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tmp"));
             eprintln!("service logs kept in {}", dir.keep().display());
         }

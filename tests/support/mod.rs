@@ -518,24 +518,33 @@ impl Drop for Rig {
     fn drop(&mut self) {
         // A failing test shows what the services logged.
         if std::thread::panicking() {
-            let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "log"))
-                .collect();
-            logs.sort();
-            for path in logs {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("--- {} (last 40 lines) ---", path.display());
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            eprint!("{}", log_tails(self.dir.path()));
         }
     }
+}
+
+/// The last 40 lines of every `*.log` file in `dir`, in name order: what
+/// the services of a failed test logged.
+pub fn log_tails(dir: &std::path::Path) -> String {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    paths.sort();
+    let mut out = String::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        out.push_str(&format!("--- {} (last 40 lines) ---\n", path.display()));
+        for line in tail.into_iter().rev() {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The state the orchestrator should have materialised: the pure fold of

@@ -174,6 +174,18 @@ impl Agent {
         })
     }
 
+    /// The operators of the orchestrator's published policy (who may
+    /// revoke; empty = anyone), so the SDK judges as the services do.
+    pub(crate) async fn operators(&self) -> Result<Vec<AgentId>, BrokerError> {
+        match &self.inner.policy {
+            Some(store) => baton_jetstream::policy::read_from(store)
+                .await
+                .map(|p| p.map(|p| p.operators).unwrap_or_default())
+                .map_err(|e| BrokerError::Other(format!("reading the policy: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// This agent's id.
     pub fn id(&self) -> &AgentId {
         &self.inner.id

@@ -62,6 +62,9 @@
 //! - [`Agent`]: connect, create, claim, accept or reject handoffs, read a
 //!   task's exact state.
 //! - [`Ownership`]: owner events; consumed by the final acts.
+//! - [`Lease`]: a lease on a shared artifact (a file, a record), with the
+//!   fencing token its writes carry; [`fence::FencedDir`] is a file store
+//!   that checks it.
 //! - [`ContextRecord`]: a workflow's decision record.
 //! - [`Pipeline`]: many events with acknowledgements in flight, for bulk.
 //! - [`error`]: typed errors.
@@ -69,6 +72,8 @@
 mod agent;
 pub mod context;
 pub mod error;
+pub mod fence;
+pub mod lease;
 mod ownership;
 pub mod pipeline;
 
@@ -77,6 +82,7 @@ pub use context::{ContextRecord, Decision, RefusedEntry, Snapshot};
 pub use error::{
     AgentError, BrokerError, ClaimError, ContextError, CreateError, HandoffError, OwnershipError,
 };
+pub use lease::{Lease, LeaseError, LeaseOptions};
 pub use ownership::{ActError, Offer, Ownership};
 pub use pipeline::{Flushed, Pipeline};
 

@@ -94,7 +94,7 @@ impl Shared {
                     let lost = (t.owner.clone(), t.epoch, terminal);
                     let err = self.lost_error(&lost);
                     st.lost = Some(lost);
-                    let _ = self.lost_tx.send(true);
+                    self.lost_tx.send_replace(true);
                     return Err(err);
                 }
                 None => {

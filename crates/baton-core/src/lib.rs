@@ -15,6 +15,8 @@
 //! - [`rules`]: stall rules (defaults, per workflow and stage, TOML).
 //! - [`stall`]: the stall detector's engine (deadlines, alert lifecycle).
 //! - [`context`]: the decision record and stale-context detection.
+//! - [`lease`]: leases on shared artifacts (files, records), their fold and
+//!   the fencing rule stores apply.
 //! - [`alert`]: alerts and their deterministic ids.
 //! - [`catalogue`]: every alert Baton raises, with its fields and text.
 //! - [`timeline`]: a task's events with the owner after each.
@@ -28,6 +30,7 @@ pub mod event;
 pub mod expect;
 pub mod fold;
 pub mod ids;
+pub mod lease;
 pub mod rules;
 pub mod stall;
 pub mod subjects;

@@ -3,6 +3,7 @@
 use crate::{
     alert::AlertKind,
     ids::{AgentId, TaskId, WorkflowId},
+    lease::Artifact,
 };
 
 /// Status events: `baton.evt.<task>.<agent>`.
@@ -12,6 +13,8 @@ pub const CONTEXT_STREAM: &str = "BATON_CONTEXT";
 /// Alerts: stored on `baton.raise.<kind>.<task>` and republished, once
 /// stored, on `baton.alert.<kind>.<task>`.
 pub const ALERTS_STREAM: &str = "BATON_ALERTS";
+/// Artifact leases: `baton.art.<scope>.<agent>.<path tokens>.~`.
+pub const ARTIFACTS_STREAM: &str = "BATON_ARTIFACTS";
 /// What could not be decoded or validated: `baton.dlq.<reason>`.
 pub const DLQ_STREAM: &str = "BATON_DLQ";
 /// Materialised task state, key = task id.
@@ -34,6 +37,8 @@ pub const CHECKPOINTS_BUCKET: &str = "baton-checkpoints";
 
 /// Every status event.
 pub const EVENTS_ALL: &str = "baton.evt.>";
+/// Every artifact lease event.
+pub const ARTIFACTS_ALL: &str = "baton.art.>";
 /// Every decision-record entry.
 pub const CONTEXT_ALL: &str = "baton.ctx.>";
 /// Every alert, as subscribers receive it: `BATON_ALERTS` republishes each
@@ -70,6 +75,37 @@ pub fn event(task: &TaskId, agent: &AgentId) -> String {
 /// `baton.evt.<task>.*`: every event of one task, the compare-and-set scope.
 pub fn task_events(task: &TaskId) -> String {
     format!("baton.evt.{task}.*")
+}
+
+/// `baton.art.<scope>.<agent>.<path tokens>.~`: where `agent` publishes
+/// its lease events on `artifact`.
+pub fn lease(artifact: &Artifact, agent: &AgentId) -> String {
+    format!(
+        "baton.art.{}.{agent}.{}",
+        artifact.scope.token(),
+        artifact.name.subject_tokens()
+    )
+}
+
+/// `baton.art.<scope>.*.<root token>.>`: every lease event of the
+/// artifact's root (every name it can conflict with), the compare-and-set
+/// scope of lease acts.
+pub fn lease_root(artifact: &Artifact) -> String {
+    let tokens = artifact.name.subject_tokens();
+    let root = tokens.split('.').next().unwrap_or_default();
+    format!("baton.art.{}.*.{root}.>", artifact.scope.token())
+}
+
+/// The scope, agent and path tokens (without the end token) of a lease
+/// subject, if it is one.
+pub fn parse_lease(subject: &str) -> Option<(&str, &str, Vec<&str>)> {
+    let rest = subject.strip_prefix("baton.art.")?;
+    let mut tokens = rest.split('.');
+    let scope = tokens.next()?;
+    let agent = tokens.next()?;
+    let mut path: Vec<&str> = tokens.collect();
+    (path.pop()? == crate::lease::PATH_END_TOKEN && !path.is_empty())
+        .then_some((scope, agent, path))
 }
 
 /// `baton.ctx.<workflow>.<author>`: where `author` records a decision.

@@ -23,6 +23,9 @@ use crate::{
     time::Time,
 };
 
+mod lease;
+pub use lease::read_lease_event;
+
 /// Longest accepted event id, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 256;
 
@@ -49,6 +52,8 @@ pub mod limits {
     /// A whole event payload: the sum of the field limits plus ids, with
     /// margin. Anything larger is refused before it is decoded.
     pub const EVENT_PAYLOAD: usize = 16 * 1024;
+    /// A whole lease event payload.
+    pub const LEASE_PAYLOAD: usize = 8 * 1024;
     /// A whole decision-record entry payload.
     pub const CONTEXT_PAYLOAD: usize = DECISION_BODY + DECISION_SUMMARY + 1024;
 }

@@ -134,12 +134,14 @@ pub fn permissions(role: Role, name: &str) -> Permissions {
         Role::Agent | Role::Operator => {
             publish_allow.push(format!("baton.evt.*.{name}"));
             publish_allow.push(format!("baton.ctx.*.{name}"));
+            publish_allow.push(format!("baton.art.*.{name}.>"));
             publish_allow.push(format!("{}.>", subjects::API_PREFIX));
             publish_allow.push("$JS.API.INFO".into());
             publish_allow.push("$JS.API.STREAM.NAMES".into());
             let mut streams = vec![
                 subjects::EVENTS_STREAM.to_string(),
                 subjects::CONTEXT_STREAM.to_string(),
+                subjects::ARTIFACTS_STREAM.to_string(),
                 kv_stream(subjects::TASKS_BUCKET),
                 kv_stream(POLICY_BUCKET),
             ];
@@ -166,6 +168,7 @@ pub fn permissions(role: Role, name: &str) -> Permissions {
             for s in [
                 subjects::EVENTS_STREAM.to_string(),
                 subjects::CONTEXT_STREAM.to_string(),
+                subjects::ARTIFACTS_STREAM.to_string(),
                 subjects::ALERTS_STREAM.to_string(),
                 subjects::DLQ_STREAM.to_string(),
                 kv_stream(subjects::TASKS_BUCKET),
@@ -365,6 +368,7 @@ mod tests {
         let p = permissions(Role::Agent, "alice");
         assert!(p.publish_allow.contains(&"baton.evt.*.alice".to_string()));
         assert!(p.publish_allow.contains(&"baton.ctx.*.alice".to_string()));
+        assert!(p.publish_allow.contains(&"baton.art.*.alice.>".to_string()));
         assert!(!p.publish_allow.iter().any(|s| s.starts_with("$KV.")));
         assert!(
             !p.publish_allow

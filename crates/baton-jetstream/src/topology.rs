@@ -86,6 +86,24 @@ impl Topology {
         }
     }
 
+    /// Artifact leases: every act on every lease, kept (who held what is
+    /// the fold of this stream). Direct gets serve the SDKs' reads of a
+    /// root's events.
+    pub fn artifacts(&self) -> stream::Config {
+        stream::Config {
+            name: subjects::ARTIFACTS_STREAM.into(),
+            description: Some("Baton artifact leases: baton.art.<scope>.<agent>.<path>.~".into()),
+            subjects: vec![subjects::ARTIFACTS_ALL.into()],
+            storage: StorageType::File,
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::New,
+            num_replicas: self.replicas,
+            duplicate_window: self.duplicate_window,
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+
     /// Services publish alerts to `baton.raise.<kind>.<task>`; the stream
     /// stores them and republishes each stored one on
     /// `baton.alert.<kind>.<task>`. A retried publish (same `Nats-Msg-Id`)
@@ -203,6 +221,7 @@ pub async fn ensure(js: &jetstream::Context, topology: &Topology) -> Result<(), 
     for config in [
         topology.events(),
         topology.context(),
+        topology.artifacts(),
         topology.alerts(),
         topology.dlq(),
     ] {

@@ -1,0 +1,658 @@
+//! Leases on shared artifacts: the [`Lease`] handle and the acts behind it.
+//!
+//! An agent acquires a lease on a named artifact (`drafts/post.md`, a
+//! record key), exclusive or shared. Every act is a compare-and-set over the
+//! artifact's root (scope plus first path segment, which holds every name
+//! it can conflict with), and its outcome is read back by folding the
+//! root's events with the same [`baton_core::lease::apply`] every reader
+//! uses, so the SDK never believes a lease the stream does not grant
+//! (expiry is judged by the broker's time, not this machine's).
+//!
+//! The handle renews itself at a third of its ttl; releasing or handing
+//! over consume it, dropping a live handle releases the lease. Writes the
+//! holder makes carry [`Lease::token`]; a store checks it with
+//! [`crate::fence::FencedDir`] or the rule of [`baton_core::lease::Fence`].
+
+use std::{sync::Arc, time::Duration};
+
+use baton_core::{
+    AgentId, Time, WorkflowId,
+    lease::{
+        Artifact, ArtifactName, LeaseBody, LeaseBook, LeaseDisposition, LeaseEffect, LeaseEvent,
+        LeaseMeta, LeaseMode, LeaseOutcome, LeaseRefusal, Scope, apply,
+    },
+    subjects,
+    wire::read_lease_event,
+};
+use baton_jetstream::{Cas, PublishError, publish_durable_watched, read};
+use tokio::sync::{Mutex, watch};
+
+use crate::{agent::Agent, error::BrokerError};
+
+/// Why a lease act did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another agent holds a conflicting lease (on this name, or on one
+    /// above or below it).
+    #[error(
+        "{artifact} is held by {holder} ({mode}, token {token}) since {since}, until at least {expires_at} unless renewed"
+    )]
+    Held {
+        artifact: String,
+        holder: AgentId,
+        mode: LeaseMode,
+        since: Time,
+        expires_at: Time,
+        token: u64,
+    },
+    /// This agent's lease is gone: it expired, was revoked, or was handed
+    /// on. Writes with its token are refused by fenced stores.
+    #[error("lease on {artifact} (token {token}) is lost: {reason}")]
+    Lost {
+        artifact: String,
+        token: u64,
+        reason: String,
+    },
+    /// This agent holds no lease on the artifact (to resume).
+    #[error("{artifact}: this agent holds no lease on it")]
+    NotHeld { artifact: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// How to take a lease.
+#[derive(Debug, Clone)]
+pub struct LeaseOptions {
+    /// Where the name is unique: a workflow, or everywhere (the default).
+    pub workflow: Option<WorkflowId>,
+    /// How long the lease lives without a renewal; the handle renews at a
+    /// third of it.
+    pub ttl: Duration,
+    /// The task the lease is taken for, if any.
+    pub task: Option<baton_core::TaskId>,
+    /// Renew on its own while the handle lives (the default). Off: the
+    /// agent calls [`Lease::renew`] itself within each ttl, e.g. between
+    /// an LLM's tool calls.
+    pub auto_renew: bool,
+}
+
+impl Default for LeaseOptions {
+    fn default() -> Self {
+        LeaseOptions {
+            workflow: None,
+            ttl: Duration::from_secs(15),
+            task: None,
+            auto_renew: true,
+        }
+    }
+}
+
+/// What this agent knows of a root: the fold of its events up to `book`'s
+/// last sequence.
+struct RootView {
+    book: LeaseBook,
+    operators: Vec<AgentId>,
+}
+
+/// The outcome of one act, as the stream judged it.
+struct Judged {
+    seq: u64,
+    outcome: LeaseOutcome,
+}
+
+impl RootView {
+    async fn read(agent: &Agent, artifact: &Artifact) -> Result<RootView, BrokerError> {
+        let mut view = RootView {
+            book: LeaseBook::new(),
+            operators: agent.operators().await?,
+        };
+        view.catch_up(agent, artifact, None).await?;
+        Ok(view)
+    }
+
+    /// Folds the root's events after what is known; returns the outcome of
+    /// the event stored at `mine`, if given.
+    async fn catch_up(
+        &mut self,
+        agent: &Agent,
+        artifact: &Artifact,
+        mine: Option<u64>,
+    ) -> Result<Option<LeaseOutcome>, BrokerError> {
+        let stored = read::read_subject(
+            &agent.inner.js,
+            subjects::ARTIFACTS_STREAM,
+            &subjects::lease_root(artifact),
+            self.book.last_seq() + 1,
+            None,
+        )
+        .await?;
+        let mut judged = None;
+        for s in stored {
+            // The one read path: forged or malformed events are not part
+            // of the history for any reader.
+            let Ok(event) = read_lease_event(&s.subject, &s.payload) else {
+                continue;
+            };
+            let meta = LeaseMeta {
+                seq: s.seq,
+                stored_at: s.stored_at,
+            };
+            let outcome = apply(&mut self.book, &event, meta, &self.operators);
+            if Some(s.seq) == mine {
+                judged = Some(outcome);
+            }
+        }
+        Ok(judged)
+    }
+}
+
+fn wall_clock() -> Time {
+    Time::from_unix_nanos(
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        )
+        .unwrap_or(0),
+    )
+}
+
+fn held(artifact: &Artifact, hold: &baton_core::lease::Hold) -> LeaseError {
+    LeaseError::Held {
+        artifact: artifact.to_string(),
+        holder: hold.agent.clone(),
+        mode: hold.mode,
+        since: hold.since,
+        expires_at: hold.expires_at(),
+        token: hold.token,
+    }
+}
+
+impl Agent {
+    /// Takes a lease on `name` (global scope, 15 s ttl, renewed while the
+    /// handle lives). Of agents racing for an exclusive lease exactly one
+    /// wins; the others get [`LeaseError::Held`] naming the holder.
+    pub async fn acquire(&self, name: &str, mode: LeaseMode) -> Result<Lease, LeaseError> {
+        self.acquire_with(name, mode, LeaseOptions::default()).await
+    }
+
+    /// [`acquire`](Self::acquire) with options.
+    pub async fn acquire_with(
+        &self,
+        name: &str,
+        mode: LeaseMode,
+        options: LeaseOptions,
+    ) -> Result<Lease, LeaseError> {
+        let artifact = artifact(name, options.workflow.as_ref())?;
+        if options.ttl.is_zero() {
+            return Err(LeaseError::Invalid("a lease needs a ttl above zero".into()));
+        }
+        let mut view = RootView::read(self, &artifact).await?;
+        let body = LeaseBody::Acquire {
+            mode,
+            ttl: options.ttl,
+            task: options.task.clone(),
+        };
+        let event = self.lease_event(&artifact, 0, body);
+        for _ in 0..32 {
+            // What the stream says now; a hold this clock thinks expired
+            // is tried, and the broker's time decides.
+            if let Some((on, hold)) = view
+                .book
+                .conflicts(&artifact, self.id(), mode, wall_clock())
+                .next()
+            {
+                return Err(held(on, hold));
+            }
+            match self.publish_lease(&event, &mut view, &artifact).await? {
+                Some(judged) => {
+                    return match judged.outcome.disposition {
+                        LeaseDisposition::Applied => {
+                            let token = granted_token(&judged.outcome).unwrap_or_default();
+                            Ok(Lease::start(
+                                self.clone(),
+                                artifact,
+                                mode,
+                                token,
+                                options.ttl,
+                                view,
+                                options.auto_renew,
+                            ))
+                        }
+                        LeaseDisposition::Refused(LeaseRefusal::Held {
+                            artifact: on,
+                            holder,
+                            mode,
+                            since,
+                            token,
+                        }) => {
+                            let expires_at = view
+                                .book
+                                .holds(&on)
+                                .iter()
+                                .find(|h| h.agent == holder)
+                                .map_or(since, baton_core::lease::Hold::expires_at);
+                            Err(LeaseError::Held {
+                                artifact: on.to_string(),
+                                holder,
+                                mode,
+                                since,
+                                expires_at,
+                                token,
+                            })
+                        }
+                        other => Err(LeaseError::Invalid(format!(
+                            "acquisition of {artifact} refused: {other:?}"
+                        ))),
+                    };
+                }
+                // Someone else acted on the root first: look again.
+                None => continue,
+            }
+        }
+        Err(LeaseError::Broker(BrokerError::Other(format!(
+            "{artifact}: its root kept changing; giving up after 32 attempts"
+        ))))
+    }
+
+    /// Takes up a lease this agent already holds: one handed to it, or its
+    /// own from before a restart (while it has not expired).
+    pub async fn resume_lease(
+        &self,
+        name: &str,
+        workflow: Option<&WorkflowId>,
+    ) -> Result<Lease, LeaseError> {
+        let artifact = artifact(name, workflow)?;
+        let view = RootView::read(self, &artifact).await?;
+        let hold = view
+            .book
+            .holds(&artifact)
+            .iter()
+            .find(|h| h.agent == *self.id() && h.expires_at() >= wall_clock())
+            .cloned()
+            .ok_or_else(|| LeaseError::NotHeld {
+                artifact: artifact.to_string(),
+            })?;
+        Ok(Lease::start(
+            self.clone(),
+            artifact,
+            hold.mode,
+            hold.token,
+            hold.ttl,
+            view,
+            true,
+        ))
+    }
+
+    /// Operators: takes `holder`'s lease on `name` away.
+    pub async fn revoke_lease(
+        &self,
+        name: &str,
+        workflow: Option<&WorkflowId>,
+        holder: &AgentId,
+        reason: &str,
+    ) -> Result<u64, LeaseError> {
+        let artifact = artifact(name, workflow)?;
+        let mut view = RootView::read(self, &artifact).await?;
+        let body = LeaseBody::Revoke {
+            holder: holder.clone(),
+            reason: reason.to_string(),
+        };
+        let event = self.lease_event(&artifact, 0, body);
+        loop {
+            if let Some(judged) = self.publish_lease(&event, &mut view, &artifact).await? {
+                return match judged.outcome.disposition {
+                    LeaseDisposition::Applied => Ok(judged.seq),
+                    LeaseDisposition::Refused(r) => Err(LeaseError::Invalid(format!(
+                        "revocation of {holder}'s lease on {artifact} refused: {r}"
+                    ))),
+                    LeaseDisposition::Duplicate => Ok(judged.seq),
+                };
+            }
+        }
+    }
+
+    fn lease_event(&self, artifact: &Artifact, token: u64, body: LeaseBody) -> LeaseEvent {
+        LeaseEvent {
+            event_id: nuid::next().to_string(),
+            agent: self.id().clone(),
+            artifact: artifact.clone(),
+            token,
+            occurred_at: Some(wall_clock()),
+            body,
+        }
+    }
+
+    /// Publishes with compare-and-set at the view's last sequence, then
+    /// folds up to the stored event and returns how it was judged; `None`
+    /// when another event came first (the view has caught up; try again).
+    async fn publish_lease(
+        &self,
+        event: &LeaseEvent,
+        view: &mut RootView,
+        artifact: &Artifact,
+    ) -> Result<Option<Judged>, BrokerError> {
+        let cas = Cas {
+            expected: view.book.last_seq(),
+            scope: subjects::lease_root(artifact),
+        };
+        let published = publish_durable_watched(
+            &self.inner.js,
+            Some(&self.inner.denials),
+            &subjects::lease(artifact, self.id()),
+            event.encode().into(),
+            &event.event_id,
+            Some(&cas),
+            self.inner.retry,
+        )
+        .await;
+        match published {
+            Ok(ack) => {
+                let outcome = view.catch_up(self, artifact, Some(ack.sequence)).await?;
+                Ok(outcome.map(|outcome| Judged {
+                    seq: ack.sequence,
+                    outcome,
+                }))
+            }
+            Err(PublishError::WrongLastSequence { after_retry, .. }) => {
+                // An earlier attempt may have been stored with its ack lost:
+                // if so, it is in what we read now.
+                let before = view.book.last_seq();
+                let stored = read::read_subject(
+                    &self.inner.js,
+                    subjects::ARTIFACTS_STREAM,
+                    &subjects::lease_root(artifact),
+                    before + 1,
+                    None,
+                )
+                .await?;
+                let ours = after_retry
+                    .then(|| stored.iter().find(|s| s.msg_id() == Some(&event.event_id)))
+                    .flatten()
+                    .map(|s| s.seq);
+                let outcome = view.catch_up(self, artifact, ours).await?;
+                Ok(ours
+                    .zip(outcome)
+                    .map(|(seq, outcome)| Judged { seq, outcome }))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn artifact(name: &str, workflow: Option<&WorkflowId>) -> Result<Artifact, LeaseError> {
+    let name = ArtifactName::new(name).map_err(|e| LeaseError::Invalid(e.to_string()))?;
+    Ok(Artifact {
+        scope: workflow.map_or(Scope::Global, |w| Scope::Workflow(w.clone())),
+        name,
+    })
+}
+
+fn granted_token(outcome: &LeaseOutcome) -> Option<u64> {
+    outcome.effects.iter().find_map(|e| match e {
+        LeaseEffect::Granted { hold, .. } | LeaseEffect::HandedOver { hold, .. } => {
+            Some(hold.token)
+        }
+        _ => None,
+    })
+}
+
+struct LeaseState {
+    view: RootView,
+    last_sent: tokio::time::Instant,
+    lost: Option<String>,
+}
+
+struct Shared {
+    agent: Agent,
+    artifact: Artifact,
+    mode: LeaseMode,
+    token: u64,
+    ttl: Duration,
+    state: Mutex<LeaseState>,
+    lost_tx: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn lost(&self, reason: String) -> LeaseError {
+        LeaseError::Lost {
+            artifact: self.artifact.to_string(),
+            token: self.token,
+            reason,
+        }
+    }
+
+    /// Why this agent's hold is gone, from the effects of the events folded
+    /// since it was last seen.
+    fn why_lost(&self, outcome: &LeaseOutcome) -> String {
+        let me = self.agent.id();
+        for effect in &outcome.effects {
+            match effect {
+                LeaseEffect::Expired { artifact, hold }
+                    if *artifact == self.artifact && hold.agent == *me =>
+                {
+                    return format!("it expired at {}", hold.expires_at());
+                }
+                _ => {}
+            }
+        }
+        match &outcome.disposition {
+            LeaseDisposition::Refused(r) => {
+                format!("{r} (expired, revoked or handed on)")
+            }
+            _ => "it is no longer held".into(),
+        }
+    }
+
+    async fn act(&self, body: LeaseBody) -> Result<Judged, LeaseError> {
+        let mut st = self.state.lock().await;
+        if let Some(reason) = &st.lost {
+            return Err(self.lost(reason.clone()));
+        }
+        let event = self.agent.lease_event(&self.artifact, self.token, body);
+        for _ in 0..32 {
+            let sent = tokio::time::Instant::now();
+            let judged = self
+                .agent
+                .publish_lease(&event, &mut st.view, &self.artifact)
+                .await?;
+            let Some(judged) = judged else { continue };
+            if judged.outcome.disposition == LeaseDisposition::Applied {
+                st.last_sent = sent;
+                return Ok(judged);
+            }
+            let reason = self.why_lost(&judged.outcome);
+            st.lost = Some(reason.clone());
+            self.lost_tx.send_replace(true);
+            return Err(self.lost(reason));
+        }
+        Err(LeaseError::Broker(BrokerError::Other(format!(
+            "{}: its root kept changing; giving up after 32 attempts",
+            self.artifact
+        ))))
+    }
+}
+
+/// Proof that this agent holds a lease on an artifact under a token.
+pub struct Lease {
+    shared: Arc<Shared>,
+    renewals: Option<tokio::task::JoinHandle<()>>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("artifact", &self.shared.artifact)
+            .field("mode", &self.shared.mode)
+            .field("token", &self.shared.token)
+            .finish()
+    }
+}
+
+impl Lease {
+    fn start(
+        agent: Agent,
+        artifact: Artifact,
+        mode: LeaseMode,
+        token: u64,
+        ttl: Duration,
+        view: RootView,
+        auto_renew: bool,
+    ) -> Lease {
+        let (lost_tx, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            agent,
+            artifact,
+            mode,
+            token,
+            ttl,
+            state: Mutex::new(LeaseState {
+                view,
+                last_sent: tokio::time::Instant::now(),
+                lost: None,
+            }),
+            lost_tx,
+        });
+        let renewals = auto_renew.then(|| tokio::spawn(renew_loop(shared.clone())));
+        Lease {
+            shared,
+            renewals,
+            done: false,
+        }
+    }
+
+    pub fn artifact(&self) -> &Artifact {
+        &self.shared.artifact
+    }
+
+    pub fn mode(&self) -> LeaseMode {
+        self.shared.mode
+    }
+
+    /// The fencing token: send it with every write made under this lease.
+    pub fn token(&self) -> u64 {
+        self.shared.token
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.shared.ttl
+    }
+
+    /// Whether the lease is known to be gone.
+    pub fn is_lost(&self) -> bool {
+        *self.shared.lost_tx.borrow()
+    }
+
+    /// Completes when the lease is found to be gone (at a renewal).
+    pub async fn lost(&self) {
+        let mut rx = self.shared.lost_tx.subscribe();
+        let _ = rx.wait_for(|lost| *lost).await;
+    }
+
+    /// Renews now (the handle also renews on its own).
+    pub async fn renew(&self) -> Result<(), LeaseError> {
+        self.shared.act(LeaseBody::Renew).await.map(|_| ())
+    }
+
+    /// Lets go of the lease.
+    pub async fn release(mut self, reason: &str) -> Result<u64, LeaseError> {
+        self.stop_renewals();
+        self.done = true;
+        let judged = self
+            .shared
+            .act(LeaseBody::Release {
+                reason: reason.to_string(),
+            })
+            .await?;
+        Ok(judged.seq)
+    }
+
+    /// Gives the lease to `to` (who holds it for `ttl` from now and takes
+    /// it up with [`Agent::resume_lease`]); returns the recipient's token.
+    pub async fn hand_over(mut self, to: &AgentId, ttl: Duration) -> Result<u64, LeaseError> {
+        self.stop_renewals();
+        self.done = true;
+        let judged = self
+            .shared
+            .act(LeaseBody::HandOver {
+                to: to.clone(),
+                ttl,
+            })
+            .await?;
+        Ok(granted_token(&judged.outcome).unwrap_or_default())
+    }
+
+    /// Stops renewing and does not release on drop: the lease lapses at
+    /// its ttl unless another process resumes it.
+    pub fn detach(mut self) {
+        self.stop_renewals();
+        self.done = true;
+    }
+
+    fn stop_renewals(&mut self) {
+        if let Some(h) = self.renewals.take() {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stop_renewals();
+        if self.done || self.is_lost() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(artifact = %shared.artifact, "lease dropped outside a runtime; it lapses at its ttl");
+            return;
+        };
+        let agent = shared.agent.clone();
+        let mut set = agent
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.spawn_on(
+            async move {
+                let released = shared
+                    .act(LeaseBody::Release {
+                        reason: "dropped".into(),
+                    })
+                    .await;
+                if let Err(e) = released {
+                    tracing::warn!(artifact = %shared.artifact, error = %e, "could not release a dropped lease");
+                }
+            },
+            &runtime,
+        );
+    }
+}
+
+/// Renews whenever a third of the ttl passed since the last act; stops
+/// when the lease is lost.
+async fn renew_loop(shared: Arc<Shared>) {
+    let every = (shared.ttl / 3).max(Duration::from_millis(50));
+    loop {
+        let due = shared.state.lock().await.last_sent + every;
+        tokio::time::sleep_until(due).await;
+        if shared.state.lock().await.last_sent.elapsed() < every {
+            continue;
+        }
+        match shared.act(LeaseBody::Renew).await {
+            Ok(_) => {}
+            Err(LeaseError::Broker(e)) => {
+                tracing::warn!(artifact = %shared.artifact, error = %e, "lease renewal not delivered; retrying");
+                shared.state.lock().await.last_sent = tokio::time::Instant::now();
+            }
+            Err(e) => {
+                tracing::warn!(artifact = %shared.artifact, error = %e, "stopping lease renewals");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,834 @@
+//! Leases on shared artifacts: files, documents, records.
+//!
+//! Tasks have one owner; so do the things tasks touch. An agent acquires a
+//! lease on a named artifact, **exclusive** (one writer) or **shared** (many
+//! readers, no writer), renews it within its ttl, and releases it or hands
+//! it to another agent. Names are paths: a lease on `drafts` (or `drafts/`)
+//! covers everything under it, so it conflicts with a lease on
+//! `drafts/post.md` and the other way round.
+//!
+//! Like tasks, leases are a deterministic function of an ordered stream of
+//! events ([`apply`]); expiry is judged from the broker's stored time of
+//! each event, never from a clock. Every event about an artifact lies in
+//! its *root subtree* (scope plus first path segment: every name it can
+//! conflict with shares both), and the fold of a root's events alone gives
+//! the same result for that root as the fold of everything. That is what
+//! makes acquisition a compare-and-set: an SDK reads the root's events,
+//! decides, and publishes with the root's last sequence as expectation.
+//!
+//! Every grant (acquire, hand-over) takes the next **fencing token** of its
+//! root, so a token is larger than every token granted before it on any
+//! name it can conflict with: a store that refuses a write whose token is
+//! lower than the last it saw for that name ([`Fence`]) refuses a paused,
+//! expired holder's late write.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use crate::{
+    ids::{AgentId, TaskId, WorkflowId},
+    time::Time,
+};
+
+/// Longest accepted artifact name, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Most path segments in an artifact name.
+pub const MAX_SEGMENTS: usize = 16;
+/// Subject token of the global scope (no workflow may be called this).
+pub const GLOBAL_SCOPE_TOKEN: &str = "_";
+/// Subject token that ends an artifact's path, so that a filter on a root
+/// (`<root>.>`) also matches the root itself. No encoded segment is `~`.
+pub const PATH_END_TOKEN: &str = "~";
+
+/// Why an artifact name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid artifact name {value:?}: {reason}")]
+pub struct ArtifactNameError {
+    /// The refused value (truncated to 160 characters).
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// A normalised artifact name: `/`-separated, non-empty segments.
+///
+/// One leading and one trailing `/` are dropped (`/srv/a` is `srv/a`,
+/// `drafts/` is `drafts`); empty, `.` and `..` segments are refused, so one
+/// artifact has one name.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ArtifactName(String);
+
+impl ArtifactName {
+    /// Parses and normalises a name.
+    pub fn new(value: &str) -> Result<ArtifactName, ArtifactNameError> {
+        let fail = |reason| ArtifactNameError {
+            value: value.chars().take(160).collect(),
+            reason,
+        };
+        let trimmed = value.strip_prefix('/').unwrap_or(value);
+        let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+        if trimmed.is_empty() {
+            return Err(fail("it is empty"));
+        }
+        if trimmed.len() > MAX_NAME_LEN {
+            return Err(fail("it is longer than 256 bytes"));
+        }
+        let mut count = 0;
+        for segment in trimmed.split('/') {
+            count += 1;
+            match segment {
+                "" => return Err(fail("it has an empty segment (`//`)")),
+                "." | ".." => return Err(fail("`.` and `..` segments are not allowed")),
+                s if s.chars().any(char::is_control) => {
+                    return Err(fail("control characters are not allowed"));
+                }
+                _ => {}
+            }
+        }
+        if count > MAX_SEGMENTS {
+            return Err(fail("it has more than 16 segments"));
+        }
+        Ok(ArtifactName(trimmed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path segments, first to last.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+
+    /// The first segment: every name this one can conflict with starts
+    /// with it.
+    pub fn root(&self) -> &str {
+        self.segments().next().unwrap_or_default()
+    }
+
+    /// Whether one name is the other or lies under it (they conflict
+    /// unless both leases are shared).
+    pub fn overlaps(&self, other: &ArtifactName) -> bool {
+        let (short, long) = if self.0.len() <= other.0.len() {
+            (&self.0, &other.0)
+        } else {
+            (&other.0, &self.0)
+        };
+        long == short || (long.starts_with(short.as_str()) && long.as_bytes()[short.len()] == b'/')
+    }
+
+    /// The subject tokens of the path: each segment escaped, joined by `.`,
+    /// then [`PATH_END_TOKEN`]. Bytes in `[A-Za-z0-9_-]` stay; every other
+    /// byte of the segment's UTF-8 becomes `~XX` (upper-case hex).
+    pub fn subject_tokens(&self) -> String {
+        let mut out = String::with_capacity(self.0.len() + 4);
+        for (i, segment) in self.segments().enumerate() {
+            if i > 0 {
+                out.push('.');
+            }
+            escape_segment(segment, &mut out);
+        }
+        out.push('.');
+        out.push_str(PATH_END_TOKEN);
+        out
+    }
+
+    /// The name back from its subject tokens (without [`PATH_END_TOKEN`]).
+    pub fn from_subject_tokens<'a>(
+        tokens: impl IntoIterator<Item = &'a str>,
+    ) -> Result<ArtifactName, ArtifactNameError> {
+        let mut path = String::new();
+        for (i, token) in tokens.into_iter().enumerate() {
+            if i > 0 {
+                path.push('/');
+            }
+            let segment = unescape_segment(token).ok_or_else(|| ArtifactNameError {
+                value: token.chars().take(160).collect(),
+                reason: "not an escaped path segment",
+            })?;
+            path.push_str(&segment);
+        }
+        let name = ArtifactName::new(&path)?;
+        // One encoding per name: `a` may not arrive as `~61`.
+        if name.0 != path {
+            return Err(ArtifactNameError {
+                value: path,
+                reason: "not in normal form",
+            });
+        }
+        Ok(name)
+    }
+}
+
+fn keeps(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+fn escape_segment(segment: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in segment.as_bytes() {
+        if keeps(b) {
+            out.push(b as char);
+        } else {
+            out.push('~');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        }
+    }
+}
+
+fn unescape_segment(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    if bytes.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'~' => {
+                let hex = token.get(i + 1..i + 3)?;
+                if hex.bytes().any(|b| b.is_ascii_lowercase()) {
+                    return None;
+                }
+                let b = u8::from_str_radix(hex, 16).ok()?;
+                // A byte that would have stayed as it is was not escaped.
+                if keeps(b) {
+                    return None;
+                }
+                out.push(b);
+                i += 3;
+            }
+            b if keeps(b) => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl fmt::Display for ArtifactName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ArtifactName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// Where an artifact name is unique: everywhere, or within one workflow.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    Global,
+    Workflow(WorkflowId),
+}
+
+impl Scope {
+    /// The subject token: [`GLOBAL_SCOPE_TOKEN`] or the workflow id.
+    pub fn token(&self) -> &str {
+        match self {
+            Scope::Global => GLOBAL_SCOPE_TOKEN,
+            Scope::Workflow(w) => w.as_str(),
+        }
+    }
+
+    pub fn workflow(&self) -> Option<&WorkflowId> {
+        match self {
+            Scope::Global => None,
+            Scope::Workflow(w) => Some(w),
+        }
+    }
+}
+
+/// An artifact: a name in a scope.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Artifact {
+    pub scope: Scope,
+    pub name: ArtifactName,
+}
+
+impl Artifact {
+    /// The root subtree this artifact lies in: its scope and first segment.
+    pub fn root(&self) -> Root {
+        Root {
+            scope: self.scope.clone(),
+            segment: self.name.root().to_string(),
+        }
+    }
+
+    /// Whether two artifacts can conflict (same scope, overlapping names).
+    pub fn overlaps(&self, other: &Artifact) -> bool {
+        self.scope == other.scope && self.name.overlaps(&other.name)
+    }
+}
+
+impl fmt::Display for Artifact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.scope {
+            Scope::Global => write!(f, "{}", self.name),
+            Scope::Workflow(w) => write!(f, "{w}:{}", self.name),
+        }
+    }
+}
+
+/// A root subtree: the unit of compare-and-set and of fencing tokens.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Root {
+    pub scope: Scope,
+    /// The first path segment, unescaped.
+    pub segment: String,
+}
+
+/// One writer, or many readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseMode {
+    Exclusive,
+    Shared,
+}
+
+impl LeaseMode {
+    fn compatible(self, other: LeaseMode) -> bool {
+        self == LeaseMode::Shared && other == LeaseMode::Shared
+    }
+}
+
+impl fmt::Display for LeaseMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeaseMode::Exclusive => "exclusive",
+            LeaseMode::Shared => "shared",
+        })
+    }
+}
+
+/// One lease event, as published on `baton.art.<scope>.<agent>.<path>.~`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseEvent {
+    pub event_id: String,
+    pub agent: AgentId,
+    pub artifact: Artifact,
+    /// The token the sender holds (0 on an acquisition).
+    pub token: u64,
+    /// The sender's clock; informational only.
+    pub occurred_at: Option<Time>,
+    pub body: LeaseBody,
+}
+
+/// What a lease event does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseBody {
+    /// Take the lease (or take it again, with a new token, if already held).
+    Acquire {
+        mode: LeaseMode,
+        ttl: Duration,
+        /// The task the lease is taken for, if any.
+        task: Option<TaskId>,
+    },
+    /// Still holding: the lease runs for another ttl from now.
+    Renew,
+    /// Let go.
+    Release { reason: String },
+    /// Give the lease to another agent, who then holds it for `ttl`.
+    HandOver { to: AgentId, ttl: Duration },
+    /// An operator takes the lease away from `holder`.
+    Revoke { holder: AgentId, reason: String },
+}
+
+/// One agent's hold on an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub agent: AgentId,
+    pub mode: LeaseMode,
+    /// The fencing token of this grant.
+    pub token: u64,
+    /// When it was granted (broker time).
+    pub since: Time,
+    /// Its last renewal (broker time; the grant counts as one).
+    pub renewed_at: Time,
+    pub ttl: Duration,
+    pub task: Option<TaskId>,
+}
+
+impl Hold {
+    /// The last instant at which the hold is live.
+    pub fn expires_at(&self) -> Time {
+        self.renewed_at.saturating_add(self.ttl)
+    }
+
+    fn conflicts(&self, agent: &AgentId, mode: LeaseMode) -> bool {
+        self.agent != *agent && !self.mode.compatible(mode)
+    }
+}
+
+/// Stream metadata of a lease event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseMeta {
+    pub seq: u64,
+    pub stored_at: Time,
+}
+
+/// Why a lease event changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseRefusal {
+    /// Another agent holds a lease that conflicts with this one.
+    Held {
+        artifact: Artifact,
+        holder: AgentId,
+        mode: LeaseMode,
+        since: Time,
+        token: u64,
+    },
+    /// The sender holds no lease on this artifact (never did, or it expired,
+    /// was released, handed over or revoked).
+    NotHolder,
+    /// The sender holds it, but under another token.
+    StaleToken { current: u64 },
+    /// Only operators may revoke.
+    NotOperator,
+    /// A hand-over to the holder itself.
+    SelfHandOver,
+}
+
+impl fmt::Display for LeaseRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaseRefusal::Held {
+                artifact,
+                holder,
+                mode,
+                since,
+                token,
+            } => write!(
+                f,
+                "{artifact} is held by {holder} ({mode}, token {token}) since {since}"
+            ),
+            LeaseRefusal::NotHolder => f.write_str("the sender holds no lease on it"),
+            LeaseRefusal::StaleToken { current } => {
+                write!(f, "the sender's token is stale (current token {current})")
+            }
+            LeaseRefusal::NotOperator => f.write_str("only operators may revoke a lease"),
+            LeaseRefusal::SelfHandOver => f.write_str("a lease cannot be handed to its holder"),
+        }
+    }
+}
+
+/// What happened to a lease event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseDisposition {
+    Applied,
+    Refused(LeaseRefusal),
+    /// Already applied (its sequence is not newer than the book's last).
+    Duplicate,
+}
+
+/// A change of holders, for the services to store, report or alert on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEffect {
+    Granted {
+        artifact: Artifact,
+        hold: Hold,
+    },
+    Renewed {
+        artifact: Artifact,
+        agent: AgentId,
+        token: u64,
+    },
+    Released {
+        artifact: Artifact,
+        agent: AgentId,
+        token: u64,
+    },
+    HandedOver {
+        artifact: Artifact,
+        from: AgentId,
+        hold: Hold,
+    },
+    Revoked {
+        artifact: Artifact,
+        holder: AgentId,
+        by: AgentId,
+        token: u64,
+    },
+    /// A hold found expired when a later event of its root arrived.
+    Expired {
+        artifact: Artifact,
+        hold: Hold,
+    },
+}
+
+/// The result of folding one lease event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOutcome {
+    pub disposition: LeaseDisposition,
+    pub effects: Vec<LeaseEffect>,
+}
+
+/// Every live hold, by artifact, with the last token of each root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseBook {
+    holds: BTreeMap<Artifact, Vec<Hold>>,
+    tokens: BTreeMap<Root, u64>,
+    last_seq: u64,
+}
+
+impl LeaseBook {
+    pub fn new() -> LeaseBook {
+        LeaseBook::default()
+    }
+
+    /// The sequence of the last event folded in.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The last fencing token granted in a root (0 = none yet).
+    pub fn last_token(&self, root: &Root) -> u64 {
+        self.tokens.get(root).copied().unwrap_or(0)
+    }
+
+    /// The holds on one artifact (not those on names above or below it).
+    pub fn holds(&self, artifact: &Artifact) -> &[Hold] {
+        self.holds.get(artifact).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every artifact with its holds. A hold stays here until an event of
+    /// its root (or [`LeaseBook::expired`]'s caller) finds it expired.
+    pub fn iter(&self) -> impl Iterator<Item = (&Artifact, &[Hold])> {
+        self.holds.iter().map(|(a, h)| (a, h.as_slice()))
+    }
+
+    /// Holds that are past their expiry at `now` (a query: the book changes
+    /// only by events, judged by broker time).
+    pub fn expired(&self, now: Time) -> impl Iterator<Item = (&Artifact, &Hold)> {
+        self.holds
+            .iter()
+            .flat_map(|(a, hs)| hs.iter().map(move |h| (a, h)))
+            .filter(move |(_, h)| h.expires_at() < now)
+    }
+
+    /// The holds of other agents that conflict with `agent` taking
+    /// `artifact` in `mode` at `at` (expired holds do not count).
+    pub fn conflicts<'a>(
+        &'a self,
+        artifact: &'a Artifact,
+        agent: &'a AgentId,
+        mode: LeaseMode,
+        at: Time,
+    ) -> impl Iterator<Item = (&'a Artifact, &'a Hold)> + 'a {
+        self.in_root(artifact)
+            .filter(move |(a, _)| a.overlaps(artifact))
+            .flat_map(|(a, hs)| hs.iter().map(move |h| (a, h)))
+            .filter(move |(_, h)| h.expires_at() >= at && h.conflicts(agent, mode))
+    }
+
+    fn in_root<'a>(
+        &'a self,
+        artifact: &'a Artifact,
+    ) -> impl Iterator<Item = (&'a Artifact, &'a Vec<Hold>)> + 'a {
+        let root = artifact.name.root();
+        self.holds
+            .iter()
+            .filter(move |(a, _)| a.scope == artifact.scope && a.name.root() == root)
+    }
+
+    fn next_token(&mut self, root: Root) -> u64 {
+        let token = self.tokens.entry(root).or_insert(0);
+        *token += 1;
+        *token
+    }
+
+    fn take_hold(&mut self, artifact: &Artifact, agent: &AgentId) -> Option<Hold> {
+        let holds = self.holds.get_mut(artifact)?;
+        let at = holds.iter().position(|h| h.agent == *agent)?;
+        let hold = holds.remove(at);
+        if holds.is_empty() {
+            self.holds.remove(artifact);
+        }
+        Some(hold)
+    }
+
+    fn put_hold(&mut self, artifact: &Artifact, hold: Hold) {
+        self.holds.entry(artifact.clone()).or_default().push(hold);
+    }
+
+    /// Drops the holds of the event's root that expired before `at`.
+    fn expire_root(&mut self, artifact: &Artifact, at: Time, effects: &mut Vec<LeaseEffect>) {
+        let root = artifact.name.root().to_string();
+        let scope = artifact.scope.clone();
+        self.holds.retain(|a, holds| {
+            if a.scope != scope || a.name.root() != root {
+                return true;
+            }
+            holds.retain(|h| {
+                let live = h.expires_at() >= at;
+                if !live {
+                    effects.push(LeaseEffect::Expired {
+                        artifact: a.clone(),
+                        hold: h.clone(),
+                    });
+                }
+                live
+            });
+            !holds.is_empty()
+        });
+    }
+}
+
+/// Folds one lease event into the book.
+///
+/// `operators` are the agents allowed to revoke (empty = anyone), as in the
+/// task fold's policy.
+pub fn apply(
+    book: &mut LeaseBook,
+    event: &LeaseEvent,
+    meta: LeaseMeta,
+    operators: &[AgentId],
+) -> LeaseOutcome {
+    if meta.seq != 0 && meta.seq <= book.last_seq {
+        return LeaseOutcome {
+            disposition: LeaseDisposition::Duplicate,
+            effects: Vec::new(),
+        };
+    }
+    book.last_seq = book.last_seq.max(meta.seq);
+    let at = meta.stored_at;
+    let artifact = &event.artifact;
+    let agent = &event.agent;
+    let mut effects = Vec::new();
+    book.expire_root(artifact, at, &mut effects);
+
+    let refused = |reason, effects| LeaseOutcome {
+        disposition: LeaseDisposition::Refused(reason),
+        effects,
+    };
+    // The sender's own hold, checked against the token it claims.
+    let own_hold = |book: &LeaseBook| -> Result<(), LeaseRefusal> {
+        match book.holds(artifact).iter().find(|h| h.agent == *agent) {
+            None => Err(LeaseRefusal::NotHolder),
+            Some(h) if h.token != event.token => Err(LeaseRefusal::StaleToken { current: h.token }),
+            Some(_) => Ok(()),
+        }
+    };
+
+    match &event.body {
+        LeaseBody::Acquire { mode, ttl, task } => {
+            if let Some((a, h)) = book.conflicts(artifact, agent, *mode, at).next() {
+                let reason = LeaseRefusal::Held {
+                    artifact: a.clone(),
+                    holder: h.agent.clone(),
+                    mode: h.mode,
+                    since: h.since,
+                    token: h.token,
+                };
+                return refused(reason, effects);
+            }
+            // Taking again what it holds replaces its hold.
+            book.take_hold(artifact, agent);
+            let hold = Hold {
+                agent: agent.clone(),
+                mode: *mode,
+                token: book.next_token(artifact.root()),
+                since: at,
+                renewed_at: at,
+                ttl: *ttl,
+                task: task.clone(),
+            };
+            book.put_hold(artifact, hold.clone());
+            effects.push(LeaseEffect::Granted {
+                artifact: artifact.clone(),
+                hold,
+            });
+        }
+        LeaseBody::Renew => {
+            if let Err(reason) = own_hold(book) {
+                return refused(reason, effects);
+            }
+            if let Some(h) = book
+                .holds
+                .get_mut(artifact)
+                .and_then(|hs| hs.iter_mut().find(|h| h.agent == *agent))
+            {
+                h.renewed_at = at;
+            }
+            effects.push(LeaseEffect::Renewed {
+                artifact: artifact.clone(),
+                agent: agent.clone(),
+                token: event.token,
+            });
+        }
+        LeaseBody::Release { .. } => {
+            if let Err(reason) = own_hold(book) {
+                return refused(reason, effects);
+            }
+            book.take_hold(artifact, agent);
+            effects.push(LeaseEffect::Released {
+                artifact: artifact.clone(),
+                agent: agent.clone(),
+                token: event.token,
+            });
+        }
+        LeaseBody::HandOver { to, ttl } => {
+            if to == agent {
+                return refused(LeaseRefusal::SelfHandOver, effects);
+            }
+            if let Err(reason) = own_hold(book) {
+                return refused(reason, effects);
+            }
+            let Some(from) = book.take_hold(artifact, agent) else {
+                return refused(LeaseRefusal::NotHolder, effects);
+            };
+            // What the sender held needs no second check against others;
+            // the recipient's own earlier hold on it is replaced.
+            book.take_hold(artifact, to);
+            let hold = Hold {
+                agent: to.clone(),
+                mode: from.mode,
+                token: book.next_token(artifact.root()),
+                since: at,
+                renewed_at: at,
+                ttl: *ttl,
+                task: None,
+            };
+            book.put_hold(artifact, hold.clone());
+            effects.push(LeaseEffect::HandedOver {
+                artifact: artifact.clone(),
+                from: agent.clone(),
+                hold,
+            });
+        }
+        LeaseBody::Revoke { holder, .. } => {
+            if !(operators.is_empty() || operators.contains(agent)) {
+                return refused(LeaseRefusal::NotOperator, effects);
+            }
+            let Some(hold) = book.take_hold(artifact, holder) else {
+                return refused(LeaseRefusal::NotHolder, effects);
+            };
+            effects.push(LeaseEffect::Revoked {
+                artifact: artifact.clone(),
+                holder: holder.clone(),
+                by: agent.clone(),
+                token: hold.token,
+            });
+        }
+    }
+    LeaseOutcome {
+        disposition: LeaseDisposition::Applied,
+        effects,
+    }
+}
+
+/// The rule a store applies to fenced writes: refuse a write whose token is
+/// lower than the last one seen for that artifact, and remember the highest.
+///
+/// Keep one `Fence` per store (persist [`Fence::last_seen`] with the data);
+/// tokens of a root only grow, so a paused holder whose lease expired and
+/// was granted to someone else writes with a token below the new holder's
+/// and is refused, however late its write arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fence {
+    seen: BTreeMap<String, u64>,
+}
+
+/// A write refused by a [`Fence`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("write to {artifact} with token {token} refused: token {seen} was seen already")]
+pub struct StaleToken {
+    pub artifact: String,
+    pub token: u64,
+    pub seen: u64,
+}
+
+impl Fence {
+    pub fn new() -> Fence {
+        Fence::default()
+    }
+
+    /// Admits a write to `artifact` with `token`, or refuses it.
+    ///
+    /// The check covers the names above the artifact too: a write to
+    /// `drafts/post.md` with token 3 is refused once `drafts` was written
+    /// with token 5 (a lease on `drafts` covers the post).
+    pub fn admit(&mut self, artifact: &ArtifactName, token: u64) -> Result<(), StaleToken> {
+        let seen = self.highest_covering(artifact);
+        if token < seen {
+            return Err(StaleToken {
+                artifact: artifact.to_string(),
+                token,
+                seen,
+            });
+        }
+        self.seen.insert(artifact.as_str().to_string(), token);
+        Ok(())
+    }
+
+    /// The highest token seen for this name or any name above it.
+    pub fn highest_covering(&self, artifact: &ArtifactName) -> u64 {
+        let mut path = String::new();
+        let mut highest = 0;
+        for (i, segment) in artifact.segments().enumerate() {
+            if i > 0 {
+                path.push('/');
+            }
+            path.push_str(segment);
+            highest = highest.max(self.seen.get(&path).copied().unwrap_or(0));
+        }
+        highest
+    }
+
+    /// The last token seen per artifact name (to persist with the data).
+    pub fn last_seen(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.seen.iter().map(|(a, t)| (a.as_str(), *t))
+    }
+
+    /// Restores what [`Fence::last_seen`] returned.
+    pub fn remember(&mut self, artifact: &str, token: u64) {
+        let slot = self.seen.entry(artifact.to_string()).or_insert(0);
+        *slot = (*slot).max(token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> ArtifactName {
+        ArtifactName::new(s).unwrap()
+    }
+
+    #[test]
+    fn names_are_normalised_and_bad_ones_refused() {
+        assert_eq!(name("/drafts/").as_str(), "drafts");
+        assert_eq!(name("drafts/post.md").root(), "drafts");
+        for bad in ["", "/", "a//b", "a/./b", "../x", "a\nb"] {
+            assert!(ArtifactName::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(ArtifactName::new(&"a/".repeat(17)).is_err());
+        assert!(ArtifactName::new(&"x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn overlap_is_by_whole_segments() {
+        assert!(name("drafts").overlaps(&name("drafts/post.md")));
+        assert!(name("drafts/post.md").overlaps(&name("drafts")));
+        assert!(name("drafts/post.md").overlaps(&name("drafts/post.md")));
+        assert!(!name("drafts").overlaps(&name("drafts2/post.md")));
+        assert!(!name("drafts/a").overlaps(&name("drafts/b")));
+    }
+
+    #[test]
+    fn subject_tokens_round_trip_and_are_unique() {
+        let n = name("drafts/post v2.md/~x/é");
+        let tokens = n.subject_tokens();
+        assert_eq!(tokens, "drafts.post~20v2~2Emd.~7Ex.~C3~A9.~");
+        let back: Vec<&str> = tokens.split('.').collect();
+        let back = ArtifactName::from_subject_tokens(back[..back.len() - 1].iter().copied());
+        assert_eq!(back.unwrap(), n);
+        // `a` spelt `~61`, lower-case hex, a lone `~`: not the normal form.
+        for bad in ["~61", "~2e", "~", "a*b"] {
+            assert!(ArtifactName::from_subject_tokens([bad]).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! Artifact leases: every rule of the lease fold, and its invariants under
+//! arbitrary event sequences.
+
+use std::time::Duration;
+
+use baton_core::{
+    AgentId, WorkflowId,
+    lease::{
+        Artifact, ArtifactName, Fence, LeaseBody, LeaseBook, LeaseDisposition, LeaseEffect,
+        LeaseEvent, LeaseMeta, LeaseMode, LeaseOutcome, LeaseRefusal, Scope, apply,
+    },
+    time::Time,
+};
+use proptest::prelude::*;
+
+fn agent(id: &str) -> AgentId {
+    AgentId::new(id).unwrap()
+}
+
+fn art(name: &str) -> Artifact {
+    Artifact {
+        scope: Scope::Global,
+        name: ArtifactName::new(name).unwrap(),
+    }
+}
+
+const TTL: Duration = Duration::from_secs(10);
+
+/// A book and a stream position: each event is stored one sequence later,
+/// at the time given.
+struct Stream {
+    book: LeaseBook,
+    seq: u64,
+    operators: Vec<AgentId>,
+}
+
+impl Stream {
+    fn new() -> Stream {
+        Stream {
+            book: LeaseBook::new(),
+            seq: 0,
+            operators: Vec::new(),
+        }
+    }
+
+    fn send(
+        &mut self,
+        who: &str,
+        what: &str,
+        token: u64,
+        body: LeaseBody,
+        at_secs: u64,
+    ) -> LeaseOutcome {
+        self.seq += 1;
+        let event = LeaseEvent {
+            event_id: format!("e{}", self.seq),
+            agent: agent(who),
+            artifact: art(what),
+            token,
+            occurred_at: None,
+            body,
+        };
+        let meta = LeaseMeta {
+            seq: self.seq,
+            stored_at: Time::from_unix_millis(at_secs * 1000),
+        };
+        apply(&mut self.book, &event, meta, &self.operators)
+    }
+
+    fn acquire(&mut self, who: &str, what: &str, mode: LeaseMode, at_secs: u64) -> LeaseOutcome {
+        let body = LeaseBody::Acquire {
+            mode,
+            ttl: TTL,
+            task: None,
+        };
+        self.send(who, what, 0, body, at_secs)
+    }
+}
+
+fn granted_token(outcome: &LeaseOutcome) -> u64 {
+    assert_eq!(
+        outcome.disposition,
+        LeaseDisposition::Applied,
+        "{outcome:?}"
+    );
+    outcome
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            LeaseEffect::Granted { hold, .. } | LeaseEffect::HandedOver { hold, .. } => {
+                Some(hold.token)
+            }
+            _ => None,
+        })
+        .expect("a grant")
+}
+
+fn held_by(outcome: &LeaseOutcome) -> (String, AgentId) {
+    match &outcome.disposition {
+        LeaseDisposition::Refused(LeaseRefusal::Held {
+            artifact, holder, ..
+        }) => (artifact.name.to_string(), holder.clone()),
+        other => panic!("expected a refusal naming the holder, got {other:?}"),
+    }
+}
+
+use LeaseMode::{Exclusive, Shared};
+
+#[test]
+fn one_exclusive_holder_and_the_next_is_told_who() {
+    let mut s = Stream::new();
+    assert_eq!(
+        granted_token(&s.acquire("editor", "drafts/post.md", Exclusive, 0)),
+        1
+    );
+    let (on, holder) = held_by(&s.acquire("publisher", "drafts/post.md", Exclusive, 1));
+    assert_eq!((on.as_str(), holder.as_str()), ("drafts/post.md", "editor"));
+    // A reader waits for the writer too.
+    held_by(&s.acquire("researcher", "drafts/post.md", Shared, 1));
+}
+
+#[test]
+fn shared_holders_share_and_keep_writers_out_in_both_orders() {
+    let mut s = Stream::new();
+    granted_token(&s.acquire("r1", "doc", Shared, 0));
+    granted_token(&s.acquire("r2", "doc", Shared, 0));
+    assert_eq!(held_by(&s.acquire("w", "doc", Exclusive, 1)).0, "doc");
+    let mut s = Stream::new();
+    granted_token(&s.acquire("w", "doc", Exclusive, 0));
+    held_by(&s.acquire("r1", "doc", Shared, 1));
+}
+
+#[test]
+fn a_folder_and_a_file_in_it_conflict_in_both_orders() {
+    let mut s = Stream::new();
+    granted_token(&s.acquire("a", "drafts/", Exclusive, 0));
+    assert_eq!(
+        held_by(&s.acquire("b", "drafts/post.md", Exclusive, 1)).0,
+        "drafts"
+    );
+    // Siblings of another folder are free.
+    granted_token(&s.acquire("b", "drafts2/post.md", Exclusive, 1));
+
+    let mut s = Stream::new();
+    granted_token(&s.acquire("a", "drafts/post.md", Exclusive, 0));
+    assert_eq!(
+        held_by(&s.acquire("b", "drafts", Exclusive, 1)).0,
+        "drafts/post.md"
+    );
+    assert_eq!(
+        held_by(&s.acquire("b", "drafts", Shared, 1)).0,
+        "drafts/post.md"
+    );
+    // Files side by side do not conflict.
+    granted_token(&s.acquire("b", "drafts/other.md", Exclusive, 1));
+}
+
+#[test]
+fn an_expired_hold_frees_the_artifact_and_the_next_token_is_higher() {
+    let mut s = Stream::new();
+    let first = granted_token(&s.acquire("editor", "drafts/post.md", Exclusive, 0));
+    // Renewed at 8: live until 18.
+    let renewed = s.send("editor", "drafts/post.md", first, LeaseBody::Renew, 8);
+    assert_eq!(renewed.disposition, LeaseDisposition::Applied);
+    held_by(&s.acquire("publisher", "drafts/post.md", Exclusive, 18));
+    let taken = s.acquire("publisher", "drafts/post.md", Exclusive, 19);
+    assert!(
+        taken.effects.iter().any(
+            |e| matches!(e, LeaseEffect::Expired { hold, .. } if hold.agent.as_str() == "editor")
+        ),
+        "{taken:?}"
+    );
+    let second = granted_token(&taken);
+    assert!(second > first);
+    // The stuck editor comes back: its renewal and release are refused.
+    let late = s.send("editor", "drafts/post.md", first, LeaseBody::Renew, 20);
+    assert_eq!(
+        late.disposition,
+        LeaseDisposition::Refused(LeaseRefusal::NotHolder)
+    );
+}
+
+#[test]
+fn renewals_and_releases_need_the_current_token() {
+    let mut s = Stream::new();
+    let t = granted_token(&s.acquire("a", "x", Exclusive, 0));
+    let stale = s.send("a", "x", t + 1, LeaseBody::Renew, 1);
+    assert_eq!(
+        stale.disposition,
+        LeaseDisposition::Refused(LeaseRefusal::StaleToken { current: t })
+    );
+    let release = LeaseBody::Release {
+        reason: "done".into(),
+    };
+    assert_eq!(
+        s.send("b", "x", t, release.clone(), 1).disposition,
+        LeaseDisposition::Refused(LeaseRefusal::NotHolder)
+    );
+    assert_eq!(
+        s.send("a", "x", t, release, 1).disposition,
+        LeaseDisposition::Applied
+    );
+    granted_token(&s.acquire("b", "x", Exclusive, 2));
+}
+
+#[test]
+fn a_hand_over_moves_the_lease_with_a_new_token() {
+    let mut s = Stream::new();
+    let t = granted_token(&s.acquire("editor", "drafts/post.md", Exclusive, 0));
+    let to = |who: &str| LeaseBody::HandOver {
+        to: agent(who),
+        ttl: TTL,
+    };
+    assert_eq!(
+        s.send("editor", "drafts/post.md", t, to("editor"), 1)
+            .disposition,
+        LeaseDisposition::Refused(LeaseRefusal::SelfHandOver)
+    );
+    let moved = granted_token(&s.send("editor", "drafts/post.md", t, to("publisher"), 1));
+    assert!(moved > t);
+    let holds = s.book.holds(&art("drafts/post.md"));
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].agent.as_str(), "publisher");
+    assert_eq!(
+        held_by(&s.acquire("editor", "drafts/post.md", Exclusive, 2))
+            .1
+            .as_str(),
+        "publisher"
+    );
+}
+
+#[test]
+fn only_operators_revoke() {
+    let mut s = Stream::new();
+    s.operators = vec![agent("ops")];
+    let t = granted_token(&s.acquire("a", "x", Exclusive, 0));
+    let revoke = LeaseBody::Revoke {
+        holder: agent("a"),
+        reason: "stuck".into(),
+    };
+    assert_eq!(
+        s.send("b", "x", 0, revoke.clone(), 1).disposition,
+        LeaseDisposition::Refused(LeaseRefusal::NotOperator)
+    );
+    let out = s.send("ops", "x", 0, revoke, 1);
+    assert!(out.effects.contains(&LeaseEffect::Revoked {
+        artifact: art("x"),
+        holder: agent("a"),
+        by: agent("ops"),
+        token: t,
+    }));
+    granted_token(&s.acquire("b", "x", Exclusive, 2));
+}
+
+#[test]
+fn scopes_do_not_conflict() {
+    let mut book = LeaseBook::new();
+    let body = LeaseBody::Acquire {
+        mode: Exclusive,
+        ttl: TTL,
+        task: None,
+    };
+    for (seq, (who, scope)) in [
+        ("a", Scope::Global),
+        ("b", Scope::Workflow(WorkflowId::new("w1").unwrap())),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let event = LeaseEvent {
+            event_id: format!("e{seq}"),
+            agent: agent(who),
+            artifact: Artifact {
+                scope,
+                name: ArtifactName::new("doc").unwrap(),
+            },
+            token: 0,
+            occurred_at: None,
+            body: body.clone(),
+        };
+        let meta = LeaseMeta {
+            seq: seq as u64 + 1,
+            stored_at: Time::from_unix_millis(0),
+        };
+        assert_eq!(
+            apply(&mut book, &event, meta, &[]).disposition,
+            LeaseDisposition::Applied
+        );
+    }
+}
+
+#[test]
+fn the_fence_refuses_lower_tokens_on_a_name_and_below_it() {
+    let mut fence = Fence::new();
+    let post = ArtifactName::new("drafts/post.md").unwrap();
+    fence.admit(&post, 3).unwrap();
+    fence.admit(&post, 3).unwrap();
+    let err = fence.admit(&post, 2).unwrap_err();
+    assert_eq!((err.token, err.seen), (2, 3));
+    fence
+        .admit(&ArtifactName::new("drafts").unwrap(), 5)
+        .unwrap();
+    assert!(
+        fence.admit(&post, 4).is_err(),
+        "a write under drafts/ with an older token"
+    );
+    fence.admit(&post, 6).unwrap();
+}
+
+// --- invariants under arbitrary sequences ---
+
+const AGENTS: [&str; 4] = ["a", "b", "c", "ops"];
+const NAMES: [&str; 6] = ["d", "d/x", "d/y", "d/x/z", "e", "e/x"];
+
+#[derive(Debug, Clone)]
+enum Act {
+    Acquire(LeaseMode, u64),
+    Renew,
+    RenewStale,
+    Release,
+    HandOver(usize),
+    Revoke(usize),
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    prop_oneof![
+        3 => (prop_oneof![Just(Exclusive), Just(Shared)], 1u64..20).prop_map(|(m, t)| Act::Acquire(m, t)),
+        3 => Just(Act::Renew),
+        1 => Just(Act::RenewStale),
+        1 => Just(Act::Release),
+        1 => (0..AGENTS.len()).prop_map(Act::HandOver),
+        1 => (0..AGENTS.len()).prop_map(Act::Revoke),
+    ]
+}
+
+/// (agent, name, act, seconds since the previous event)
+fn events() -> impl Strategy<Value = Vec<(usize, usize, Act, u64)>> {
+    prop::collection::vec((0..AGENTS.len(), 0..NAMES.len(), act(), 0u64..8), 1..80)
+}
+
+/// The events of a script, with token 0: [`run`] sets each token as it
+/// folds.
+fn build(script: &[(usize, usize, Act, u64)]) -> Vec<LeaseEvent> {
+    script
+        .iter()
+        .enumerate()
+        .map(|(i, (who, what, act, _))| {
+            let body = match act {
+                Act::Acquire(mode, ttl) => LeaseBody::Acquire {
+                    mode: *mode,
+                    ttl: Duration::from_secs(*ttl),
+                    task: None,
+                },
+                Act::Renew | Act::RenewStale => LeaseBody::Renew,
+                Act::Release => LeaseBody::Release {
+                    reason: String::new(),
+                },
+                Act::HandOver(to) => LeaseBody::HandOver {
+                    to: agent(AGENTS[*to]),
+                    ttl: TTL,
+                },
+                Act::Revoke(holder) => LeaseBody::Revoke {
+                    holder: agent(AGENTS[*holder]),
+                    reason: String::new(),
+                },
+            };
+            LeaseEvent {
+                event_id: format!("e{i}"),
+                agent: agent(AGENTS[*who]),
+                artifact: art(NAMES[*what]),
+                token: 0,
+                occurred_at: None,
+                body,
+            }
+        })
+        .collect()
+}
+
+/// Folds the script, giving each renewal, release and hand-over the token
+/// its sender holds (or a wrong one, for `RenewStale`); returns every
+/// (event, meta) as stored and the outcomes.
+fn run(
+    script: &[(usize, usize, Act, u64)],
+) -> (LeaseBook, Vec<(LeaseEvent, LeaseMeta)>, Vec<LeaseOutcome>) {
+    let mut book = LeaseBook::new();
+    let operators = vec![agent("ops")];
+    let mut stored = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut now = 0;
+    for (i, mut event) in build(script).into_iter().enumerate() {
+        now += script[i].3;
+        let held = book
+            .holds(&event.artifact)
+            .iter()
+            .find(|h| h.agent == event.agent)
+            .map_or(0, |h| h.token);
+        event.token = match script[i].2 {
+            Act::RenewStale => held + 1,
+            Act::Acquire(..) | Act::Revoke(_) => 0,
+            _ => held,
+        };
+        let meta = LeaseMeta {
+            seq: i as u64 + 1,
+            stored_at: Time::from_unix_millis(now * 1000),
+        };
+        outcomes.push(apply(&mut book, &event, meta, &operators));
+        stored.push((event, meta));
+    }
+    (book, stored, outcomes)
+}
+
+proptest! {
+    /// No two holds in the book conflict: for any two holds of different
+    /// agents on overlapping names, both are shared.
+    #[test]
+    fn holds_never_conflict(script in events()) {
+        let (book, _, _) = run(&script);
+        let all: Vec<_> = book.iter().flat_map(|(a, hs)| hs.iter().map(move |h| (a, h))).collect();
+        for (i, (a1, h1)) in all.iter().enumerate() {
+            for (a2, h2) in &all[i + 1..] {
+                if a1.overlaps(a2) && h1.agent != h2.agent {
+                    prop_assert!(
+                        h1.mode == Shared && h2.mode == Shared,
+                        "{a1} {h1:?} conflicts with {a2} {h2:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every grant's token is higher than every earlier grant's in its
+    /// root, so a fence that saw an older holder's write admits the new
+    /// holder's and refuses the old one's.
+    #[test]
+    fn tokens_grow_with_every_grant_in_a_root(script in events()) {
+        let (_, stored, outcomes) = run(&script);
+        let mut last: std::collections::BTreeMap<String, u64> = Default::default();
+        for ((event, _), outcome) in stored.iter().zip(&outcomes) {
+            for effect in &outcome.effects {
+                if let LeaseEffect::Granted { hold, .. } | LeaseEffect::HandedOver { hold, .. } = effect {
+                    let root = event.artifact.name.root().to_string();
+                    let before = last.insert(root, hold.token).unwrap_or(0);
+                    prop_assert!(hold.token > before);
+                }
+            }
+        }
+    }
+
+    /// Folding only one root's events gives that root the same holds as
+    /// folding everything: what makes the SDK's compare-and-set over a
+    /// root sound.
+    #[test]
+    fn a_root_folds_alone_as_in_the_whole_stream(script in events()) {
+        let (book, stored, _) = run(&script);
+        let operators = vec![agent("ops")];
+        for root in ["d", "e"] {
+            let mut alone = LeaseBook::new();
+            for (event, meta) in stored.iter().filter(|(e, _)| e.artifact.name.root() == root) {
+                apply(&mut alone, event, *meta, &operators);
+            }
+            let whole: Vec<_> = book.iter().filter(|(a, _)| a.name.root() == root).collect();
+            let part: Vec<_> = alone.iter().collect();
+            prop_assert_eq!(whole, part);
+        }
+    }
+
+    /// A stale token never changes a hold.
+    #[test]
+    fn stale_renewals_are_refused(script in events()) {
+        let (_, stored, outcomes) = run(&script);
+        for ((i, (_, _)), outcome) in stored.iter().enumerate().zip(&outcomes) {
+            if matches!(script[i].2, Act::RenewStale) {
+                prop_assert!(matches!(outcome.disposition, LeaseDisposition::Refused(_)), "{outcome:?}");
+            }
+        }
+    }
+
+    /// Replaying an event already folded in changes nothing.
+    #[test]
+    fn replays_change_nothing(script in events()) {
+        let (mut book, stored, _) = run(&script);
+        let before = book.clone();
+        for (event, meta) in &stored {
+            let out = apply(&mut book, event, *meta, &[]);
+            prop_assert_eq!(out.disposition, LeaseDisposition::Duplicate);
+        }
+        prop_assert_eq!(book, before);
+    }
+}

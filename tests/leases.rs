@@ -1,0 +1,278 @@
+//! Artifact leases through the Rust SDK against a real nats-server (streams
+//! created by the real orchestrator): racing acquirers, conflicts by mode
+//! and by hierarchy, expiry of a silent holder, hand-over, and a fenced file
+//! store refusing a late write.
+
+mod support;
+
+use std::time::Duration;
+
+use baton_agent::{
+    Agent, AgentOptions, Lease, LeaseError, LeaseOptions,
+    core::lease::{ArtifactName, LeaseMode},
+    fence::{FencedDir, FencedWriteError},
+};
+use baton_core::subjects;
+use futures::future::join_all;
+use support::*;
+
+use LeaseMode::{Exclusive, Shared};
+
+async fn connect(rig: &Rig, id: &str) -> Agent {
+    Agent::connect(AgentOptions::new(id, rig.server.url()))
+        .await
+        .expect("agent connects")
+}
+
+async fn rig() -> Rig {
+    let mut rig = Rig::new().await;
+    rig.start_orchestrator(&[]).await;
+    rig
+}
+
+/// The holder a refusal names, or a panic saying what came instead.
+fn holder_of(result: Result<Lease, LeaseError>) -> (String, String) {
+    match result {
+        Err(LeaseError::Held {
+            artifact, holder, ..
+        }) => (artifact, holder.to_string()),
+        Err(e) => panic!("expected Held, got {e}"),
+        Ok(lease) => panic!("expected Held, got {lease:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sixteen_racing_exclusive_acquirers_one_holder_the_rest_told_who() {
+    let rig = rig().await;
+    let agents = join_all((0..16).map(|i| {
+        let url = rig.server.url();
+        async move {
+            Agent::connect(AgentOptions::new(format!("a{i}"), url))
+                .await
+                .expect("connect")
+        }
+    }))
+    .await;
+    let results = join_all(
+        agents
+            .iter()
+            .map(|a| a.acquire("drafts/post.md", Exclusive)),
+    )
+    .await;
+    let winners: Vec<&Lease> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one exclusive holder: {results:?}"
+    );
+    let winner = agents[results.iter().position(Result::is_ok).expect("a winner")]
+        .id()
+        .to_string();
+    assert_eq!(winners[0].token(), 1);
+    for r in &results {
+        match r {
+            Ok(_) => {}
+            Err(LeaseError::Held {
+                artifact, holder, ..
+            }) => {
+                assert_eq!(artifact, "drafts/post.md");
+                assert_eq!(holder.as_str(), winner);
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    // The compare-and-set kept the losers' acquisitions out of the stream
+    // (the fold would refuse them too, but they are never stored).
+    let stored = read_all(&rig.js, subjects::ARTIFACTS_STREAM, "baton.art.>").await;
+    assert_eq!(stored.len(), 1, "only the winner's acquisition is stored");
+    drop(results);
+    for a in &agents {
+        a.close().await;
+    }
+}
+
+#[tokio::test]
+async fn modes_and_folders_conflict_in_both_orders_and_readers_share() {
+    let rig = rig().await;
+    let editor = connect(&rig, "editor").await;
+    let researcher = connect(&rig, "researcher").await;
+    let reader2 = connect(&rig, "reader2").await;
+
+    // Exclusive first, then shared: refused, naming the editor.
+    let edit = editor
+        .acquire("drafts/post.md", Exclusive)
+        .await
+        .expect("editor");
+    assert_eq!(
+        holder_of(researcher.acquire("drafts/post.md", Shared).await),
+        ("drafts/post.md".into(), "editor".into())
+    );
+    // A folder above the file: refused too.
+    assert_eq!(
+        holder_of(researcher.acquire("drafts/", Shared).await).1,
+        "editor"
+    );
+    // Released: now several readers hold it together.
+    edit.release("revised").await.expect("release");
+    let r1 = researcher
+        .acquire("drafts/post.md", Shared)
+        .await
+        .expect("reader 1");
+    let r2 = reader2
+        .acquire("drafts/post.md", Shared)
+        .await
+        .expect("reader 2");
+    assert!(r2.token() > r1.token());
+    // Shared first, then exclusive: refused.
+    assert_eq!(
+        holder_of(editor.acquire("drafts/post.md", Exclusive).await).0,
+        "drafts/post.md"
+    );
+    r1.release("read").await.expect("release");
+    r2.release("read").await.expect("release");
+
+    // A folder, then a file in it.
+    let folder = editor.acquire("drafts", Exclusive).await.expect("folder");
+    assert_eq!(
+        holder_of(researcher.acquire("drafts/other.md", Exclusive).await),
+        ("drafts".into(), "editor".into())
+    );
+    // Another root is unaffected.
+    let elsewhere = researcher
+        .acquire("published/post.md", Exclusive)
+        .await
+        .expect("other root");
+    folder.release("done").await.expect("release");
+    // A file, then the folder above it.
+    let file = researcher
+        .acquire("drafts/other.md", Exclusive)
+        .await
+        .expect("file");
+    assert_eq!(
+        holder_of(editor.acquire("drafts/", Exclusive).await),
+        ("drafts/other.md".into(), "researcher".into())
+    );
+    file.release("done").await.expect("release");
+    elsewhere.release("done").await.expect("release");
+    for a in [&editor, &researcher, &reader2] {
+        a.close().await;
+    }
+}
+
+/// Acquires until granted: the lease it waits for is expected to lapse.
+async fn acquire_once_free(agent: &Agent, name: &str) -> (Lease, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut refusals = Vec::new();
+    loop {
+        match agent.acquire(name, Exclusive).await {
+            Ok(lease) => return (lease, refusals),
+            Err(LeaseError::Held { holder, .. }) => refusals.push(holder.to_string()),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never became free; refused by {refusals:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_silent_holder_lapses_the_next_holder_gets_a_higher_token_and_the_late_write_is_refused()
+{
+    let rig = rig().await;
+    let store = FencedDir::new(rig.dir.path().join("store"));
+    let post = ArtifactName::new("drafts/post.md").expect("name");
+    let editor = connect(&rig, "editor").await;
+    let publisher = connect(&rig, "publisher").await;
+
+    // The editor renews by hand, then goes quiet (a stuck tool call).
+    let options = LeaseOptions {
+        ttl: Duration::from_secs(1),
+        auto_renew: false,
+        ..LeaseOptions::default()
+    };
+    let stuck = editor
+        .acquire_with("drafts/post.md", Exclusive, options)
+        .await
+        .expect("editor");
+    store
+        .write(&post, stuck.token(), b"draft v1")
+        .expect("editor writes");
+    stuck.renew().await.expect("a renewal within the ttl");
+
+    let (published, refusals) = acquire_once_free(&publisher, "drafts/post.md").await;
+    assert!(
+        refusals.iter().all(|h| h == "editor"),
+        "only the editor held it: {refusals:?}"
+    );
+    assert!(published.token() > stuck.token());
+    store
+        .write(&post, published.token(), b"published v1")
+        .expect("the new holder writes");
+
+    // The editor wakes up: its renewal says the lease is gone, and its late
+    // write with the old token is refused by the store.
+    match stuck.renew().await {
+        Err(LeaseError::Lost { token, .. }) => assert_eq!(token, stuck.token()),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    assert!(stuck.is_lost());
+    match store.write(&post, stuck.token(), b"draft v2, late") {
+        Err(FencedWriteError::Stale(e)) => assert_eq!(e.seen, published.token()),
+        other => panic!("expected a stale-token refusal, got {other:?}"),
+    }
+    assert_eq!(store.read(&post).expect("read"), b"published v1");
+    // A fresh store process sees the same tokens (they live beside the data).
+    let reopened = FencedDir::new(rig.dir.path().join("store"));
+    assert_eq!(
+        reopened.last_token(&post).expect("tokens"),
+        published.token()
+    );
+    assert!(reopened.write(&post, stuck.token(), b"again").is_err());
+
+    published.release("published").await.expect("release");
+    editor.close().await;
+    publisher.close().await;
+}
+
+#[tokio::test]
+async fn a_lease_handed_over_moves_with_a_new_token_and_a_dropped_one_is_released() {
+    let rig = rig().await;
+    let editor = connect(&rig, "editor").await;
+    let publisher = connect(&rig, "publisher").await;
+    let outsider = connect(&rig, "outsider").await;
+
+    let edit = editor
+        .acquire("drafts/post.md", Exclusive)
+        .await
+        .expect("editor");
+    let first = edit.token();
+    let token = edit
+        .hand_over(publisher.id(), Duration::from_secs(15))
+        .await
+        .expect("hand over");
+    assert!(token > first);
+    assert_eq!(
+        holder_of(outsider.acquire("drafts/post.md", Exclusive).await).1,
+        "publisher"
+    );
+    assert!(matches!(
+        editor.resume_lease("drafts/post.md", None).await,
+        Err(LeaseError::NotHeld { .. })
+    ));
+    let taken = publisher
+        .resume_lease("drafts/post.md", None)
+        .await
+        .expect("resume");
+    assert_eq!(taken.token(), token);
+
+    // Dropping a live handle releases it: the outsider gets it.
+    drop(taken);
+    publisher.close().await;
+    let (got, _) = acquire_once_free(&outsider, "drafts/post.md").await;
+    assert!(got.token() > token);
+    got.release("done").await.expect("release");
+    editor.close().await;
+    outsider.close().await;
+}

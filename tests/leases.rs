@@ -276,3 +276,117 @@ async fn a_lease_handed_over_moves_with_a_new_token_and_a_dropped_one_is_release
     editor.close().await;
     outsider.close().await;
 }
+
+/// `baton lease acquire --json` as a shell-script agent would run it.
+async fn cli_acquire(url: String, agent: String, name: &'static str) -> (i32, serde_json::Value) {
+    let out = tokio::process::Command::new(baton_bin())
+        .args([
+            "--nats", &url, "lease", "acquire", name, "--agent", &agent, "--json",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("run baton");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "baton lease acquire printed no JSON ({e}); exit {:?}, stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+#[tokio::test]
+async fn cli_and_sdk_acquirers_race_and_operators_see_and_revoke_the_one_holder() {
+    let rig = rig().await;
+    let url = rig.server.url();
+    let sdk_agents = join_all((0..8).map(|i| {
+        let url = url.clone();
+        async move {
+            Agent::connect(AgentOptions::new(format!("sdk{i}"), url))
+                .await
+                .expect("connect")
+        }
+    }))
+    .await;
+    let cli = join_all((0..8).map(|i| cli_acquire(url.clone(), format!("cli{i}"), "records/42")));
+    let sdk = join_all(
+        sdk_agents
+            .iter()
+            .map(|a| a.acquire("records/42", Exclusive)),
+    );
+    let (cli, sdk) = tokio::join!(cli, sdk);
+
+    let mut winners: Vec<String> = cli
+        .iter()
+        .filter(|(code, _)| *code == 0)
+        .map(|(_, j)| j["holder"].as_str().expect("holder").to_string())
+        .collect();
+    winners.extend(
+        sdk.iter()
+            .zip(&sdk_agents)
+            .filter(|(r, _)| r.is_ok())
+            .map(|(_, a)| a.id().to_string()),
+    );
+    assert_eq!(
+        winners.len(),
+        1,
+        "one holder among CLI and SDK racers: {cli:?} {sdk:?}"
+    );
+    let winner = &winners[0];
+    for (code, json) in &cli {
+        if *code != 0 {
+            assert_eq!(*code, 2, "a refusal exits 2: {json}");
+            assert_eq!(json["held_by"].as_str(), Some(winner.as_str()), "{json}");
+        }
+    }
+    for r in &sdk {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, LeaseError::Held { holder, .. } if holder.as_str() == winner),
+                "{e}"
+            );
+        }
+    }
+
+    // The operator's view: the one holder, its token, not expired.
+    let out = std::process::Command::new(baton_bin())
+        .args(["--nats", &url, "leases", "--json"])
+        .output()
+        .expect("baton leases");
+    let holds: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let holds = holds.as_array().expect("a list");
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(holds[0]["artifact"], "records/42");
+    assert_eq!(holds[0]["holder"].as_str(), Some(winner.as_str()));
+    assert_eq!(holds[0]["token"], 1);
+    assert_eq!(holds[0]["expired"], false);
+
+    // Revoked by an operator: free for the next acquirer, with a higher token.
+    let out = std::process::Command::new(baton_bin())
+        .args([
+            "--nats",
+            &url,
+            "lease",
+            "revoke",
+            "records/42",
+            "--agent",
+            "ops",
+        ])
+        .args(["--holder", winner, "--reason", "stuck"])
+        .output()
+        .expect("baton lease revoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, json) = cli_acquire(url.clone(), "next".into(), "records/42").await;
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["token"], 2);
+    drop(sdk);
+    for a in &sdk_agents {
+        a.close().await;
+    }
+}

@@ -287,6 +287,34 @@ impl Agent {
         ))
     }
 
+    /// Every lease as the stream has them (the fold of `BATON_ARTIFACTS`,
+    /// or of one workflow's scope), for operators and dashboards. A hold
+    /// past its expiry stays in the book until an event of its root comes:
+    /// compare [`Hold::expires_at`](baton_core::lease::Hold::expires_at)
+    /// with the time.
+    pub async fn leases(&self, workflow: Option<&WorkflowId>) -> Result<LeaseBook, LeaseError> {
+        let filter = match workflow {
+            Some(w) => format!("baton.art.{w}.>"),
+            None => subjects::ARTIFACTS_ALL.to_string(),
+        };
+        let operators = self.operators().await?;
+        let stored =
+            read::read_subject(&self.inner.js, subjects::ARTIFACTS_STREAM, &filter, 0, None)
+                .await
+                .map_err(BrokerError::from)?;
+        let mut book = LeaseBook::new();
+        for s in stored {
+            if let Ok(event) = read_lease_event(&s.subject, &s.payload) {
+                let meta = LeaseMeta {
+                    seq: s.seq,
+                    stored_at: s.stored_at,
+                };
+                apply(&mut book, &event, meta, &operators);
+            }
+        }
+        Ok(book)
+    }
+
     /// Operators: takes `holder`'s lease on `name` away.
     pub async fn revoke_lease(
         &self,

@@ -65,6 +65,10 @@ enum Command {
     Task(cmd::tasks::TaskArgs),
     /// Show alerts, firing and resolved (--follow for live)
     Alerts(cmd::alerts::AlertsArgs),
+    /// Who holds which artifact lease (files, records), since when, until when
+    Leases(cmd::leases::LeasesArgs),
+    /// Acquire, renew, release or revoke an artifact lease by hand
+    Lease(cmd::leases::LeaseArgs),
     /// Show or append to a workflow's decision record
     Context(cmd::context::ContextArgs),
     /// Publish an event by hand (a shell script as an agent)
@@ -142,6 +146,8 @@ fn main() -> ExitCode {
             Command::Task(args) => cmd::tasks::task(nats, args).await,
             Command::Alerts(args) => cmd::alerts::alerts(nats, args).await,
             Command::Context(args) => cmd::context::context(nats, args).await,
+            Command::Leases(args) => cmd::leases::leases(nats, args).await,
+            Command::Lease(args) => return cmd::leases::lease(nats, args).await,
             Command::Emit(args) => return cmd::emit::emit(nats, args).await,
             Command::Silence(args) => cmd::silence::silence(nats, args).await,
             Command::Status(args) => return Ok(cmd::status::status(nats, args).await),

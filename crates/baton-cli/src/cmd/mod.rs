@@ -9,6 +9,7 @@ pub mod demo;
 pub mod dev;
 pub mod dlq;
 pub mod emit;
+pub mod leases;
 pub mod mcp;
 pub mod notify;
 pub mod rules;

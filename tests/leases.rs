@@ -12,7 +12,7 @@ use baton_agent::{
     core::lease::{ArtifactName, LeaseMode},
     fence::{FencedDir, FencedWriteError},
 };
-use baton_core::subjects;
+use baton_core::{AlertKind, subjects};
 use futures::future::join_all;
 use support::*;
 
@@ -389,4 +389,71 @@ async fn cli_and_sdk_acquirers_race_and_operators_see_and_revoke_the_one_holder(
     for a in &sdk_agents {
         a.close().await;
     }
+}
+
+#[tokio::test]
+async fn a_stuck_holder_is_reported_once_and_its_lease_is_seen_free_without_another_act() {
+    let mut rig = rig().await;
+    rig.start_detector("").await;
+    let editor = connect(&rig, "editor").await;
+    let options = LeaseOptions {
+        ttl: Duration::from_secs(1),
+        auto_renew: false,
+        workflow: Some(baton_core::WorkflowId::new("blog").expect("id")),
+        ..LeaseOptions::default()
+    };
+    let stuck = editor
+        .acquire_with("drafts/post.md", Exclusive, options)
+        .await
+        .expect("editor");
+    // Nothing else happens: the detector notices the lapse by itself.
+    let (alert, _) = wait_alert(&rig.js, |a| a.kind == AlertKind::LeaseExpired).await;
+    assert_eq!(alert.agents, vec![agent("editor")]);
+    assert_eq!(alert.epoch, stuck.token());
+    assert_eq!(alert.workflow, Some(workflow("blog")));
+    assert!(alert.detail.contains("drafts/post.md"), "{}", alert.detail);
+    assert!(alert.summary.contains("editor"), "{}", alert.summary);
+    assert_eq!(alert.due_at.map(|t| t.unix_nanos() > 0), Some(true));
+
+    // Its sweep is in the stream, so every reader sees the lease free.
+    let blog = baton_core::WorkflowId::new("blog").expect("id");
+    let book = editor.leases(Some(&blog)).await.expect("leases");
+    assert_eq!(
+        book.iter().count(),
+        0,
+        "the lapsed hold was swept: {book:?}"
+    );
+    // The stuck holder learns it at its next act.
+    assert!(matches!(stuck.renew().await, Err(LeaseError::Lost { .. })));
+
+    // One report per lapsed grant: after the next grant and its own lapse
+    // there are two, never a repeat of the first.
+    let next = editor
+        .acquire_with(
+            "drafts/post.md",
+            Exclusive,
+            LeaseOptions {
+                ttl: Duration::from_secs(1),
+                auto_renew: false,
+                workflow: Some(blog.clone()),
+                ..LeaseOptions::default()
+            },
+        )
+        .await
+        .expect("free again");
+    assert!(next.token() > stuck.token());
+    let token = next.token();
+    next.detach();
+    wait_alert(&rig.js, |a| {
+        a.kind == AlertKind::LeaseExpired && a.epoch == token
+    })
+    .await;
+    let reports: Vec<u64> = all_alerts(&rig.js)
+        .await
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::LeaseExpired)
+        .map(|a| a.epoch)
+        .collect();
+    assert_eq!(reports, vec![stuck.token(), token]);
+    editor.close().await;
 }

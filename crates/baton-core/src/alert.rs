@@ -32,11 +32,12 @@ pub enum AlertKind {
     OrchestratorDown,
     ConsumerStalled,
     DetectorDown,
+    LeaseExpired,
 }
 
 impl AlertKind {
     /// Every kind, in wire order.
-    pub const ALL: [AlertKind; 13] = [
+    pub const ALL: [AlertKind; 14] = [
         AlertKind::HeartbeatMissed,
         AlertKind::HandoffNotAccepted,
         AlertKind::NotStarted,
@@ -50,6 +51,7 @@ impl AlertKind {
         AlertKind::OrchestratorDown,
         AlertKind::ConsumerStalled,
         AlertKind::DetectorDown,
+        AlertKind::LeaseExpired,
     ];
 
     /// The kind in lower snake case, as used in alert subjects.
@@ -68,6 +70,7 @@ impl AlertKind {
             AlertKind::OrchestratorDown => "orchestrator_down",
             AlertKind::ConsumerStalled => "consumer_stalled",
             AlertKind::DetectorDown => "detector_down",
+            AlertKind::LeaseExpired => "lease_expired",
         }
     }
 
@@ -128,7 +131,8 @@ impl AlertKind {
             | AlertKind::NoProgress
             | AlertKind::BlockedTooLong
             | AlertKind::StaleContext
-            | AlertKind::MalformedEvent => Severity::Warning,
+            | AlertKind::MalformedEvent
+            | AlertKind::LeaseExpired => Severity::Warning,
             AlertKind::UnknownTask => Severity::Info,
         }
     }

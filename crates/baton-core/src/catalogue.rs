@@ -8,6 +8,7 @@
 //! - protocol reports: [`violation_alert`] (ownership), [`unknown_task_alert`],
 //!   [`stale_context_alert`], [`malformed_alert`];
 //! - stall conditions: [`stall_alert`] and their [`resolution_summary`];
+//! - artifact leases: [`lease_expired_alert`];
 //! - Baton's own health: [`orchestrator_down_alert`],
 //!   [`consumer_stalled_alert`].
 
@@ -20,6 +21,7 @@ use crate::{
     expect::{Expectation, ExpectationKind, agents_involved},
     fold::{UnknownTaskPolicy, Violation, ViolationReason},
     ids::{AgentId, TaskId, WorkflowId},
+    lease::{Artifact, Hold},
     subjects,
     task::Task,
     time::{Time, human_duration},
@@ -366,6 +368,47 @@ pub fn malformed_alert(m: Malformed<'_>, error: &dyn fmt::Display) -> Alert {
             m.stream, m.seq
         )
     };
+    alert
+}
+
+/// `LEASE_EXPIRED`: `hold`'s holder stopped renewing its lease on
+/// `artifact`, which lapsed at its expiry and is free again. A report: one
+/// per lapsed grant (the id names artifact, holder and token), raised by
+/// the stall detector when the fold drops the hold.
+pub fn lease_expired_alert(artifact: &Artifact, hold: &Hold, observed_at: Time) -> Alert {
+    let expired_at = hold.expires_at();
+    let mut alert = Alert::firing(
+        AlertKind::LeaseExpired,
+        alert_id(
+            AlertKind::LeaseExpired,
+            hold.task.as_ref(),
+            hold.token,
+            &format!("{}:{artifact}:{}", artifact.scope.token(), hold.agent),
+        ),
+        hold.task.clone(),
+        observed_at,
+    );
+    alert.workflow = artifact.scope.workflow().cloned();
+    alert.agents = vec![hold.agent.clone()];
+    alert.epoch = hold.token;
+    alert.expected = format!(
+        "a renewal of the {} lease on {artifact} by {} within {}",
+        hold.mode,
+        hold.agent,
+        human_duration(hold.ttl)
+    );
+    alert.due_at = Some(expired_at);
+    alert.late_by = Some(observed_at.since(expired_at));
+    alert.summary = format!(
+        "Agent {} held the {} lease on {artifact} (token {}) and stopped renewing it; it expired {} ago and is free again. \
+         Check the agent: writes with token {} are refused by fenced stores.",
+        hold.agent,
+        hold.mode,
+        hold.token,
+        human_duration(observed_at.since(expired_at)),
+        hold.token
+    );
+    alert.detail = format!("artifact {artifact} (held since {})", hold.since);
     alert
 }
 

@@ -335,6 +335,11 @@ pub enum LeaseBody {
     HandOver { to: AgentId, ttl: Duration },
     /// An operator takes the lease away from `holder`.
     Revoke { holder: AgentId, reason: String },
+    /// Time has passed: the root's expired holds are dropped at this
+    /// event's stored time (anyone may send it; it never removes a live
+    /// hold). The stall detector sends one when a hold is past its expiry,
+    /// so every reader sees the lease free without waiting for the next act.
+    Sweep,
 }
 
 /// One agent's hold on an artifact.
@@ -699,6 +704,8 @@ pub fn apply(
                 hold,
             });
         }
+        // `expire_root` above did the work.
+        LeaseBody::Sweep => {}
         LeaseBody::Revoke { holder, .. } => {
             if !(operators.is_empty() || operators.contains(agent)) {
                 return refused(LeaseRefusal::NotOperator, effects);
@@ -718,6 +725,132 @@ pub fn apply(
         disposition: LeaseDisposition::Applied,
         effects,
     }
+}
+
+/// What the stall detector does about leases, as data: it folds the leases
+/// stream, reports every hold the fold finds expired (`LEASE_EXPIRED`,
+/// once per lapsed grant), and asks for a [`LeaseBody::Sweep`] when a hold
+/// is past its expiry and no event of its root has come to drop it, so the
+/// lease is seen free by every reader.
+#[derive(Debug, Clone)]
+pub struct LeaseWatch {
+    book: LeaseBook,
+    operators: Vec<AgentId>,
+    sweeper: AgentId,
+    /// Expiries older than this when folded are not reported again: within
+    /// it, a report's deterministic id makes the broker drop a repeat (the
+    /// alerts stream's duplicate window), so a restarted detector replaying
+    /// history pages neither twice nor for what it reported long ago.
+    report_window: Duration,
+    /// Sweeps asked for and not yet seen folded: (artifact, holder, token)
+    /// and when it was asked (asked again after [`SWEEP_AGAIN_AFTER`]).
+    sweeping: BTreeMap<(Artifact, AgentId, u64), Time>,
+}
+
+/// A sweep not seen folded this long after it was asked for is asked for
+/// again (its publish may have failed).
+pub const SWEEP_AGAIN_AFTER: Duration = Duration::from_secs(10);
+
+impl LeaseWatch {
+    /// `sweeper` is the agent id sweeps are sent as; `operators` as in the
+    /// orchestrator's policy.
+    pub fn new(sweeper: AgentId, operators: Vec<AgentId>, report_window: Duration) -> LeaseWatch {
+        LeaseWatch {
+            book: LeaseBook::new(),
+            operators,
+            sweeper,
+            report_window,
+            sweeping: Default::default(),
+        }
+    }
+
+    pub fn book(&self) -> &LeaseBook {
+        &self.book
+    }
+
+    /// Folds one stored event; returns the reports it calls for. `now` is
+    /// the detector's time, for the report window.
+    pub fn handle_event(
+        &mut self,
+        event: &LeaseEvent,
+        meta: LeaseMeta,
+        now: Time,
+    ) -> Vec<crate::alert::Alert> {
+        let outcome = apply(&mut self.book, event, meta, &self.operators);
+        let mut reports = Vec::new();
+        for effect in &outcome.effects {
+            if let LeaseEffect::Expired { artifact, hold } = effect {
+                self.sweeping
+                    .remove(&(artifact.clone(), hold.agent.clone(), hold.token));
+                if hold.expires_at().saturating_add(self.report_window) >= now {
+                    reports.push(crate::catalogue::lease_expired_alert(
+                        artifact,
+                        hold,
+                        meta.stored_at,
+                    ));
+                }
+            }
+        }
+        reports
+    }
+
+    /// The sweeps to send now: one per root with a hold past its expiry at
+    /// `now` (minus nothing: the broker's time of the sweep decides, and a
+    /// sweep of a live hold drops nothing) that is not being swept already.
+    pub fn due_sweeps(&mut self, now: Time) -> Vec<LeaseEvent> {
+        let mut roots = std::collections::BTreeSet::new();
+        let mut sweeps = Vec::new();
+        let expired: Vec<(Artifact, Hold)> = self
+            .book
+            .expired(now)
+            .map(|(a, h)| (a.clone(), h.clone()))
+            .collect();
+        for (artifact, hold) in expired {
+            let key = (artifact.clone(), hold.agent.clone(), hold.token);
+            if self
+                .sweeping
+                .get(&key)
+                .is_some_and(|asked| asked.saturating_add(SWEEP_AGAIN_AFTER) > now)
+            {
+                continue;
+            }
+            self.sweeping.insert(key, now);
+            if !roots.insert(artifact.root()) {
+                continue;
+            }
+            sweeps.push(LeaseEvent {
+                // Deterministic and short: a retry, or another detector
+                // instance sweeping the same hold, is stored once.
+                event_id: format!(
+                    "sweep.t{}.{:016x}",
+                    hold.token,
+                    fnv1a(&[
+                        artifact.scope.token(),
+                        artifact.name.as_str(),
+                        hold.agent.as_str()
+                    ])
+                ),
+                agent: self.sweeper.clone(),
+                artifact,
+                token: 0,
+                occurred_at: Some(now),
+                body: LeaseBody::Sweep,
+            });
+        }
+        sweeps
+    }
+}
+
+/// FNV-1a over the parts, each followed by a NUL: a stable short digest.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.as_bytes().iter().chain(&[0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// The rule a store applies to fenced writes: refuse a write whose token is

@@ -750,6 +750,7 @@ impl From<AlertKind> for pb::AlertKind {
             AlertKind::OrchestratorDown => pb::AlertKind::OrchestratorDown,
             AlertKind::ConsumerStalled => pb::AlertKind::ConsumerStalled,
             AlertKind::DetectorDown => pb::AlertKind::DetectorDown,
+            AlertKind::LeaseExpired => pb::AlertKind::LeaseExpired,
         }
     }
 }

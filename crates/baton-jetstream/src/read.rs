@@ -119,6 +119,52 @@ async fn for_each(
     Ok(count)
 }
 
+/// Follows `filter` in `stream` live: every stored message in order, then
+/// each new one as it is stored. An ordered consumer (the client re-creates
+/// it from the last sequence seen after a gap or a lost connection), so a
+/// follower never skips or repeats a message; it holds no server state
+/// beyond its inactivity threshold when the follower goes away.
+pub async fn follow(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Result<impl futures::Stream<Item = Result<Stored, ReadError>> + Send + Unpin + use<>, ReadError>
+{
+    let err = {
+        let (stream, filter) = (stream.to_string(), filter.to_string());
+        move |message: String| ReadError {
+            stream: stream.clone(),
+            filter: filter.clone(),
+            message,
+        }
+    };
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let consumer = s
+        .create_consumer(OrderedConfig {
+            name: Some(format!("baton-read-{}", nuid::next())),
+            filter_subject: filter.to_string(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+    Ok(messages.map(move |next| {
+        let msg = next.map_err(|e| err(e.to_string()))?;
+        let info = msg.info().map_err(|e| err(e.to_string()))?;
+        Ok(Stored {
+            seq: info.stream_sequence,
+            stored_at: time_of(info.published),
+            subject: msg.subject.to_string(),
+            payload: msg.payload.clone(),
+            headers: msg.headers.clone(),
+        })
+    }))
+}
+
 /// Reads every message on `filter` in `stream` from sequence `from`
 /// (inclusive; 0 or 1 = the beginning), up to `limit` messages, in order.
 pub async fn read_subject(

@@ -23,6 +23,11 @@
 //!   leadership lease and its writes are fenced
 //!   ([`baton_service::leader`], decision 8). A standby takes over when the
 //!   active one dies, stops, or stops making progress.
+//! - **Artifact leases.** It follows `BATON_ARTIFACTS` with the same lease
+//!   fold as every reader ([`baton_core::lease::LeaseWatch`]): when a hold
+//!   is past its expiry it sends a sweep, so every reader sees the lease
+//!   free, and it reports each hold the fold drops as expired
+//!   (`LEASE_EXPIRED`, once per lapsed grant).
 //! - [`backtest`] replays recorded history on virtual time with other rules.
 
 pub mod backtest;
@@ -39,10 +44,11 @@ use async_nats::{
 };
 use baton_core::{
     Alert, AlertState, Policy, Task, TaskId, Time,
+    lease::LeaseMeta,
     rules::Rules,
     stall::{Detector, ENDED_SNAPSHOT, Silence},
     subjects,
-    wire::read_event,
+    wire::{read_event, read_lease_event},
 };
 use baton_jetstream::{NatsOptions, Topology, leadership::FenceTarget, read};
 use baton_proto::{prost::Message, v1 as pb};
@@ -331,6 +337,16 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
             config.policy.clone()
         }
     };
+    let leases = baton_core::lease::LeaseWatch::new(
+        baton_core::AgentId::new(LEASE_SWEEPER).map_err(setup)?,
+        policy.operators.clone(),
+        config.topology.alert_duplicate_window,
+    );
+    let lease_events: LeaseEvents = std::sync::Mutex::new(Box::pin(
+        read::follow(&js, subjects::ARTIFACTS_STREAM, subjects::ARTIFACTS_ALL)
+            .await
+            .map_err(setup)?,
+    ));
     let mut det = Detector::new(config.rules.clone(), policy);
     // The outages this process saw, standing by or in earlier terms: a
     // takeover caused by the broker's troubles does not blame agents.
@@ -444,6 +460,8 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         js,
         det,
         watch,
+        leases,
+        lease_events,
         config: config.clone(),
         checkpoint,
         metrics: shared.metrics.clone(),
@@ -465,6 +483,15 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
     })
 }
 
+/// The agent id the detector sends lease sweeps as.
+pub const LEASE_SWEEPER: &str = "stall-detector";
+
+/// In a mutex only to be `Sync` (the service is shared by reference across
+/// awaits); the loop reaches it through `get_mut`, never locking.
+type LeaseEvents = std::sync::Mutex<
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<read::Stored, read::ReadError>> + Send>>,
+>;
+
 /// Runs until shutdown.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), DetectorError> {
     start(config, shutdown).await?.wait().await
@@ -478,6 +505,9 @@ struct Service {
     snapshot_writer: Arc<tokio::sync::Mutex<SoleWriter>>,
     det: Detector,
     watch: SystemWatch,
+    /// The lease fold, fed by `lease_events` (all of `BATON_ARTIFACTS`).
+    leases: baton_core::lease::LeaseWatch,
+    lease_events: LeaseEvents,
     config: Config,
     checkpoint: Checkpoint,
     metrics: Metrics,
@@ -510,6 +540,7 @@ impl Service {
     ) -> Result<(), DetectorError> {
         let mut silences: HashMap<String, Silence> = HashMap::new();
         let (mut silences_ended, mut liveness_ended) = (false, false);
+        let mut leases_ended = false;
         let mut in_flight: Option<tokio::task::JoinHandle<SnapshotWrite>> = None;
         // False once alerts or a snapshot could not be stored: the
         // checkpoint must then stay where it is, so that a restart re-reads
@@ -659,6 +690,23 @@ impl Service {
                         alerts.extend(self.det.handle_timeout(now));
                     }
                 }
+                next = self.lease_events.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).next(), if !leases_ended => {
+                    match next {
+                        Some(Ok(stored)) => {
+                            // The one read path: a forged or malformed lease
+                            // event is no part of any reader's history.
+                            if let Ok(event) = read_lease_event(&stored.subject, &stored.payload) {
+                                let meta = LeaseMeta { seq: stored.seq, stored_at: stored.stored_at };
+                                alerts.extend(self.leases.handle_event(&event, meta, self.config.clock.now()));
+                            }
+                        }
+                        Some(Err(e)) => tracing::warn!(error = %e, "reading the leases stream"),
+                        None => {
+                            leases_ended = true;
+                            self.health.set_condition("leases", Some("the follower of BATON_ARTIFACTS ended; restart the detector".into()));
+                        }
+                    }
+                }
                 entry = liveness_watch.next(), if !liveness_ended => {
                     if entry.is_none() {
                         // The orchestrator's liveness would no longer be seen.
@@ -688,6 +736,7 @@ impl Service {
                     let now = self.config.clock.now();
                     alerts.extend(self.watch.check_orchestrator(now));
                     self.update_gauges();
+                    self.sweep_leases();
                 }
                 _ = consumer_tick.tick() => {
                     let now = self.config.clock.now();
@@ -789,6 +838,31 @@ impl Service {
             delivered_seq: info.delivered.stream_sequence,
             ack_floor: info.ack_floor.stream_sequence,
         })
+    }
+
+    /// Sends a sweep for every lease past its expiry, in the background:
+    /// the broker's time of the sweep decides (a sweep drops no live hold),
+    /// and its deterministic id makes a repeat, or another instance's
+    /// sweep, a duplicate. A sweep that was not stored is asked for again.
+    fn sweep_leases(&mut self) {
+        for sweep in self.leases.due_sweeps(self.now()) {
+            let js = self.js.clone();
+            tokio::spawn(async move {
+                let subject = subjects::lease(&sweep.artifact, &sweep.agent);
+                let sent = baton_jetstream::publish_durable(
+                    &js,
+                    &subject,
+                    sweep.encode().into(),
+                    &sweep.event_id,
+                    None,
+                    baton_jetstream::Retry::default(),
+                )
+                .await;
+                if let Err(e) = sent {
+                    tracing::warn!(artifact = %sweep.artifact, error = %e, "lease sweep not stored; asking again");
+                }
+            });
+        }
     }
 
     /// Publishes alerts and waits until stored; false on shutdown.

@@ -126,6 +126,7 @@ impl TryFrom<pb::LeaseEvent> for LeaseEvent {
                 holder: id("revoked.holder", r.holder.parse())?,
                 reason: bounded("revoked.reason", r.reason, limits::REASON)?,
             },
+            Some(B::Swept(_)) => LeaseBody::Sweep,
             None => return Err(WireError::field("body", "required")),
         };
         Ok(LeaseEvent {
@@ -160,6 +161,7 @@ impl From<&LeaseEvent> for pb::LeaseEvent {
                 holder: holder.to_string(),
                 reason: reason.clone(),
             }),
+            LeaseBody::Sweep => B::Swept(pb::LeaseSwept {}),
         };
         pb::LeaseEvent {
             event_id: e.event_id.clone(),

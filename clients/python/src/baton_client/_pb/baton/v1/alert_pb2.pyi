@@ -28,6 +28,7 @@ class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_KIND_ORCHESTRATOR_DOWN: _ClassVar[AlertKind]
     ALERT_KIND_CONSUMER_STALLED: _ClassVar[AlertKind]
     ALERT_KIND_DETECTOR_DOWN: _ClassVar[AlertKind]
+    ALERT_KIND_LEASE_EXPIRED: _ClassVar[AlertKind]
 
 class AlertState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +56,7 @@ ALERT_KIND_UNKNOWN_TASK: AlertKind
 ALERT_KIND_ORCHESTRATOR_DOWN: AlertKind
 ALERT_KIND_CONSUMER_STALLED: AlertKind
 ALERT_KIND_DETECTOR_DOWN: AlertKind
+ALERT_KIND_LEASE_EXPIRED: AlertKind
 ALERT_STATE_UNSPECIFIED: AlertState
 ALERT_STATE_FIRING: AlertState
 ALERT_STATE_RESOLVED: AlertState

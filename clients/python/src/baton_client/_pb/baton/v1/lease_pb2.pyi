@@ -20,7 +20,7 @@ LEASE_MODE_EXCLUSIVE: LeaseMode
 LEASE_MODE_SHARED: LeaseMode
 
 class LeaseEvent(_message.Message):
-    __slots__ = ("event_id", "agent_id", "workflow_id", "artifact", "token", "occurred_at", "acquired", "renewed", "released", "handed_over", "revoked")
+    __slots__ = ("event_id", "agent_id", "workflow_id", "artifact", "token", "occurred_at", "acquired", "renewed", "released", "handed_over", "revoked", "swept")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class LeaseEvent(_message.Message):
     RELEASED_FIELD_NUMBER: _ClassVar[int]
     HANDED_OVER_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    SWEPT_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     agent_id: str
     workflow_id: str
@@ -43,7 +44,8 @@ class LeaseEvent(_message.Message):
     released: LeaseReleased
     handed_over: LeaseHandedOver
     revoked: LeaseRevoked
-    def __init__(self, event_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., artifact: _Optional[str] = ..., token: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acquired: _Optional[_Union[LeaseAcquired, _Mapping]] = ..., renewed: _Optional[_Union[LeaseRenewed, _Mapping]] = ..., released: _Optional[_Union[LeaseReleased, _Mapping]] = ..., handed_over: _Optional[_Union[LeaseHandedOver, _Mapping]] = ..., revoked: _Optional[_Union[LeaseRevoked, _Mapping]] = ...) -> None: ...
+    swept: LeaseSwept
+    def __init__(self, event_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., artifact: _Optional[str] = ..., token: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acquired: _Optional[_Union[LeaseAcquired, _Mapping]] = ..., renewed: _Optional[_Union[LeaseRenewed, _Mapping]] = ..., released: _Optional[_Union[LeaseReleased, _Mapping]] = ..., handed_over: _Optional[_Union[LeaseHandedOver, _Mapping]] = ..., revoked: _Optional[_Union[LeaseRevoked, _Mapping]] = ..., swept: _Optional[_Union[LeaseSwept, _Mapping]] = ...) -> None: ...
 
 class LeaseAcquired(_message.Message):
     __slots__ = ("mode", "ttl", "task_id")
@@ -72,6 +74,10 @@ class LeaseHandedOver(_message.Message):
     to_agent: str
     ttl: _duration_pb2.Duration
     def __init__(self, to_agent: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class LeaseSwept(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class LeaseRevoked(_message.Message):
     __slots__ = ("holder", "reason")

@@ -467,6 +467,8 @@ fn dev_demo_catches_all_four_and_stops_cleanly() {
         "RESOLVED HANDOFF_NOT_ACCEPTED",
         "CAUGHT STALE_CONTEXT",
         "CAUGHT OWNERSHIP_VIOLATION",
+        "CAUGHT LEASE HELD",
+        "CAUGHT LEASE_EXPIRED",
     ] {
         assert!(all.contains(catch), "missing {catch}:\n{all}");
     }

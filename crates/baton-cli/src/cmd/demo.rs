@@ -9,14 +9,20 @@
 //!    (silent completion);
 //! 3. the publisher works from a decision record that changed under it:
 //!    `STALE_CONTEXT` fires (context divergence);
-//! 4. a non-owner tries to publish the draft: `OWNERSHIP_VIOLATION`.
+//! 4. a non-owner tries to publish the draft: `OWNERSHIP_VIOLATION`;
+//! 5. the article's own example, with artifact leases: the publisher cannot
+//!    take the draft file while the editor holds it, readers share it once
+//!    the editor lets go, and a stuck editor's lease is reported
+//!    (`LEASE_EXPIRED`) and freed.
 //!
 //! Windows are short so the whole demo takes well under a minute.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use baton_agent::{Agent, AgentOptions, ClaimError, NewTask};
+use baton_agent::{
+    Agent, AgentOptions, ClaimError, LeaseError, LeaseOptions, NewTask, core::lease::LeaseMode,
+};
 use baton_core::{
     AgentId, Alert, AlertKind, AlertState, Event, EventBody, StageName, TaskId, WorkflowId,
     subjects,
@@ -286,6 +292,112 @@ pub async fn run(options: &NatsOptions) -> anyhow::Result<()> {
         "4",
         "the refused event changed nothing: the reviewer still owns the draft.",
     );
+
+    // 5. Shared artifacts: the draft file itself has one writer.
+    println!();
+    let file = "drafts/launch.md";
+    let scoped = |ttl: Duration, auto_renew: bool| LeaseOptions {
+        workflow: Some(blog.clone()),
+        ttl,
+        task: Some(draft.clone()),
+        auto_renew,
+    };
+    let editing = reviewer
+        .acquire_with(
+            file,
+            LeaseMode::Exclusive,
+            scoped(Duration::from_secs(15), true),
+        )
+        .await?;
+    say(
+        "5",
+        &format!(
+            "the reviewer, now editing, holds the exclusive lease on {file} (token {}); the publisher tries to take the file mid-revision ...",
+            editing.token()
+        ),
+    );
+    match publisher
+        .acquire_with(
+            file,
+            LeaseMode::Exclusive,
+            scoped(Duration::from_secs(15), true),
+        )
+        .await
+    {
+        Err(e @ LeaseError::Held { .. }) => {
+            println!(
+                "           {}: {e}",
+                paint("CAUGHT LEASE HELD", Color::Green)
+            );
+        }
+        Ok(_) => anyhow::bail!("the publisher got the file while the editor held it"),
+        Err(e) => return Err(e.into()),
+    }
+    let researcher_try = writer_a
+        .acquire_with(
+            file,
+            LeaseMode::Shared,
+            scoped(Duration::from_secs(15), true),
+        )
+        .await;
+    if researcher_try.is_ok() {
+        anyhow::bail!("a reader got the file while the editor held it");
+    }
+    editing.release("revision done").await?;
+    let reader_1 = writer_a
+        .acquire_with(
+            file,
+            LeaseMode::Shared,
+            scoped(Duration::from_secs(15), true),
+        )
+        .await?;
+    let reader_2 = publisher
+        .acquire_with(
+            file,
+            LeaseMode::Shared,
+            scoped(Duration::from_secs(15), true),
+        )
+        .await?;
+    say(
+        "5",
+        "the reviewer released it; now writer-a (researching) and the publisher read it together (shared leases).",
+    );
+    reader_1.release("read").await?;
+    reader_2.release("read").await?;
+    let stuck = writer_b
+        .acquire_with(
+            file,
+            LeaseMode::Exclusive,
+            scoped(Duration::from_secs(2), false),
+        )
+        .await?;
+    say(
+        "5",
+        &format!(
+            "writer-b takes the file for another pass (token {}) and hangs without renewing its 2s lease ...",
+            stuck.token()
+        ),
+    );
+    let a = expect(&mut rx, AlertKind::LeaseExpired, AlertState::Firing, &draft).await?;
+    caught(AlertKind::LeaseExpired, &a);
+    let freed = publisher
+        .acquire_with(
+            file,
+            LeaseMode::Exclusive,
+            scoped(Duration::from_secs(15), true),
+        )
+        .await?;
+    say(
+        "5",
+        &format!(
+            "the file is free again: the publisher holds it with token {}; writer-b's late writes (token {}) are refused by fenced stores.",
+            freed.token(),
+            stuck.token()
+        ),
+    );
+    freed.release("published").await?;
+    stuck.detach();
+
     review
         .complete("s3://reviewed/launch.md", "reviewed")
         .await
@@ -300,7 +412,7 @@ pub async fn run(options: &NatsOptions) -> anyhow::Result<()> {
     println!(
         "{}",
         paint(
-            "Demo complete: all four caught: the claim race (prevented), HANDOFF_NOT_ACCEPTED (then resolved), STALE_CONTEXT, OWNERSHIP_VIOLATION.",
+            "Demo complete: all five caught: the claim race (prevented), HANDOFF_NOT_ACCEPTED (then resolved), STALE_CONTEXT, OWNERSHIP_VIOLATION, and on the draft file a lease held (prevented) and LEASE_EXPIRED (freed).",
             Color::Green
         )
     );

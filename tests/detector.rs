@@ -167,6 +167,7 @@ fn created(
             title: String::new(),
             assignee: assignee.map(agent),
             windows,
+            artifacts: Vec::new(),
         }),
     )
 }

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use baton_agent::{
-    Agent, AgentOptions, Lease, LeaseError, LeaseOptions,
+    Agent, AgentOptions, ClaimError, Lease, LeaseError, LeaseOptions, NewTask,
     core::lease::{ArtifactName, LeaseMode},
     fence::{FencedDir, FencedWriteError},
 };
@@ -456,4 +456,113 @@ async fn a_stuck_holder_is_reported_once_and_its_lease_is_seen_free_without_anot
         .collect();
     assert_eq!(reports, vec![stuck.token(), token]);
     editor.close().await;
+}
+
+#[tokio::test]
+async fn a_task_claimed_with_declared_artifacts_leases_them_all_or_none_and_its_end_frees_them() {
+    let rig = rig().await;
+    let planner = connect(&rig, "planner").await;
+    let editor = connect(&rig, "editor").await;
+    let publisher = connect(&rig, "publisher").await;
+    let designer = connect(&rig, "designer").await;
+    let blog = baton_core::WorkflowId::new("blog").expect("id");
+    let create = |id: &str, files: &[&str]| {
+        let mut t = NewTask::new(id, "blog").expect("ids");
+        for f in files {
+            t = t.artifact(f).expect("name");
+        }
+        t
+    };
+    planner
+        .create_task(create("revise", &["drafts/post.md", "assets/logo.png"]))
+        .await
+        .expect("create");
+    planner
+        .create_task(create("publish", &["drafts/post.md"]))
+        .await
+        .expect("create");
+    let holds = |book: &baton_core::lease::LeaseBook| -> Vec<(String, String)> {
+        book.iter()
+            .flat_map(|(a, hs)| {
+                hs.iter()
+                    .map(move |h| (a.name.to_string(), h.agent.to_string()))
+            })
+            .collect()
+    };
+
+    // A designer holds the whole drafts folder: the editor's claim takes
+    // nothing, neither the task nor the logo it leased first (artifacts are
+    // taken in name order, and given back on the first refusal).
+    let drafts = designer
+        .acquire_with(
+            "drafts/",
+            Exclusive,
+            LeaseOptions {
+                workflow: Some(blog.clone()),
+                ..LeaseOptions::default()
+            },
+        )
+        .await
+        .expect("designer");
+    match editor.claim(&task("revise")).await {
+        Err(ClaimError::ArtifactHeld {
+            source: LeaseError::Held {
+                holder, artifact, ..
+            },
+            ..
+        }) => assert_eq!(
+            (holder.as_str(), artifact.as_str()),
+            ("designer", "blog:drafts")
+        ),
+        other => panic!("expected ArtifactHeld, got {other:?}"),
+    }
+    assert_eq!(
+        holds(&editor.leases(Some(&blog)).await.expect("leases")),
+        vec![("drafts".to_string(), "designer".to_string())],
+        "no partial leases"
+    );
+    assert_eq!(
+        stored_task(&rig.js, "revise").await.and_then(|t| t.owner),
+        None
+    );
+
+    // Freed: the claim takes the task and both files.
+    drafts.release("done").await.expect("release");
+    let revising = editor.claim(&task("revise")).await.expect("claim");
+    let mut leased: Vec<String> = revising
+        .leases()
+        .iter()
+        .map(|l| l.artifact().name.to_string())
+        .collect();
+    leased.sort();
+    assert_eq!(leased, vec!["assets/logo.png", "drafts/post.md"]);
+    // The publisher's task needs the draft the editor is revising.
+    match publisher.claim(&task("publish")).await {
+        Err(ClaimError::ArtifactHeld {
+            source: LeaseError::Held { holder, .. },
+            ..
+        }) => assert_eq!(holder.as_str(), "editor"),
+        other => panic!("expected ArtifactHeld, got {other:?}"),
+    }
+    assert_eq!(
+        stored_task(&rig.js, "publish").await.and_then(|t| t.owner),
+        None
+    );
+
+    // Completing the task frees its artifacts for the publisher.
+    revising
+        .complete("drafts/post.md", "revised")
+        .await
+        .expect("complete");
+    assert!(holds(&editor.leases(Some(&blog)).await.expect("leases")).is_empty());
+    let publishing = publisher.claim(&task("publish")).await.expect("claim");
+    assert_eq!(publishing.leases().len(), 1);
+    assert!(publishing.leases()[0].token() > 1);
+    publishing
+        .complete("https://blog", "published")
+        .await
+        .expect("complete");
+    for a in [&planner, &editor, &publisher, &designer] {
+        a.close().await;
+    }
 }

@@ -143,6 +143,7 @@ fn body(input: &mut Input<'_>) -> EventBody {
                 heartbeat_within: input.window(),
                 progress_within: input.window(),
             },
+            artifacts: Vec::new(),
         }),
         1 => EventBody::Claimed {
             heartbeat_within: input.window(),

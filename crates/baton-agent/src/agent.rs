@@ -71,6 +71,9 @@ pub struct NewTask {
     /// Only this agent may claim it.
     pub assignee: Option<AgentId>,
     pub windows: TaskWindows,
+    /// Artifacts the task will write (in the workflow's scope): claiming
+    /// or accepting it takes an exclusive lease on each, all or none.
+    pub artifacts: Vec<baton_core::lease::ArtifactName>,
 }
 
 impl NewTask {
@@ -83,7 +86,16 @@ impl NewTask {
             title: String::new(),
             assignee: None,
             windows: TaskWindows::default(),
+            artifacts: Vec::new(),
         })
+    }
+
+    /// Declares an artifact the task will write (see
+    /// [`NewTask::artifacts`]).
+    pub fn artifact(mut self, name: &str) -> Result<NewTask, baton_core::lease::ArtifactNameError> {
+        self.artifacts
+            .push(baton_core::lease::ArtifactName::new(name)?);
+        Ok(self)
     }
 
     pub fn stage(mut self, stage: &str) -> Result<NewTask, baton_core::IdError> {
@@ -236,6 +248,7 @@ impl Agent {
                 title: new.title,
                 assignee: new.assignee,
                 windows: new.windows,
+                artifacts: new.artifacts,
             }),
         );
         let task = event.task.clone();
@@ -264,6 +277,27 @@ impl Agent {
         &self,
         task: &TaskId,
         lease: Duration,
+    ) -> Result<Ownership, ClaimError> {
+        // The task's declared artifacts, leased before the claim is sent
+        // (all or none) and released if the claim is not stored.
+        let mut leases: Option<Vec<crate::Lease>> = None;
+        let result = self.claim_leasing(task, lease, &mut leases).await;
+        match result {
+            Ok(owned) => Ok(owned.with_leases(leases.unwrap_or_default())),
+            Err(e) => {
+                if let Some(taken) = leases {
+                    crate::lease::release_all(taken, "the task was not claimed").await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn claim_leasing(
+        &self,
+        task: &TaskId,
+        lease: Duration,
+        leases: &mut Option<Vec<crate::Lease>>,
     ) -> Result<Ownership, ClaimError> {
         for _ in 0..8 {
             let (state, last_seq) = self.current(task).await?;
@@ -296,6 +330,19 @@ impl Agent {
                     assignee: assignee.clone(),
                 });
             }
+            if leases.is_none() {
+                let taken = self
+                    .acquire_for_task(task, &state.workflow, state.artifacts(), lease)
+                    .await
+                    .map_err(|source| match source {
+                        crate::LeaseError::Broker(e) => ClaimError::Broker(e),
+                        source => ClaimError::ArtifactHeld {
+                            task: task.clone(),
+                            source,
+                        },
+                    })?;
+                *leases = Some(taken);
+            }
             let event = self.event(
                 task,
                 &state.workflow,
@@ -325,10 +372,26 @@ impl Agent {
     }
 
     /// Takes over ownership this agent already holds (e.g. after its
-    /// process restarted). Heartbeats resume from now.
+    /// process restarted). Heartbeats resume from now, and so do the
+    /// renewals of the leases on the task's declared artifacts that this
+    /// agent still holds (one that lapsed meanwhile is not taken again:
+    /// acquire it, and check the store's token).
     pub async fn resume(&self, task: &TaskId) -> Result<Ownership, ClaimError> {
         let (state, last_seq) = self.held(task).await?;
         let lease = state.lease.unwrap_or(self.inner.lease);
+        let mut leases = Vec::new();
+        for name in state.artifacts() {
+            match self
+                .resume_lease(name.as_str(), Some(&state.workflow))
+                .await
+            {
+                Ok(held) => leases.push(held),
+                Err(crate::LeaseError::Broker(e)) => return Err(ClaimError::Broker(e)),
+                Err(e) => {
+                    tracing::warn!(%task, artifact = %name, error = %e, "a declared artifact's lease is not held")
+                }
+            }
+        }
         Ok(Ownership::start(
             self.clone(),
             task.clone(),
@@ -336,7 +399,8 @@ impl Agent {
             state.epoch,
             last_seq,
             lease,
-        ))
+        )
+        .with_leases(leases))
     }
 
     /// Like [`resume`](Self::resume), but the handle sends no heartbeats and
@@ -425,6 +489,23 @@ impl Agent {
     /// Accepts the handoff offered to this agent (or to a stage): the agent
     /// becomes the owner at the next epoch.
     pub async fn accept_handoff(&self, task: &TaskId) -> Result<Ownership, HandoffError> {
+        let mut leases: Option<Vec<crate::Lease>> = None;
+        match self.accept_leasing(task, &mut leases).await {
+            Ok(owned) => Ok(owned.with_leases(leases.unwrap_or_default())),
+            Err(e) => {
+                if let Some(taken) = leases {
+                    crate::lease::release_all(taken, "the handoff was not accepted").await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn accept_leasing(
+        &self,
+        task: &TaskId,
+        leases: &mut Option<Vec<crate::Lease>>,
+    ) -> Result<Ownership, HandoffError> {
         for _ in 0..8 {
             let (state, last_seq) = self.current(task).await?;
             let state = self.check_offer(task, state)?;
@@ -438,6 +519,21 @@ impl Agent {
             // The new owner commits to its lease, as a claim does, so the
             // detector expects heartbeats at the pace the SDK sends them.
             let lease = self.inner.lease;
+            if leases.is_none() {
+                // Handed over with the offer, or free: taken again under
+                // a new token (all or none).
+                let taken = self
+                    .acquire_for_task(task, &state.workflow, state.artifacts(), lease)
+                    .await
+                    .map_err(|source| match source {
+                        crate::LeaseError::Broker(e) => HandoffError::Broker(e),
+                        source => HandoffError::ArtifactHeld {
+                            task: task.clone(),
+                            source,
+                        },
+                    })?;
+                *leases = Some(taken);
+            }
             let event = self.event(
                 task,
                 &state.workflow,

@@ -82,6 +82,14 @@ pub enum ClaimError {
     Ended { task: TaskId, status: TaskStatus },
     #[error("task {task} is assigned to {assignee}")]
     NotAssignee { task: TaskId, assignee: AgentId },
+    /// An artifact the task declares is leased by another agent: nothing
+    /// was taken (no task, no lease).
+    #[error("task {task} not claimed: {source}")]
+    ArtifactHeld {
+        task: TaskId,
+        #[source]
+        source: crate::lease::LeaseError,
+    },
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }
@@ -106,6 +114,14 @@ pub enum HandoffError {
     Taken { task: TaskId, owner: AgentId },
     #[error("task {task} is {status}")]
     Ended { task: TaskId, status: TaskStatus },
+    /// An artifact the task declares is leased by another agent: nothing
+    /// was taken (no task, no lease).
+    #[error("handoff of task {task} not accepted: {source}")]
+    ArtifactHeld {
+        task: TaskId,
+        #[source]
+        source: crate::lease::LeaseError,
+    },
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }

@@ -258,6 +258,41 @@ impl Agent {
         ))))
     }
 
+    /// Takes an exclusive lease on each of a task's declared artifacts, in
+    /// name order, all or none: on the first refusal the ones taken are
+    /// released and the refusal returned.
+    pub(crate) async fn acquire_for_task(
+        &self,
+        task: &baton_core::TaskId,
+        workflow: &WorkflowId,
+        names: &[ArtifactName],
+        ttl: Duration,
+    ) -> Result<Vec<Lease>, LeaseError> {
+        let mut names: Vec<&ArtifactName> = names.iter().collect();
+        names.sort();
+        names.dedup();
+        let mut taken = Vec::with_capacity(names.len());
+        for name in names {
+            let options = LeaseOptions {
+                workflow: Some(workflow.clone()),
+                ttl,
+                task: Some(task.clone()),
+                auto_renew: true,
+            };
+            match self
+                .acquire_with(name.as_str(), LeaseMode::Exclusive, options)
+                .await
+            {
+                Ok(lease) => taken.push(lease),
+                Err(e) => {
+                    release_all(taken, "the task's other artifacts are held").await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(taken)
+    }
+
     /// Takes up a lease this agent already holds: one handed to it, or its
     /// own from before a restart (while it has not expired).
     pub async fn resume_lease(
@@ -407,6 +442,27 @@ impl Agent {
                     .map(|(seq, outcome)| Judged { seq, outcome }))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Releases every lease (a failure is logged: the lease lapses at its ttl).
+pub(crate) async fn release_all(leases: Vec<Lease>, reason: &str) {
+    for lease in leases {
+        let artifact = lease.artifact().to_string();
+        if let Err(e) = lease.release(reason).await {
+            tracing::warn!(%artifact, error = %e, "could not release a lease; it lapses at its ttl");
+        }
+    }
+}
+
+/// Hands every lease to `to` for `ttl`; a lease that cannot be handed over
+/// is released.
+pub(crate) async fn hand_over_all(leases: Vec<Lease>, to: &AgentId, ttl: Duration) {
+    for lease in leases {
+        let artifact = lease.artifact().to_string();
+        if let Err(e) = lease.hand_over(to, ttl).await {
+            tracing::warn!(%artifact, error = %e, "could not hand a lease over; it lapses at its ttl");
         }
     }
 }

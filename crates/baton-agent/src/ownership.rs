@@ -118,6 +118,10 @@ pub struct Ownership {
     heartbeats: Option<tokio::task::JoinHandle<()>>,
     /// Set once a final act succeeded: nothing to release on drop.
     done: bool,
+    /// Leases on the task's declared artifacts, taken with the claim or
+    /// acceptance; they go with the task (released at its end, handed to
+    /// the recipient of an agent offer) and are released if it is dropped.
+    leases: Vec<crate::Lease>,
 }
 
 impl std::fmt::Debug for Ownership {
@@ -215,7 +219,20 @@ impl Ownership {
             shared,
             heartbeats,
             done: detached,
+            leases: Vec::new(),
         }
+    }
+
+    /// Gives the handle the leases taken for its task.
+    pub(crate) fn with_leases(mut self, leases: Vec<crate::Lease>) -> Ownership {
+        self.leases = leases;
+        self
+    }
+
+    /// The leases on the task's declared artifacts that this handle holds;
+    /// writes to them carry [`Lease::token`](crate::Lease::token).
+    pub fn leases(&self) -> &[crate::Lease] {
+        &self.leases
     }
 
     pub fn task(&self) -> &TaskId {
@@ -253,6 +270,9 @@ impl Ownership {
     pub fn detach(mut self) {
         self.stop_heartbeats();
         self.done = true;
+        for lease in std::mem::take(&mut self.leases) {
+            lease.detach();
+        }
     }
 
     /// Reports liveness; `progress` = output advanced since the last one.
@@ -361,10 +381,25 @@ impl Ownership {
     /// A final act: on success the handle is spent; on a broker failure it
     /// is handed back.
     async fn finish(mut self, body: EventBody) -> Result<u64, ActError> {
-        match self.shared.act(body).await {
+        match self.shared.act(body.clone()).await {
             Ok(seq) => {
                 self.done = true;
                 self.stop_heartbeats();
+                // The artifacts go with the task.
+                let leases = std::mem::take(&mut self.leases);
+                match body {
+                    EventBody::HandoffOffered {
+                        to: HandoffTarget::Agent(to),
+                        accept_within,
+                        ..
+                    } => {
+                        let ttl = accept_within
+                            .unwrap_or(self.shared.lease)
+                            .max(self.shared.lease);
+                        crate::lease::hand_over_all(leases, &to, ttl).await;
+                    }
+                    _ => crate::lease::release_all(leases, "the task was handed on or ended").await,
+                }
                 Ok(seq)
             }
             Err(error @ OwnershipError::Broker(_)) => Err(ActError {

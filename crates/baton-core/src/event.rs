@@ -108,6 +108,9 @@ pub struct TaskCreated {
     /// Only this agent may claim the task.
     pub assignee: Option<AgentId>,
     pub windows: TaskWindows,
+    /// Artifacts the task will write, in its workflow's scope: claiming
+    /// it (through an SDK) takes an exclusive lease on each.
+    pub artifacts: Vec<crate::lease::ArtifactName>,
 }
 
 /// Windows an event states for its task; unset ones come from the rules.

@@ -258,6 +258,7 @@ fn created(event: &Event, meta: EventMeta) -> Task {
         title: c.title.clone(),
         assignee: c.assignee.clone(),
         windows: c.windows,
+        artifacts: c.artifacts.clone(),
         ..TaskDetails::default()
     };
     if details != TaskDetails::default() {

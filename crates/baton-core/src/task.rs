@@ -127,6 +127,8 @@ pub struct TaskDetails {
     pub assignee: Option<AgentId>,
     /// Windows the task's creation stated.
     pub windows: TaskWindows,
+    /// Artifacts its creation declared.
+    pub artifacts: Vec<crate::lease::ArtifactName>,
     pub output_location: String,
     pub blocked_reason: String,
     /// Why the task ended.
@@ -181,6 +183,11 @@ pub struct Task {
 }
 
 impl Task {
+    /// The artifacts the task's creation declared.
+    pub fn artifacts(&self) -> &[crate::lease::ArtifactName] {
+        self.details.as_deref().map_or(&[], |d| &d.artifacts)
+    }
+
     pub fn title(&self) -> &str {
         self.details.as_deref().map_or("", |d| &d.title)
     }

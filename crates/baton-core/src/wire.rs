@@ -58,6 +58,34 @@ pub mod limits {
     pub const CONTEXT_PAYLOAD: usize = DECISION_BODY + DECISION_SUMMARY + 1024;
 }
 
+/// Most artifacts a task may declare.
+pub const MAX_TASK_ARTIFACTS: usize = 16;
+
+/// A task's declared artifacts: valid names in normal form, at most
+/// [`MAX_TASK_ARTIFACTS`].
+fn artifacts_from_wire(
+    field: &str,
+    names: &[String],
+) -> Result<Vec<crate::lease::ArtifactName>, WireError> {
+    if names.len() > MAX_TASK_ARTIFACTS {
+        return Err(WireError::field(
+            field,
+            format!("{} artifacts, at most {MAX_TASK_ARTIFACTS}", names.len()),
+        ));
+    }
+    names
+        .iter()
+        .map(|n| match crate::lease::ArtifactName::new(n) {
+            Ok(name) if name.as_str() == n => Ok(name),
+            Ok(name) => Err(WireError::field(
+                field,
+                format!("{n:?} is not in normal form (write {:?})", name.as_str()),
+            )),
+            Err(e) => Err(WireError::field(field, e.to_string())),
+        })
+        .collect()
+}
+
 /// Refuses a text field longer than `max` bytes, naming the field.
 fn bounded(field: &str, text: String, max: usize) -> Result<String, WireError> {
     within(field, &text, max)?;
@@ -86,7 +114,18 @@ pub fn check_limits(event: &Event) -> Result<(), WireError> {
         ));
     }
     match &event.body {
-        EventBody::Created(c) => within("created.title", &c.title, limits::TITLE),
+        EventBody::Created(c) => {
+            if c.artifacts.len() > MAX_TASK_ARTIFACTS {
+                return Err(WireError::field(
+                    "created.artifacts",
+                    format!(
+                        "{} artifacts, at most {MAX_TASK_ARTIFACTS}",
+                        c.artifacts.len()
+                    ),
+                ));
+            }
+            within("created.title", &c.title, limits::TITLE)
+        }
         EventBody::Claimed { .. } | EventBody::HandoffAccepted { .. } => Ok(()),
         EventBody::Heartbeat { note, .. } => within("heartbeat.note", note, limits::NOTE),
         EventBody::Blocked { reason } => within("blocked.reason", reason, limits::REASON),
@@ -319,6 +358,7 @@ impl TryFrom<pb::Event> for Event {
                 ));
             }
             Some(B::Created(c)) => EventBody::Created(TaskCreated {
+                artifacts: artifacts_from_wire("created.artifacts", &c.artifacts)?,
                 stage: opt_id::<StageName>("created.stage", &c.stage)?,
                 title: c.title,
                 assignee: opt_id::<AgentId>("created.assignee", &c.assignee)?,
@@ -432,6 +472,7 @@ impl From<&Event> for pb::Event {
                 deadline_within: dur(c.windows.deadline_within),
                 heartbeat_within: dur(c.windows.heartbeat_within),
                 progress_within: dur(c.windows.progress_within),
+                artifacts: c.artifacts.iter().map(ToString::to_string).collect(),
             }),
             EventBody::Claimed { heartbeat_within } => B::Claimed(pb::Claimed {
                 heartbeat_within: dur(*heartbeat_within),
@@ -607,6 +648,7 @@ impl From<&Task> for pb::TaskState {
             deadline_within: dur(t.windows().deadline_within),
             heartbeat_within: dur(t.windows().heartbeat_within),
             progress_within: dur(t.windows().progress_within),
+            artifacts: t.artifacts().iter().map(ToString::to_string).collect(),
             lease: dur(t.lease),
             owned_since,
             waiting_since,
@@ -682,6 +724,7 @@ impl TryFrom<pb::TaskState> for Task {
             output_location: w.output_location,
             blocked_reason: w.blocked_reason,
             outcome: w.outcome,
+            artifacts: artifacts_from_wire("artifacts", &w.artifacts)?,
         };
         Ok(Task {
             id: id("task_id", TaskId::new(&w.task_id))?,

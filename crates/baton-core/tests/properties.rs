@@ -35,12 +35,13 @@ fn arb_window() -> impl Strategy<Value = Option<Duration>> {
 fn arb_body() -> impl Strategy<Value = EventBody> {
     let text = "[a-z ]{0,8}";
     prop_oneof![
-        1 => (prop::option::of(prop::sample::select(vec!["draft", "review"])), prop::option::of(arb_agent()), arb_window(), arb_window(), arb_window(), arb_window(), text)
-            .prop_map(|(st, assignee, a, b, c, d, title)| EventBody::Created(TaskCreated {
+        1 => (prop::option::of(prop::sample::select(vec!["draft", "review"])), prop::option::of(arb_agent()), arb_window(), arb_window(), arb_window(), arb_window(), text, prop::sample::subsequence(vec!["drafts/post.md", "assets", "notes/a b.md"], 0..=3))
+            .prop_map(|(st, assignee, a, b, c, d, title, artifacts)| EventBody::Created(TaskCreated {
                 stage: st.map(stage),
                 title,
                 assignee,
                 windows: TaskWindows { start_within: a, deadline_within: b, heartbeat_within: c, progress_within: d },
+                artifacts: artifacts.into_iter().map(|n| baton_core::lease::ArtifactName::new(n).unwrap()).collect(),
             })),
         4 => arb_window().prop_map(|heartbeat_within| EventBody::Claimed { heartbeat_within }),
         5 => (text, any::<bool>()).prop_map(|(note, progress)| EventBody::Heartbeat { note, progress }),

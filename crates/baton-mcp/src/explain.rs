@@ -107,8 +107,27 @@ pub fn claim(e: ClaimError) -> Refusal {
             message,
             json!({ "task_id": task.as_str(), "epoch": epoch }),
         ),
+        ClaimError::ArtifactHeld { task, source } => artifact_held(&task, &source, "claimed"),
         ClaimError::Broker(e) => Refusal::new("broker", e.to_string(), json!({})),
     }
+}
+
+/// A task's declared artifact is leased by another agent: nothing was
+/// taken.
+fn artifact_held(task: &TaskId, source: &baton_agent::LeaseError, act: &str) -> Refusal {
+    let holder = match source {
+        baton_agent::LeaseError::Held {
+            artifact, holder, ..
+        } => json!({ "artifact": artifact, "holder": holder.as_str() }),
+        _ => json!({}),
+    };
+    Refusal::new(
+        "artifact_held",
+        format!(
+            "task {task} was not {act}: {source}. Nothing was taken (no task, no lease); wait for the holder or pick another task."
+        ),
+        json!({ "task_id": task.as_str(), "lease": holder }),
+    )
 }
 
 pub fn handoff(e: HandoffError) -> Refusal {
@@ -146,6 +165,7 @@ pub fn handoff(e: HandoffError) -> Refusal {
             format!("task {task} is {status}."),
             json!({ "task_id": task.as_str(), "status": status.to_string() }),
         ),
+        HandoffError::ArtifactHeld { task, source } => artifact_held(&task, &source, "accepted"),
         HandoffError::Broker(_) => Refusal::new("broker", message, json!({})),
     }
 }

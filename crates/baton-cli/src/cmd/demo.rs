@@ -125,6 +125,7 @@ pub async fn run(options: &NatsOptions) -> anyhow::Result<()> {
             title: "Launch announcement".into(),
             assignee: None,
             windows: Default::default(),
+            artifacts: Vec::new(),
         })
         .await?;
     planner.context(&blog).read().await?;
@@ -225,6 +226,7 @@ pub async fn run(options: &NatsOptions) -> anyhow::Result<()> {
             title: "Publish the launch post".into(),
             assignee: Some(AgentId::new("publisher")?),
             windows: Default::default(),
+            artifacts: Vec::new(),
         })
         .await?;
     reviewer.context(&blog).read().await?;

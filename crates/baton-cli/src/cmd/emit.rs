@@ -48,6 +48,9 @@ pub struct EmitArgs {
     /// created: only this agent may claim
     #[arg(long, help_heading = "For created")]
     pub assignee: Option<String>,
+    /// created: an artifact the task will write (repeatable); claiming it through the SDK leases each
+    #[arg(long, help_heading = "For created", value_name = "NAME")]
+    pub artifact: Vec<String>,
     /// created: must be claimed within
     #[arg(long, help_heading = "For created", value_parser = duration)]
     pub start_within: Option<Duration>,
@@ -124,6 +127,11 @@ impl EmitArgs {
                 title: self.title.clone(),
                 assignee: self.assignee.as_deref().map(AgentId::new).transpose()?,
                 windows: self.windows(),
+                artifacts: self
+                    .artifact
+                    .iter()
+                    .map(|a| baton_core::lease::ArtifactName::new(a))
+                    .collect::<Result<_, _>>()?,
             }),
             EventKind::Claimed => EventBody::Claimed {
                 heartbeat_within: Some(self.lease),
@@ -284,6 +292,7 @@ pub async fn emit(nats: &NatsArgs, args: &EmitArgs) -> anyhow::Result<ExitCode> 
                 title: c.title,
                 assignee: c.assignee,
                 windows: c.windows,
+                artifacts: c.artifacts,
             };
             match agent.create_task(new).await {
                 Ok(seq) => (seq, None),

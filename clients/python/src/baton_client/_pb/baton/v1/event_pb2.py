@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x61ton/v1/event.proto\x12\x08\x62\x61ton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x05\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x17\n\x0f\x63ontext_version\x18\x06 \x01(\x04\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07\x63reated\x18\n \x01(\x0b\x32\x15.baton.v1.TaskCreatedH\x00\x12$\n\x07\x63laimed\x18\x0b \x01(\x0b\x32\x11.baton.v1.ClaimedH\x00\x12(\n\theartbeat\x18\x0c \x01(\x0b\x32\x13.baton.v1.HeartbeatH\x00\x12$\n\x07\x62locked\x18\r \x01(\x0b\x32\x11.baton.v1.BlockedH\x00\x12\x33\n\x0fhandoff_offered\x18\x0e \x01(\x0b\x32\x18.baton.v1.HandoffOfferedH\x00\x12\x35\n\x10handoff_accepted\x18\x0f \x01(\x0b\x32\x19.baton.v1.HandoffAcceptedH\x00\x12\x35\n\x10handoff_rejected\x18\x10 \x01(\x0b\x32\x19.baton.v1.HandoffRejectedH\x00\x12(\n\tcompleted\x18\x11 \x01(\x0b\x32\x13.baton.v1.CompletedH\x00\x12\"\n\x06\x66\x61iled\x18\x12 \x01(\x0b\x32\x10.baton.v1.FailedH\x00\x12&\n\x08released\x18\x13 \x01(\x0b\x32\x12.baton.v1.ReleasedH\x00\x12$\n\x07revoked\x18\x14 \x01(\x0b\x32\x11.baton.v1.RevokedH\x00\x12(\n\tcancelled\x18\x15 \x01(\x0b\x32\x13.baton.v1.CancelledH\x00\x42\x06\n\x04\x62ody\"\x8b\x02\n\x0bTaskCreated\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x61ssignee\x18\x03 \x01(\t\x12/\n\x0cstart_within\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x64\x65\x61\x64line_within\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10heartbeat_within\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fprogress_within\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\">\n\x07\x43laimed\x12\x33\n\x10heartbeat_within\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"+\n\tHeartbeat\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x10\n\x08progress\x18\x02 \x01(\x08\"\x19\n\x07\x42locked\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x8d\x01\n\x0eHandoffOffered\x12\x12\n\x08to_agent\x18\x01 \x01(\tH\x00\x12\x12\n\x08to_stage\x18\x02 \x01(\tH\x00\x12\x17\n\x0foutput_location\x18\x03 \x01(\t\x12\x30\n\raccept_within\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06target\"F\n\x0fHandoffAccepted\x12\x33\n\x10heartbeat_within\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"!\n\x0fHandoffRejected\x12\x0e\n\x06reason\x18\x01 \x01(\t\"5\n\tCompleted\x12\x17\n\x0foutput_location\x18\x01 \x01(\t\x12\x0f\n\x07summary\x18\x02 \x01(\t\"+\n\x06\x46\x61iled\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x11\n\tretryable\x18\x02 \x01(\x08\"\x1a\n\x08Released\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x07Revoked\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1b\n\tCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x61ton/v1/event.proto\x12\x08\x62\x61ton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x05\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x17\n\x0f\x63ontext_version\x18\x06 \x01(\x04\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07\x63reated\x18\n \x01(\x0b\x32\x15.baton.v1.TaskCreatedH\x00\x12$\n\x07\x63laimed\x18\x0b \x01(\x0b\x32\x11.baton.v1.ClaimedH\x00\x12(\n\theartbeat\x18\x0c \x01(\x0b\x32\x13.baton.v1.HeartbeatH\x00\x12$\n\x07\x62locked\x18\r \x01(\x0b\x32\x11.baton.v1.BlockedH\x00\x12\x33\n\x0fhandoff_offered\x18\x0e \x01(\x0b\x32\x18.baton.v1.HandoffOfferedH\x00\x12\x35\n\x10handoff_accepted\x18\x0f \x01(\x0b\x32\x19.baton.v1.HandoffAcceptedH\x00\x12\x35\n\x10handoff_rejected\x18\x10 \x01(\x0b\x32\x19.baton.v1.HandoffRejectedH\x00\x12(\n\tcompleted\x18\x11 \x01(\x0b\x32\x13.baton.v1.CompletedH\x00\x12\"\n\x06\x66\x61iled\x18\x12 \x01(\x0b\x32\x10.baton.v1.FailedH\x00\x12&\n\x08released\x18\x13 \x01(\x0b\x32\x12.baton.v1.ReleasedH\x00\x12$\n\x07revoked\x18\x14 \x01(\x0b\x32\x11.baton.v1.RevokedH\x00\x12(\n\tcancelled\x18\x15 \x01(\x0b\x32\x13.baton.v1.CancelledH\x00\x42\x06\n\x04\x62ody\"\x9e\x02\n\x0bTaskCreated\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x61ssignee\x18\x03 \x01(\t\x12/\n\x0cstart_within\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x64\x65\x61\x64line_within\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10heartbeat_within\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fprogress_within\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tartifacts\x18\x08 \x03(\t\">\n\x07\x43laimed\x12\x33\n\x10heartbeat_within\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"+\n\tHeartbeat\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x10\n\x08progress\x18\x02 \x01(\x08\"\x19\n\x07\x42locked\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x8d\x01\n\x0eHandoffOffered\x12\x12\n\x08to_agent\x18\x01 \x01(\tH\x00\x12\x12\n\x08to_stage\x18\x02 \x01(\tH\x00\x12\x17\n\x0foutput_location\x18\x03 \x01(\t\x12\x30\n\raccept_within\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06target\"F\n\x0fHandoffAccepted\x12\x33\n\x10heartbeat_within\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"!\n\x0fHandoffRejected\x12\x0e\n\x06reason\x18\x01 \x01(\t\"5\n\tCompleted\x12\x17\n\x0foutput_location\x18\x01 \x01(\t\x12\x0f\n\x07summary\x18\x02 \x01(\t\"+\n\x06\x46\x61iled\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x11\n\tretryable\x18\x02 \x01(\x08\"\x1a\n\x08Released\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x07Revoked\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x1b\n\tCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT']._serialized_start=100
   _globals['_EVENT']._serialized_end=799
   _globals['_TASKCREATED']._serialized_start=802
-  _globals['_TASKCREATED']._serialized_end=1069
-  _globals['_CLAIMED']._serialized_start=1071
-  _globals['_CLAIMED']._serialized_end=1133
-  _globals['_HEARTBEAT']._serialized_start=1135
-  _globals['_HEARTBEAT']._serialized_end=1178
-  _globals['_BLOCKED']._serialized_start=1180
-  _globals['_BLOCKED']._serialized_end=1205
-  _globals['_HANDOFFOFFERED']._serialized_start=1208
-  _globals['_HANDOFFOFFERED']._serialized_end=1349
-  _globals['_HANDOFFACCEPTED']._serialized_start=1351
-  _globals['_HANDOFFACCEPTED']._serialized_end=1421
-  _globals['_HANDOFFREJECTED']._serialized_start=1423
-  _globals['_HANDOFFREJECTED']._serialized_end=1456
-  _globals['_COMPLETED']._serialized_start=1458
-  _globals['_COMPLETED']._serialized_end=1511
-  _globals['_FAILED']._serialized_start=1513
-  _globals['_FAILED']._serialized_end=1556
-  _globals['_RELEASED']._serialized_start=1558
-  _globals['_RELEASED']._serialized_end=1584
-  _globals['_REVOKED']._serialized_start=1586
-  _globals['_REVOKED']._serialized_end=1611
-  _globals['_CANCELLED']._serialized_start=1613
-  _globals['_CANCELLED']._serialized_end=1640
+  _globals['_TASKCREATED']._serialized_end=1088
+  _globals['_CLAIMED']._serialized_start=1090
+  _globals['_CLAIMED']._serialized_end=1152
+  _globals['_HEARTBEAT']._serialized_start=1154
+  _globals['_HEARTBEAT']._serialized_end=1197
+  _globals['_BLOCKED']._serialized_start=1199
+  _globals['_BLOCKED']._serialized_end=1224
+  _globals['_HANDOFFOFFERED']._serialized_start=1227
+  _globals['_HANDOFFOFFERED']._serialized_end=1368
+  _globals['_HANDOFFACCEPTED']._serialized_start=1370
+  _globals['_HANDOFFACCEPTED']._serialized_end=1440
+  _globals['_HANDOFFREJECTED']._serialized_start=1442
+  _globals['_HANDOFFREJECTED']._serialized_end=1475
+  _globals['_COMPLETED']._serialized_start=1477
+  _globals['_COMPLETED']._serialized_end=1530
+  _globals['_FAILED']._serialized_start=1532
+  _globals['_FAILED']._serialized_end=1575
+  _globals['_RELEASED']._serialized_start=1577
+  _globals['_RELEASED']._serialized_end=1603
+  _globals['_REVOKED']._serialized_start=1605
+  _globals['_REVOKED']._serialized_end=1630
+  _globals['_CANCELLED']._serialized_start=1632
+  _globals['_CANCELLED']._serialized_end=1659
 # @@protoc_insertion_point(module_scope)

@@ -2,9 +2,10 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -52,7 +53,7 @@ class Event(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., task_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., epoch: _Optional[int] = ..., context_version: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created: _Optional[_Union[TaskCreated, _Mapping]] = ..., claimed: _Optional[_Union[Claimed, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., blocked: _Optional[_Union[Blocked, _Mapping]] = ..., handoff_offered: _Optional[_Union[HandoffOffered, _Mapping]] = ..., handoff_accepted: _Optional[_Union[HandoffAccepted, _Mapping]] = ..., handoff_rejected: _Optional[_Union[HandoffRejected, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ..., released: _Optional[_Union[Released, _Mapping]] = ..., revoked: _Optional[_Union[Revoked, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ...) -> None: ...
 
 class TaskCreated(_message.Message):
-    __slots__ = ("stage", "title", "assignee", "start_within", "deadline_within", "heartbeat_within", "progress_within")
+    __slots__ = ("stage", "title", "assignee", "start_within", "deadline_within", "heartbeat_within", "progress_within", "artifacts")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     ASSIGNEE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +61,7 @@ class TaskCreated(_message.Message):
     DEADLINE_WITHIN_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_WITHIN_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_WITHIN_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     stage: str
     title: str
     assignee: str
@@ -67,7 +69,8 @@ class TaskCreated(_message.Message):
     deadline_within: _duration_pb2.Duration
     heartbeat_within: _duration_pb2.Duration
     progress_within: _duration_pb2.Duration
-    def __init__(self, stage: _Optional[str] = ..., title: _Optional[str] = ..., assignee: _Optional[str] = ..., start_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., deadline_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., progress_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    artifacts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stage: _Optional[str] = ..., title: _Optional[str] = ..., assignee: _Optional[str] = ..., start_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., deadline_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., progress_within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., artifacts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Claimed(_message.Message):
     __slots__ = ("heartbeat_within",)

@@ -428,10 +428,11 @@ async fn errors_say_what_to_do() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid task id \"bad.id\""));
 }
 
-/// `baton dev --demo`: all four catches, then SIGINT stops everything it
+/// `baton dev --demo`: every catch (the four failure modes and the draft
+/// file's lease held and expired), then SIGINT stops everything it
 /// started.
 #[test]
-fn dev_demo_catches_all_four_and_stops_cleanly() {
+fn dev_demo_catches_every_failure_mode_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut dev = Command::new(baton_bin())
         .args(["dev", "--demo", "--port", "0", "--data"])

@@ -53,6 +53,11 @@ async fn the_examples_run_against_real_services() {
     assert!(out.contains("won the claim"), "{out}");
     let out = run(&rig, "decisions").await;
     assert!(out.contains("bob must read again"), "{out}");
+    for _ in 0..2 {
+        let out = run(&rig, "leases").await;
+        assert!(out.contains("publisher waits: editor holds"), "{out}");
+        assert!(out.contains("late write refused: true"), "{out}");
+    }
     // What the examples did is what the orchestrator materialised: no
     // protocol report was raised by any of them.
     rig.wait_caught_up().await;
@@ -85,7 +90,11 @@ fn the_readme_shows_the_examples_own_code() {
     let readme =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .expect("README");
-    for (file, name) in [("handoff.rs", "handoff"), ("claim_race.rs", "claim race")] {
+    for (file, name) in [
+        ("handoff.rs", "handoff"),
+        ("claim_race.rs", "claim race"),
+        ("leases.rs", "leases"),
+    ] {
         let code = snippet(file, name);
         assert!(!code.is_empty(), "no README snippet in {file}");
         assert!(

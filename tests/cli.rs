@@ -1,6 +1,6 @@
 //! The `baton` binary as an operator uses it, against real servers: every
 //! operator command's table and `--json`, clear errors, and `baton dev
-//! --demo` catching all four failure modes and stopping cleanly.
+//! --demo` catching every failure mode and stopping cleanly.
 
 mod support;
 

@@ -142,6 +142,7 @@ async def test_tools_are_listed_with_schemas(services: Services, uid: str) -> No
         "list_ready_tasks", "show_task", "create_task", "claim_task", "report_progress",
         "block_task", "offer_handoff", "accept_handoff", "reject_handoff", "complete_task",
         "fail_task", "release_task", "read_decisions", "record_decision",
+        "acquire_lease", "release_lease", "list_leases",
     }
     claim = tools["claim_task"]
     assert claim.description and "exactly one wins" in claim.description
@@ -176,6 +177,37 @@ async def test_two_agents_race_a_claim_one_owner_the_other_told_who(
         # Claiming again is idempotent for the owner.
         again = await ok(ann if winner == a else ben, "claim_task", task_id=task)
         assert again["epoch"] == 1 and again.get("already_yours")
+
+
+async def test_two_agents_race_for_a_file_lease_one_writer_the_other_told_who(
+    services: Services, uid: str
+) -> None:
+    a, b = f"ann-{uid}", f"ben-{uid}"
+    path = f"drafts/{uid}/post.md"
+    async with mcp_agent(services.url, a) as ann, mcp_agent(services.url, b) as ben:
+        results = await asyncio.gather(
+            call(ann, "acquire_lease", artifact=path), call(ben, "acquire_lease", artifact=path)
+        )
+        winners = [(name, r) for name, (err, r) in zip((a, b), results) if not err]
+        losers = [(name, r) for name, (err, r) in zip((a, b), results) if err]
+        assert len(winners) == 1 and len(losers) == 1, results
+        winner, won = winners[0]
+        _, lost = losers[0]
+        assert won["token"] >= 1 and won["mode"] == "exclusive"
+        assert lost["error"] == "lease_held" and lost["holder"] == winner, lost
+        # A folder above the file is refused too, naming the holder.
+        loser_client = ben if winner == a else ann
+        folder = await refused(loser_client, "acquire_lease", artifact=f"drafts/{uid}/", shared=True)
+        assert folder["holder"] == winner
+        listed = await ok(loser_client, "list_leases")
+        mine = [h for h in listed["leases"] if h["artifact"] == path]
+        assert [(h["holder"], h["token"]) for h in mine] == [(winner, won["token"])]
+        # Released: the other agent gets it, with a higher token.
+        winner_client = ann if winner == a else ben
+        await ok(winner_client, "release_lease", artifact=path)
+        taken = await ok(loser_client, "acquire_lease", artifact=path)
+        assert taken["token"] > won["token"]
+        await ok(loser_client, "release_lease", artifact=path)
 
 
 async def test_writer_to_editor_handoff_through_tools(services: Services, nc: nats.NATS, uid: str) -> None:

@@ -54,6 +54,9 @@ pub struct Desk {
     workflows: SyncMutex<HashMap<TaskId, WorkflowId>>,
     /// Workflows whose decision record this agent read.
     read_workflows: SyncMutex<HashSet<WorkflowId>>,
+    /// Artifact leases held, by (workflow scope, normalised name): renewed
+    /// while they are here.
+    leases: Mutex<HashMap<(Option<WorkflowId>, String), baton_agent::Lease>>,
     /// What happened since the model's last call, told with the next one.
     notices: SyncMutex<Vec<String>>,
     changes: broadcast::Sender<Change>,
@@ -101,6 +104,7 @@ impl Desk {
             offered: SyncMutex::new(HashSet::new()),
             workflows: SyncMutex::new(HashMap::new()),
             read_workflows: SyncMutex::new(HashSet::new()),
+            leases: Mutex::new(HashMap::new()),
             notices: SyncMutex::new(Vec::new()),
             changes: broadcast::channel(256).0,
         }
@@ -584,6 +588,120 @@ impl Desk {
         Ok(
             json!({ "task_id": task.as_str(), "status": "submitted (unowned)", "seq": seq, "epoch": epoch }),
         )
+    }
+
+    // ---- artifact leases ------------------------------------------------
+
+    /// Takes a lease on an artifact (exclusive unless `shared`); it is
+    /// renewed while this session lasts, until released.
+    pub async fn acquire_lease(
+        &self,
+        artifact: &str,
+        workflow: Option<&str>,
+        shared: bool,
+        ttl: Option<Duration>,
+    ) -> Outcome {
+        let workflow = workflow
+            .map(WorkflowId::new)
+            .transpose()
+            .map_err(explain::invalid_id)?;
+        let mode = if shared {
+            baton_agent::core::lease::LeaseMode::Shared
+        } else {
+            baton_agent::core::lease::LeaseMode::Exclusive
+        };
+        let mut options = baton_agent::LeaseOptions {
+            workflow: workflow.clone(),
+            ..baton_agent::LeaseOptions::default()
+        };
+        if let Some(ttl) = ttl {
+            options.ttl = ttl;
+        }
+        let lease = self
+            .agent
+            .acquire_with(artifact, mode, options)
+            .await
+            .map_err(|e| self.lease_error(e))?;
+        let answer = json!({
+            "artifact": lease.artifact().name.as_str(),
+            "workflow": workflow.as_ref().map(WorkflowId::as_str),
+            "mode": lease.mode().to_string(),
+            "token": lease.token(),
+            "ttl_seconds": lease.ttl().as_secs_f64(),
+            "note": "renewed for you while this session lasts; send the token with every write you make to the artifact",
+        });
+        let key = (workflow, lease.artifact().name.to_string());
+        if let Some(old) = self.leases.lock().await.insert(key, lease) {
+            // Taken again: the new grant replaced it on the broker.
+            old.detach();
+        }
+        Ok(answer)
+    }
+
+    /// Releases a lease this session holds.
+    pub async fn release_lease(&self, artifact: &str, workflow: Option<&str>) -> Outcome {
+        let workflow = workflow
+            .map(WorkflowId::new)
+            .transpose()
+            .map_err(explain::invalid_id)?;
+        let name = baton_agent::core::lease::ArtifactName::new(artifact)
+            .map_err(|e| explain::invalid_argument(e.to_string()))?;
+        let held = self
+            .leases
+            .lock()
+            .await
+            .remove(&(workflow.clone(), name.to_string()));
+        let lease = match held {
+            Some(lease) => lease,
+            None => self
+                .agent
+                .resume_lease(name.as_str(), workflow.as_ref())
+                .await
+                .map_err(|e| self.lease_error(e))?,
+        };
+        let token = lease.token();
+        lease
+            .release("released by the agent")
+            .await
+            .map_err(|e| self.lease_error(e))?;
+        Ok(json!({ "artifact": name.as_str(), "released": true, "token": token }))
+    }
+
+    /// Every lease held in a scope (or everywhere), as the stream has them.
+    pub async fn list_leases(&self, workflow: Option<&str>) -> Outcome {
+        let workflow = workflow
+            .map(WorkflowId::new)
+            .transpose()
+            .map_err(explain::invalid_id)?;
+        let book = self
+            .agent
+            .leases(workflow.as_ref())
+            .await
+            .map_err(|e| self.lease_error(e))?;
+        let holds: Vec<Value> = book
+            .iter()
+            .flat_map(|(a, hs)| {
+                hs.iter().map(move |h| {
+                    json!({
+                        "artifact": a.name.as_str(),
+                        "workflow": a.scope.workflow().map(WorkflowId::as_str),
+                        "holder": h.agent.as_str(),
+                        "mode": h.mode.to_string(),
+                        "token": h.token,
+                        "since": h.since.to_rfc3339(),
+                        "expires_at": h.expires_at().to_rfc3339(),
+                    })
+                })
+            })
+            .collect();
+        Ok(json!({ "leases": holds }))
+    }
+
+    fn lease_error(&self, e: baton_agent::LeaseError) -> Refusal {
+        match e {
+            baton_agent::LeaseError::Broker(e) => self.broker(e),
+            e => explain::lease(e),
+        }
     }
 
     // ---- plumbing -------------------------------------------------------

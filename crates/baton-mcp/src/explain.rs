@@ -130,6 +130,44 @@ fn artifact_held(task: &TaskId, source: &baton_agent::LeaseError, act: &str) -> 
     )
 }
 
+pub fn lease(e: baton_agent::LeaseError) -> Refusal {
+    use baton_agent::LeaseError as L;
+    let message = e.to_string();
+    match e {
+        L::Held {
+            artifact,
+            holder,
+            mode,
+            since,
+            expires_at,
+            token,
+        } => Refusal::new(
+            "lease_held",
+            format!(
+                "{message}. Do not write to it; wait for {holder} to release it (or for it to expire) and try again, or work on something else."
+            ),
+            json!({
+                "artifact": artifact, "holder": holder.as_str(), "mode": mode.to_string(),
+                "since": since.to_rfc3339(), "expires_at": expires_at.to_rfc3339(), "token": token,
+            }),
+        ),
+        L::Lost {
+            artifact, token, ..
+        } => Refusal::new(
+            "lease_lost",
+            format!(
+                "{message}. Stop writing to it: writes with token {token} are refused; acquire it again."
+            ),
+            json!({ "artifact": artifact, "token": token }),
+        ),
+        L::NotHeld { artifact } => {
+            Refusal::new("lease_not_held", message, json!({ "artifact": artifact }))
+        }
+        L::Invalid(_) => Refusal::new("invalid_argument", message, json!({})),
+        L::Broker(e) => Refusal::new("broker", e.to_string(), json!({})),
+    }
+}
+
 pub fn handoff(e: HandoffError) -> Refusal {
     let message = e.to_string();
     match e {

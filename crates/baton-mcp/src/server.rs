@@ -207,6 +207,35 @@ pub struct RecordArgs {
     pub supersedes: Option<u64>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireLeaseArgs {
+    /// The artifact: a file path, document id or record key ("drafts/post.md"; "drafts/" covers everything under it).
+    pub artifact: String,
+    /// The workflow whose artifacts these are (default: the global scope).
+    pub workflow: Option<String>,
+    /// True for a reader's lease (many readers, no writer); false or absent for the one writer's.
+    pub shared: Option<bool>,
+    /// How long the lease lives without a renewal, in seconds (default 15); renewals are sent for you.
+    pub ttl_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseArg {
+    /// The artifact.
+    pub artifact: String,
+    /// Its workflow scope (default: global).
+    pub workflow: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesArg {
+    /// Only this workflow's scope (default: every scope).
+    pub workflow: Option<String>,
+}
+
 fn seconds(field: &str, value: Option<f64>) -> Result<Option<Duration>, Refusal> {
     match value {
         None => Ok(None),
@@ -384,6 +413,44 @@ impl BatonMcp {
     )]
     async fn release_task(&self, Parameters(a): Parameters<ReasonArgs>) -> CallToolResult {
         self.answer(self.desk.release(&a.task_id, &a.reason).await)
+    }
+
+    #[tool(
+        description = "Take a lease on a shared artifact (a file, document or record) before writing it: one writer (exclusive, the default) or many readers (shared=true). A folder (\"drafts/\") conflicts with what is under it. If another agent holds a conflicting lease you are told who and since when, and must not write. The answer's token goes with every write you make (fenced stores refuse older tokens). Renewed for you while this session lasts."
+    )]
+    async fn acquire_lease(&self, Parameters(a): Parameters<AcquireLeaseArgs>) -> CallToolResult {
+        let outcome = async {
+            let ttl = seconds("ttl_seconds", a.ttl_seconds)?;
+            self.desk
+                .acquire_lease(
+                    &a.artifact,
+                    a.workflow.as_deref(),
+                    a.shared.unwrap_or(false),
+                    ttl,
+                )
+                .await
+        }
+        .await;
+        self.answer(outcome)
+    }
+
+    #[tool(
+        description = "Release a lease you hold on an artifact, once you are done writing (or reading) it."
+    )]
+    async fn release_lease(&self, Parameters(a): Parameters<LeaseArg>) -> CallToolResult {
+        self.answer(
+            self.desk
+                .release_lease(&a.artifact, a.workflow.as_deref())
+                .await,
+        )
+    }
+
+    #[tool(
+        description = "Who holds which artifact lease (holder, mode, token, since, until), in one workflow's scope or everywhere.",
+        annotations(read_only_hint = true)
+    )]
+    async fn list_leases(&self, Parameters(a): Parameters<LeasesArg>) -> CallToolResult {
+        self.answer(self.desk.list_leases(a.workflow.as_deref()).await)
     }
 
     #[tool(

@@ -566,3 +566,52 @@ async fn a_task_claimed_with_declared_artifacts_leases_them_all_or_none_and_its_
         a.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_lapse_while_the_detector_is_killed_is_reported_once_after_its_restarts() {
+    let mut rig = rig().await;
+    rig.start_detector("").await;
+    let editor = connect(&rig, "editor").await;
+    let quick = || LeaseOptions {
+        ttl: Duration::from_secs(1),
+        auto_renew: false,
+        ..LeaseOptions::default()
+    };
+    // kill -9 while the lease is still live; it lapses with no detector.
+    let first = editor
+        .acquire_with("records/7", Exclusive, quick())
+        .await
+        .expect("lease");
+    rig.extra.pop().expect("the detector").kill9();
+    let first_token = first.token();
+    first.detach();
+    // The lease state is the stream: a new detector finds the lapse.
+    rig.start_detector("").await;
+    wait_alert(&rig.js, |a| {
+        a.kind == AlertKind::LeaseExpired && a.epoch == first_token
+    })
+    .await;
+    // Killed and started again: it folds the same history, and the report
+    // is not repeated. A later lapse, reported after the replay, shows the
+    // replay is done.
+    rig.extra.pop().expect("the detector").kill9();
+    rig.start_detector("").await;
+    let second = editor
+        .acquire_with("records/7", Exclusive, quick())
+        .await
+        .expect("free again");
+    let second_token = second.token();
+    second.detach();
+    wait_alert(&rig.js, |a| {
+        a.kind == AlertKind::LeaseExpired && a.epoch == second_token
+    })
+    .await;
+    let reports: Vec<u64> = all_alerts(&rig.js)
+        .await
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::LeaseExpired)
+        .map(|a| a.epoch)
+        .collect();
+    assert_eq!(reports, vec![first_token, second_token]);
+    editor.close().await;
+}

@@ -615,3 +615,54 @@ async fn a_lapse_while_the_detector_is_killed_is_reported_once_after_its_restart
     assert_eq!(reports, vec![first_token, second_token]);
     editor.close().await;
 }
+
+#[tokio::test]
+async fn garbage_and_forgeries_on_a_root_change_nothing_and_block_nobody() {
+    let rig = rig().await;
+    let editor = connect(&rig, "editor").await;
+    let held = editor
+        .acquire("drafts/post.md", Exclusive)
+        .await
+        .expect("editor");
+    // Bytes that are no lease event, and a real one whose subject names
+    // another agent than its payload (a forgery): every reader skips both.
+    publish_raw(
+        &rig.js,
+        "baton.art._.mallory.drafts.~",
+        b"not protobuf".to_vec(),
+        None,
+    )
+    .await;
+    let forged = baton_core::lease::LeaseEvent {
+        event_id: "forged-1".into(),
+        agent: agent("editor"),
+        artifact: held.artifact().clone(),
+        token: held.token(),
+        occurred_at: None,
+        body: baton_core::lease::LeaseBody::Release {
+            reason: "forged".into(),
+        },
+    };
+    publish_raw(
+        &rig.js,
+        "baton.art._.mallory.drafts.post~2Emd.~",
+        forged.encode(),
+        None,
+    )
+    .await;
+    // The editor still holds it, and the next acts on the root go through.
+    let mallory = connect(&rig, "mallory").await;
+    assert_eq!(
+        holder_of(mallory.acquire("drafts/post.md", Exclusive).await).1,
+        "editor"
+    );
+    held.renew().await.expect("the holder renews");
+    let other = mallory
+        .acquire("drafts/other.md", Exclusive)
+        .await
+        .expect("a sibling");
+    other.release("done").await.expect("release");
+    held.release("done").await.expect("release");
+    editor.close().await;
+    mallory.close().await;
+}

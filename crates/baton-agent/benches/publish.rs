@@ -6,6 +6,10 @@
 //!    window of acknowledgements in flight.
 //! 2. Claim latency p50/p99 (`Agent::claim`, with the orchestrator running
 //!    so the KV snapshot is fresh, as in production).
+//! 3. Artifact lease acquisition p50/p99 (`Agent::acquire`: read the root,
+//!    compare-and-set, read the stored event back) on fresh roots and on
+//!    one root with a growing history, against a raw compare-and-set
+//!    publish round trip (its lower bound).
 //!
 //! Besides the human lines, one JSON line per measure
 //! (`baton_testkit::bench::Figures`; `scripts/bench` collects them).
@@ -189,6 +193,86 @@ fn main() {
         "claim_p99",
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         "ms",
+    );
+
+    // 3. Lease acquisition vs a raw compare-and-set round trip.
+    let leases = claims.min(1_000);
+    let (fresh, busy, raw_cas) = rt.block_on(async {
+        let agent = Agent::connect(AgentOptions::new("leaser", url.clone()))
+            .await
+            .expect("agent");
+        let mut fresh = Vec::with_capacity(leases);
+        for i in 0..leases {
+            let started = Instant::now();
+            let lease = agent
+                .acquire(
+                    &format!("fresh{i}/file"),
+                    baton_core::lease::LeaseMode::Exclusive,
+                )
+                .await
+                .expect("acquire");
+            fresh.push(started.elapsed());
+            lease.detach();
+        }
+        // One root whose history grows by two events per round.
+        let mut busy = Vec::with_capacity(leases);
+        for _ in 0..leases {
+            let started = Instant::now();
+            let lease = agent
+                .acquire("busy/file", baton_core::lease::LeaseMode::Exclusive)
+                .await
+                .expect("acquire");
+            busy.push(started.elapsed());
+            lease.release("bench").await.expect("release");
+        }
+        let raw_js = jetstream::new(async_nats::connect(&url).await.expect("connect"));
+        let mut raw = Vec::with_capacity(leases);
+        for i in 0..leases {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+            let started = Instant::now();
+            raw_js
+                .send_publish(
+                    format!("baton.art._.raw.raw{i}.~"),
+                    PublishMessage::build()
+                        .payload(bytes::Bytes::from_static(b"x"))
+                        .headers(headers)
+                        .message_id(nuid::next().as_str()),
+                )
+                .await
+                .expect("send")
+                .await
+                .expect("stored");
+            raw.push(started.elapsed());
+        }
+        agent.close().await;
+        (fresh, busy, raw)
+    });
+    let ms = |v: &[Duration], p: f64| percentile(v, p).as_secs_f64() * 1e3;
+    let (mut fresh, mut busy, mut raw_cas) = (fresh, busy, raw_cas);
+    fresh.sort();
+    busy.sort();
+    raw_cas.sort();
+    println!(
+        "lease acquisition ({leases} each): fresh roots p50 {:.2} ms p99 {:.2} ms; one root growing to {} events p50 {:.2} ms p99 {:.2} ms; raw CAS publish p50 {:.2} ms p99 {:.2} ms; ratio fresh/raw p50 = {:.1}",
+        ms(&fresh, 0.5),
+        ms(&fresh, 0.99),
+        2 * leases,
+        ms(&busy, 0.5),
+        ms(&busy, 0.99),
+        ms(&raw_cas, 0.5),
+        ms(&raw_cas, 0.99),
+        ms(&fresh, 0.5) / ms(&raw_cas, 0.5)
+    );
+    figures.emit("lease_acquire_p50", ms(&fresh, 0.5), "ms");
+    figures.emit("lease_acquire_p99", ms(&fresh, 0.99), "ms");
+    figures.emit("lease_acquire_busy_root_p50", ms(&busy, 0.5), "ms");
+    figures.emit("lease_acquire_busy_root_p99", ms(&busy, 0.99), "ms");
+    figures.emit("raw_cas_p50", ms(&raw_cas, 0.5), "ms");
+    figures.emit(
+        "lease_vs_raw_cas_p50",
+        ms(&fresh, 0.5) / ms(&raw_cas, 0.5),
+        "ratio",
     );
     trigger.trigger();
     let _ = orch.join();

@@ -94,6 +94,10 @@ impl Default for LeaseOptions {
 struct RootView {
     book: LeaseBook,
     operators: Vec<AgentId>,
+    /// The root's last stored sequence read, refused events included: the
+    /// compare-and-set expectation (a malformed event on the root must not
+    /// make every later act conflict).
+    last_seq: u64,
 }
 
 /// The outcome of one act, as the stream judged it.
@@ -104,11 +108,21 @@ struct Judged {
 
 impl RootView {
     async fn read(agent: &Agent, artifact: &Artifact) -> Result<RootView, BrokerError> {
+        let root = subjects::lease_root(artifact);
+        let (operators, last) = tokio::join!(
+            agent.operators(),
+            read::last_on_subject(&agent.inner.js, subjects::ARTIFACTS_STREAM, &root)
+        );
         let mut view = RootView {
             book: LeaseBook::new(),
-            operators: agent.operators().await?,
+            operators: operators?,
+            last_seq: 0,
         };
-        view.catch_up(agent, artifact, None).await?;
+        // A root nobody used yet needs no read (and if a replica answered
+        // from behind, the compare-and-set says so and the act re-reads).
+        if last?.is_some() {
+            view.catch_up(agent, artifact, None).await?;
+        }
         Ok(view)
     }
 
@@ -120,16 +134,26 @@ impl RootView {
         artifact: &Artifact,
         mine: Option<u64>,
     ) -> Result<Option<LeaseOutcome>, BrokerError> {
-        let stored = read::read_subject(
-            &agent.inner.js,
-            subjects::ARTIFACTS_STREAM,
-            &subjects::lease_root(artifact),
-            self.book.last_seq() + 1,
-            None,
-        )
-        .await?;
+        let js = &agent.inner.js;
+        let root = subjects::lease_root(artifact);
+        let from = self.last_seq + 1;
+        // After an act, usually only its own event is new: direct gets, no
+        // consumer. If a replica answered from behind, read it all.
+        let direct = match mine {
+            Some(to) => {
+                let read = read::read_range_direct(js, subjects::ARTIFACTS_STREAM, &root, from, to)
+                    .await?;
+                read.last().is_some_and(|s| s.seq == to).then_some(read)
+            }
+            None => None,
+        };
+        let stored = match direct {
+            Some(read) => read,
+            None => read::read_subject(js, subjects::ARTIFACTS_STREAM, &root, from, None).await?,
+        };
         let mut judged = None;
         for s in stored {
+            self.last_seq = self.last_seq.max(s.seq);
             // The one read path: forged or malformed events are not part
             // of the history for any reader.
             let Ok(event) = read_lease_event(&s.subject, &s.payload) else {
@@ -399,7 +423,7 @@ impl Agent {
         artifact: &Artifact,
     ) -> Result<Option<Judged>, BrokerError> {
         let cas = Cas {
-            expected: view.book.last_seq(),
+            expected: view.last_seq,
             scope: subjects::lease_root(artifact),
         };
         let published = publish_durable_watched(
@@ -423,7 +447,7 @@ impl Agent {
             Err(PublishError::WrongLastSequence { after_retry, .. }) => {
                 // An earlier attempt may have been stored with its ack lost:
                 // if so, it is in what we read now.
-                let before = view.book.last_seq();
+                let before = view.last_seq;
                 let stored = read::read_subject(
                     &self.inner.js,
                     subjects::ARTIFACTS_STREAM,

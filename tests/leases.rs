@@ -666,3 +666,69 @@ async fn garbage_and_forgeries_on_a_root_change_nothing_and_block_nobody() {
     editor.close().await;
     mallory.close().await;
 }
+
+#[tokio::test]
+async fn refused_hand_overs_give_the_lease_back_and_long_reasons_are_cut() {
+    let rig = rig().await;
+    let editor = connect(&rig, "editor").await;
+    let publisher = connect(&rig, "publisher").await;
+    let folder = editor.acquire("h", Exclusive).await.expect("folder");
+    let file = editor.acquire("h/x", Exclusive).await.expect("file in it");
+    // To itself: refused, the handle comes back.
+    let err = folder
+        .hand_over(editor.id(), Duration::from_secs(5))
+        .await
+        .expect_err("self");
+    let folder = err.into_lease().expect("the handle back");
+    folder.renew().await.expect("still held");
+    // The publisher cannot take the folder while the editor holds a file in
+    // it: refused by the fold, the lease stays the editor's.
+    let err = folder
+        .hand_over(publisher.id(), Duration::from_secs(5))
+        .await
+        .expect_err("would break exclusivity");
+    assert!(
+        matches!(&err.error, LeaseError::Held { holder, .. } if holder.as_str() == "editor"),
+        "{err}"
+    );
+    let folder = err.into_lease().expect("the handle back");
+    folder.renew().await.expect("still held");
+    // A reason over its limit is cut, not a reason to keep the lease.
+    file.release(&"x".repeat(5000)).await.expect("released");
+    let token = folder
+        .hand_over(publisher.id(), Duration::from_secs(5))
+        .await
+        .expect("now it can go");
+    assert_eq!(
+        holder_of(editor.acquire("h/y", Exclusive).await),
+        ("h".into(), "publisher".into())
+    );
+    let taken = publisher.resume_lease("h", None).await.expect("resume");
+    assert_eq!(taken.token(), token);
+    taken.release("done").await.expect("release");
+    editor.close().await;
+    publisher.close().await;
+}
+
+#[test]
+fn a_folder_holder_fences_the_files_under_it_without_writing_data() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = FencedDir::new(dir.path());
+    let post = ArtifactName::new("drafts/post.md").expect("name");
+    store.write(&post, 3, b"v1").expect("holder of the file");
+    // Someone now holds all of drafts (token 5) and says so to the store.
+    store
+        .fence(&ArtifactName::new("drafts").expect("name"), 5)
+        .expect("fence");
+    assert!(matches!(
+        store.write(&post, 3, b"late"),
+        Err(FencedWriteError::Stale(_))
+    ));
+    assert_eq!(store.read(&post).expect("read"), b"v1");
+    // The store's own files are not artifacts.
+    assert!(
+        store
+            .write(&ArtifactName::new(".baton-fence").expect("name"), 9, b"x")
+            .is_err()
+    );
+}

@@ -65,10 +65,35 @@ impl FencedDir {
         token: u64,
         bytes: &[u8],
     ) -> Result<(), FencedWriteError> {
+        self.admitted(name, token, Some(bytes))
+    }
+
+    /// Records `token` for `name` without writing data: a holder of a
+    /// folder (`drafts`) registers its token, so a stale holder of a file
+    /// under it (`drafts/post.md`) is refused from now on.
+    pub fn fence(&self, name: &ArtifactName, token: u64) -> Result<(), FencedWriteError> {
+        self.admitted(name, token, None)
+    }
+
+    /// Under the lock: admits the token, then (data aside first, the token
+    /// recorded, the data put in place) so that a crash can lose the write
+    /// but never let an older token in afterwards.
+    fn admitted(
+        &self,
+        name: &ArtifactName,
+        token: u64,
+        bytes: Option<&[u8]>,
+    ) -> Result<(), FencedWriteError> {
         let io = |source| FencedWriteError::Io {
             dir: self.dir.clone(),
             source,
         };
+        if name.root().starts_with(TOKENS_FILE) {
+            return Err(io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name}: names starting with {TOKENS_FILE} are the store's own"),
+            )));
+        }
         fs::create_dir_all(&self.dir).map_err(io)?;
         let lock = OpenOptions::new()
             .create(true)
@@ -80,15 +105,28 @@ impl FencedDir {
         let mut fence = self.load().map_err(io)?;
         fence.admit(name, token)?;
         let path = self.path_of(name);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io)?;
-        }
-        replace(&path, bytes).map_err(io)?;
+        let staged = match bytes {
+            Some(bytes) => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(io)?;
+                }
+                Some(stage(&path, bytes).map_err(io)?)
+            }
+            None => None,
+        };
         let mut tokens = String::new();
         for (artifact, token) in fence.last_seen() {
             tokens.push_str(&format!("{token}\t{artifact}\n"));
         }
-        replace(&self.dir.join(TOKENS_FILE), tokens.as_bytes()).map_err(io)?;
+        let tokens_path = self.dir.join(TOKENS_FILE);
+        fs::rename(
+            stage(&tokens_path, tokens.as_bytes()).map_err(io)?,
+            &tokens_path,
+        )
+        .map_err(io)?;
+        if let Some(staged) = staged {
+            fs::rename(staged, &path).map_err(io)?;
+        }
         drop(lock);
         Ok(())
     }
@@ -126,11 +164,12 @@ impl FencedDir {
     }
 }
 
-/// Writes a file whole or not at all (a temporary file, synced, renamed).
-fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` beside `path` (synced), for a rename into place: a file
+/// is replaced whole or not at all.
+fn stage(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     let tmp = path.with_extension(format!("baton-tmp-{}", std::process::id()));
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    fs::rename(&tmp, path)
+    Ok(tmp)
 }

@@ -244,6 +244,7 @@ impl Agent {
                                 options.ttl,
                                 view,
                                 options.auto_renew,
+                                Duration::ZERO,
                             ))
                         }
                         LeaseDisposition::Refused(LeaseRefusal::Held {
@@ -343,6 +344,7 @@ impl Agent {
             hold.ttl,
             view,
             true,
+            wall_clock().since(hold.renewed_at),
         ))
     }
 
@@ -389,7 +391,7 @@ impl Agent {
             reason: reason.to_string(),
         };
         let event = self.lease_event(&artifact, 0, body);
-        loop {
+        for _ in 0..32 {
             if let Some(judged) = self.publish_lease(&event, &mut view, &artifact).await? {
                 return match judged.outcome.disposition {
                     LeaseDisposition::Applied => Ok(judged.seq),
@@ -400,6 +402,9 @@ impl Agent {
                 };
             }
         }
+        Err(LeaseError::Broker(BrokerError::Other(format!(
+            "{artifact}: its root kept changing; giving up after 32 attempts"
+        ))))
     }
 
     fn lease_event(&self, artifact: &Artifact, token: u64, body: LeaseBody) -> LeaseEvent {
@@ -421,7 +426,11 @@ impl Agent {
         event: &LeaseEvent,
         view: &mut RootView,
         artifact: &Artifact,
-    ) -> Result<Option<Judged>, BrokerError> {
+    ) -> Result<Option<Judged>, LeaseError> {
+        // What every reader would drop is never sent (it would never be
+        // judged, and the act would wait for it in vain).
+        baton_core::wire::check_lease_limits(event)
+            .map_err(|e| LeaseError::Invalid(e.to_string()))?;
         let cas = Cas {
             expected: view.last_seq,
             scope: subjects::lease_root(artifact),
@@ -455,7 +464,8 @@ impl Agent {
                     before + 1,
                     None,
                 )
-                .await?;
+                .await
+                .map_err(BrokerError::from)?;
                 let ours = after_retry
                     .then(|| stored.iter().find(|s| s.msg_id() == Some(&event.event_id)))
                     .flatten()
@@ -465,7 +475,7 @@ impl Agent {
                     .zip(outcome)
                     .map(|(seq, outcome)| Judged { seq, outcome }))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(BrokerError::from(e).into()),
         }
     }
 }
@@ -486,7 +496,12 @@ pub(crate) async fn hand_over_all(leases: Vec<Lease>, to: &AgentId, ttl: Duratio
     for lease in leases {
         let artifact = lease.artifact().to_string();
         if let Err(e) = lease.hand_over(to, ttl).await {
-            tracing::warn!(%artifact, error = %e, "could not hand a lease over; it lapses at its ttl");
+            tracing::warn!(%artifact, error = %e, "could not hand a lease over; releasing it");
+            if let Some(lease) = e.into_lease() {
+                let _ = lease
+                    .release("could not be handed over with its task")
+                    .await;
+            }
         }
     }
 }
@@ -572,6 +587,33 @@ impl Shared {
                 st.last_sent = sent;
                 return Ok(judged);
             }
+            // Refused for want of the hold: the lease is gone. Refused
+            // for anything else (a hand-over the recipient cannot take):
+            // the lease is still this agent's.
+            if let LeaseDisposition::Refused(LeaseRefusal::Held {
+                artifact,
+                holder,
+                mode,
+                since,
+                token,
+            }) = judged.outcome.disposition
+            {
+                let expires_at = st
+                    .view
+                    .book
+                    .holds(&artifact)
+                    .iter()
+                    .find(|h| h.agent == holder)
+                    .map_or(since, baton_core::lease::Hold::expires_at);
+                return Err(LeaseError::Held {
+                    artifact: artifact.to_string(),
+                    holder,
+                    mode,
+                    since,
+                    expires_at,
+                    token,
+                });
+            }
             let reason = self.why_lost(&judged.outcome);
             st.lost = Some(reason.clone());
             self.lost_tx.send_replace(true);
@@ -581,6 +623,23 @@ impl Shared {
             "{}: its root kept changing; giving up after 32 attempts",
             self.artifact
         ))))
+    }
+}
+
+/// A hand-over that did not happen; if the lease is still this agent's,
+/// its handle comes back (renewing again).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct HandOverError {
+    #[source]
+    pub error: LeaseError,
+    lease: Option<Lease>,
+}
+
+impl HandOverError {
+    /// The handle back, when the lease is still this agent's.
+    pub fn into_lease(self) -> Option<Lease> {
+        self.lease
     }
 }
 
@@ -610,6 +669,7 @@ impl Lease {
         ttl: Duration,
         view: RootView,
         auto_renew: bool,
+        renewed_ago: Duration,
     ) -> Lease {
         let (lost_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -620,7 +680,10 @@ impl Lease {
             ttl,
             state: Mutex::new(LeaseState {
                 view,
-                last_sent: tokio::time::Instant::now(),
+                // The renewal schedule runs from the hold's last renewal.
+                last_sent: tokio::time::Instant::now()
+                    .checked_sub(renewed_ago)
+                    .unwrap_or_else(tokio::time::Instant::now),
                 lost: None,
             }),
             lost_tx,
@@ -667,13 +730,16 @@ impl Lease {
     }
 
     /// Lets go of the lease.
+    /// Lets go of the lease. The reason is informational: one over its
+    /// limit (2048 bytes) is cut, never a reason to keep the lease.
     pub async fn release(mut self, reason: &str) -> Result<u64, LeaseError> {
         self.stop_renewals();
         self.done = true;
+        let reason = baton_core::alert::clip(reason, baton_core::wire::limits::REASON);
         let judged = self
             .shared
             .act(LeaseBody::Release {
-                reason: reason.to_string(),
+                reason: reason.into_owned(),
             })
             .await?;
         Ok(judged.seq)
@@ -681,17 +747,42 @@ impl Lease {
 
     /// Gives the lease to `to` (who holds it for `ttl` from now and takes
     /// it up with [`Agent::resume_lease`]); returns the recipient's token.
-    pub async fn hand_over(mut self, to: &AgentId, ttl: Duration) -> Result<u64, LeaseError> {
+    /// When the lease is still this agent's after a failure (the recipient
+    /// holds a conflicting lease, the broker did not answer, `to` is this
+    /// agent), the error gives the handle back.
+    pub async fn hand_over(mut self, to: &AgentId, ttl: Duration) -> Result<u64, HandOverError> {
+        if to == self.shared.agent.id() {
+            return Err(HandOverError {
+                error: LeaseError::Invalid("a lease cannot be handed to its own holder".into()),
+                lease: Some(self),
+            });
+        }
+        // No renewal may follow the hand-over (it would be refused).
         self.stop_renewals();
-        self.done = true;
-        let judged = self
+        let result = self
             .shared
             .act(LeaseBody::HandOver {
                 to: to.clone(),
                 ttl,
             })
-            .await?;
-        Ok(granted_token(&judged.outcome).unwrap_or_default())
+            .await;
+        match result {
+            Ok(judged) => {
+                self.done = true;
+                Ok(granted_token(&judged.outcome).unwrap_or_default())
+            }
+            Err(error @ LeaseError::Lost { .. }) => {
+                self.done = true;
+                Err(HandOverError { error, lease: None })
+            }
+            Err(error) => {
+                self.renewals = Some(tokio::spawn(renew_loop(self.shared.clone())));
+                Err(HandOverError {
+                    error,
+                    lease: Some(self),
+                })
+            }
+        }
     }
 
     /// Stops renewing and does not release on drop: the lease lapses at

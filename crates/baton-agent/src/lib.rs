@@ -82,7 +82,7 @@ pub use context::{ContextRecord, Decision, RefusedEntry, Snapshot};
 pub use error::{
     AgentError, BrokerError, ClaimError, ContextError, CreateError, HandoffError, OwnershipError,
 };
-pub use lease::{Lease, LeaseError, LeaseOptions};
+pub use lease::{HandOverError, Lease, LeaseError, LeaseOptions};
 pub use ownership::{ActError, Offer, Ownership};
 pub use pipeline::{Flushed, Pipeline};
 

@@ -190,8 +190,10 @@ fn unescape_segment(token: &str) -> Option<String> {
                     return None;
                 }
                 let b = u8::from_str_radix(hex, 16).ok()?;
-                // A byte that would have stayed as it is was not escaped.
-                if keeps(b) {
+                // A byte that would have stayed as it is was not escaped,
+                // and `/` separates segments: an escaped one would give
+                // `a/b` a second subject, outside the root `a`.
+                if keeps(b) || b == b'/' {
                     return None;
                 }
                 out.push(b);
@@ -682,11 +684,31 @@ pub fn apply(
             if let Err(reason) = own_hold(book) {
                 return refused(reason, effects);
             }
+            let mode = book
+                .holds(artifact)
+                .iter()
+                .find(|h| h.agent == *agent)
+                .map_or(LeaseMode::Exclusive, |h| h.mode);
+            // The recipient must be able to take it: the sender's other
+            // holds (on names above or below) count, the one handed over
+            // does not.
+            let blocking = book
+                .conflicts(artifact, to, mode, at)
+                .find(|(a, h)| !(*a == artifact && h.agent == *agent))
+                .map(|(a, h)| LeaseRefusal::Held {
+                    artifact: a.clone(),
+                    holder: h.agent.clone(),
+                    mode: h.mode,
+                    since: h.since,
+                    token: h.token,
+                });
+            if let Some(reason) = blocking {
+                return refused(reason, effects);
+            }
             let Some(from) = book.take_hold(artifact, agent) else {
                 return refused(LeaseRefusal::NotHolder, effects);
             };
-            // What the sender held needs no second check against others;
-            // the recipient's own earlier hold on it is replaced.
+            // The recipient's own earlier hold on it is replaced.
             book.take_hold(artifact, to);
             let hold = Hold {
                 agent: to.clone(),
@@ -959,8 +981,9 @@ mod tests {
         let back: Vec<&str> = tokens.split('.').collect();
         let back = ArtifactName::from_subject_tokens(back[..back.len() - 1].iter().copied());
         assert_eq!(back.unwrap(), n);
-        // `a` spelt `~61`, lower-case hex, a lone `~`: not the normal form.
-        for bad in ["~61", "~2e", "~", "a*b"] {
+        // `a` spelt `~61`, lower-case hex, a lone `~`, an escaped `/` (a
+        // second subject for `a/b`): not the normal form.
+        for bad in ["~61", "~2e", "~", "a*b", "a~2Fb"] {
             assert!(ArtifactName::from_subject_tokens([bad]).is_err(), "{bad}");
         }
     }

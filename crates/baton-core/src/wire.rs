@@ -24,7 +24,7 @@ use crate::{
 };
 
 mod lease;
-pub use lease::read_lease_event;
+pub use lease::{check_lease_limits, read_lease_event};
 
 /// Longest accepted event id, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 256;

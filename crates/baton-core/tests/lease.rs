@@ -230,6 +230,24 @@ fn a_hand_over_moves_the_lease_with_a_new_token() {
 }
 
 #[test]
+fn a_hand_over_that_would_break_exclusivity_is_refused() {
+    // The editor holds the folder and a file in it; handing the folder
+    // away would leave two exclusive holders of the file.
+    let mut s = Stream::new();
+    let folder = granted_token(&s.acquire("editor", "h", Exclusive, 0));
+    granted_token(&s.acquire("editor", "h/x", Exclusive, 0));
+    let to = LeaseBody::HandOver {
+        to: agent("publisher"),
+        ttl: TTL,
+    };
+    assert_eq!(
+        held_by(&s.send("editor", "h", folder, to, 1)),
+        ("h/x".into(), agent("editor"))
+    );
+    assert_eq!(s.book.holds(&art("h"))[0].agent.as_str(), "editor");
+}
+
+#[test]
 fn only_operators_revoke() {
     let mut s = Stream::new();
     s.operators = vec![agent("ops")];

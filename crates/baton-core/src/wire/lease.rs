@@ -55,6 +55,22 @@ pub fn read_lease_event(subject: &str, bytes: &[u8]) -> Result<LeaseEvent, WireE
     }
 }
 
+/// Checks a lease event against what every reader accepts (ids, reason
+/// sizes, the whole payload), so a sender refuses before publishing what
+/// would be dropped by every reader.
+pub fn check_lease_limits(event: &LeaseEvent) -> Result<(), WireError> {
+    LeaseEvent::decode(&event.encode()).map(|_| ())?;
+    let len = event.encode().len();
+    if len > limits::LEASE_PAYLOAD {
+        return Err(WireError::TooLarge {
+            field: "payload".into(),
+            len,
+            max: limits::LEASE_PAYLOAD,
+        });
+    }
+    Ok(())
+}
+
 impl LeaseEvent {
     /// The wire form.
     pub fn encode(&self) -> Vec<u8> {

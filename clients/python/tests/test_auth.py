@@ -147,3 +147,33 @@ async def test_a_refused_publish_is_not_permitted_at_once(secured: Services) -> 
     assert refused.value.identity == "bob"
     assert "not permitted to publish as bob" in str(refused.value)
     assert elapsed < 1.0, f"reported after {elapsed:.2f}s; the ack timeout is 5s"
+
+
+async def test_leases_work_under_an_identity_and_posing_is_not_permitted(secured: Services) -> None:
+    # An agent's permissions cover its lease subjects (baton.art.*.<agent>.>)
+    # and the reads of BATON_ARTIFACTS the client makes (direct gets).
+    artifact = f"drafts-{secrets.token_hex(4)}/post.md"
+    alice = await Agent.connect(secured.url, "alice", nkey_seed=secured.dir / "ids" / "alice.nk")
+    try:
+        lease = await alice.acquire(artifact, auto_renew=False)
+        assert lease.token == 1
+        await lease.renew()
+        await lease.release("done")
+    finally:
+        await alice.close()
+    posing = await Agent.connect(
+        secured.url,
+        "bob",
+        nkey_seed=secured.dir / "ids" / "alice.nk",
+        retry=Retry(budget=30.0, attempt_timeout=5.0),
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(NotPermitted) as refused:
+            await posing.acquire(artifact)
+        elapsed = time.monotonic() - started
+    finally:
+        await posing.close()
+    # The agent token of baton.art.<scope>.<agent>.<path>.~, not the last one.
+    assert refused.value.identity == "bob"
+    assert elapsed < 1.0, f"reported after {elapsed:.2f}s; the ack timeout is 5s"

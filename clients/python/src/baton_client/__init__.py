@@ -19,14 +19,23 @@ services, so Python and Rust agents can hand tasks to each other::
 
     asyncio.run(main())
 
+Artifact leases (one writer or many readers on a file, document or record,
+with a fencing token stores check)::
+
+    async with agent.acquire("drafts/post.md") as lease:   # LeaseHeld if taken
+        FencedDir("/srv/store").write("drafts/post.md", lease.token, b"...")
+
 Modules: :mod:`~baton_client.agent`, :mod:`~baton_client.ownership`,
 :mod:`~baton_client.context`, :mod:`~baton_client.alerts`,
 :mod:`~baton_client.errors`, :mod:`~baton_client.state` (the fold port),
+:mod:`~baton_client.leases` (artifact names and the lease fold),
+:mod:`~baton_client.lease_handle` (the lease handle),
+:mod:`~baton_client.fence` (a fenced file store),
 :mod:`~baton_client.pb` (generated wire types), :mod:`~baton_client.ids`,
 :mod:`~baton_client.subjects`.
 """
 
-from . import errors, pb, subjects
+from . import errors, leases, pb, subjects
 from ._transport import Retry
 from .agent import Agent, OwnershipRequest, duration
 from .alerts import AlertSubscription, alert_kind_token, alert_state_token, parse_alert_kind
@@ -34,6 +43,7 @@ from .context import ContextRecord, ContextSnapshot, Decision
 from .errors import (
     ActRefused,
     AlreadyYours,
+    ArtifactHeld,
     BatonError,
     BrokerError,
     ClaimError,
@@ -44,7 +54,13 @@ from .errors import (
     CreateError,
     HandleSpent,
     HandoffError,
+    InvalidArtifactName,
     InvalidId,
+    LeaseError,
+    LeaseHeld,
+    LeaseLost,
+    LeaseNotHeld,
+    LeaseRefused,
     NoOffer,
     NotAssignee,
     NotForYou,
@@ -53,13 +69,17 @@ from .errors import (
     OwnershipLost,
     NotPermitted,
     Refused,
+    StaleToken,
     Taken,
     TaskEnded,
     TaskExists,
     Unavailable,
     UnknownTask,
 )
+from .fence import FencedDir
 from .ids import validate_id
+from .lease_handle import Lease, LeaseRequest
+from .leases import ArtifactName, LeaseMode
 from .ownership import OfferSent, Ownership
 from .state import Offer, TaskStatus, TaskView
 
@@ -67,6 +87,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "errors",
+    "leases",
     "pb",
     "subjects",
     "Retry",
@@ -82,6 +103,7 @@ __all__ = [
     "Decision",
     "ActRefused",
     "AlreadyYours",
+    "ArtifactHeld",
     "BatonError",
     "BrokerError",
     "ClaimError",
@@ -92,7 +114,13 @@ __all__ = [
     "CreateError",
     "HandleSpent",
     "HandoffError",
+    "InvalidArtifactName",
     "InvalidId",
+    "LeaseError",
+    "LeaseHeld",
+    "LeaseLost",
+    "LeaseNotHeld",
+    "LeaseRefused",
     "NoOffer",
     "NotAssignee",
     "NotForYou",
@@ -101,12 +129,18 @@ __all__ = [
     "OwnershipError",
     "OwnershipLost",
     "Refused",
+    "StaleToken",
     "Taken",
     "TaskEnded",
     "TaskExists",
     "Unavailable",
     "UnknownTask",
     "validate_id",
+    "FencedDir",
+    "Lease",
+    "LeaseRequest",
+    "ArtifactName",
+    "LeaseMode",
     "OfferSent",
     "Ownership",
     "Offer",

@@ -59,11 +59,14 @@ from .errors import (
 from .identity import read_identity_file
 from .ids import agent_id as check_agent_id
 from .ids import stage_name, task_id, workflow_id
-from .state import TaskStatus, TaskView, WireError, apply
+from .state import MAX_TASK_ARTIFACTS, TaskStatus, TaskView, WireError, apply
 
 if TYPE_CHECKING:
     from .alerts import AlertSubscription
     from .context import ContextRecord
+    from .lease_handle import Lease, LeaseRequest
+    from .lease_handle import _Shared as _LeaseShared
+    from .leases import LeaseBook, LeaseMode
     from .ownership import Ownership, _Shared
 
 __all__ = ["Agent", "OwnershipRequest", "duration"]
@@ -146,6 +149,8 @@ class Agent:
         self._background: set[asyncio.Task[None]] = set()
         #: Handles still acting (heartbeating).
         self._live: set[_Shared] = set()
+        #: Artifact leases still held by a handle (renewing).
+        self._live_leases: set[_LeaseShared] = set()
         self._closed = False
 
     # -- connection -------------------------------------------------------
@@ -280,7 +285,8 @@ class Agent:
     async def close(self) -> None:
         """Waits for background releases (of handles dropped without a final
         act), stops the heartbeats of live handles (they keep ownership: the
-        stall detector will notice the silence) and closes the connection."""
+        stall detector will notice the silence) and the renewals of live
+        artifact leases (they lapse at their ttl), and closes the connection."""
         if self._closed:
             return
         while self._background:
@@ -288,6 +294,9 @@ class Agent:
         for shared in list(self._live):
             shared.stop_heartbeats()
         self._live.clear()
+        for lease in list(self._live_leases):
+            lease.stop_renewals()
+        self._live_leases.clear()
         self._closed = True
         try:
             await self._nc.flush(timeout=2)
@@ -320,16 +329,24 @@ class Agent:
         deadline_within: float | None = None,
         heartbeat_within: float | None = None,
         progress_within: float | None = None,
+        artifacts: Sequence[str] = (),
     ) -> int:
         """Creates a task (stored once even if retried); returns its stream
         sequence. Windows are in seconds; unset ones come from the stall rules.
+        ``artifacts`` are the artifacts the task will write (names as for
+        :meth:`acquire`, in the workflow's scope; at most 16): claiming or
+        accepting the task takes an exclusive lease on each, all or none.
 
         Published with compare-and-set on the task's subjects (expected last
         sequence 0): raises :class:`~baton_client.errors.TaskExists` when the
         task exists already, and nothing is stored."""
+        from .leases import ArtifactName
+
         task_id(task)
         workflow_id(workflow)
-        body = pb.TaskCreated(title=title)
+        if len(artifacts) > MAX_TASK_ARTIFACTS:
+            raise ValueError(f"{len(artifacts)} artifacts, at most {MAX_TASK_ARTIFACTS}")
+        body = pb.TaskCreated(title=title, artifacts=[ArtifactName(a).value for a in artifacts])
         if stage is not None:
             body.stage = stage_name(stage)
         if assignee is not None:
@@ -357,9 +374,15 @@ class Agent:
         succeeds; the others get :class:`~baton_client.errors.ClaimLost` naming
         the owner.
 
+        A task that declares artifacts (``create_task(..., artifacts=...)``)
+        is claimed only with an exclusive lease on each, taken first (in name
+        order, all or none): the handle's ``leases``, released at the task's
+        end or handed to the recipient of an agent offer.
+
         Raises (when awaited) :class:`ClaimLost`, :class:`AlreadyYours`,
-        :class:`NotAssignee`, :class:`UnknownTask`, :class:`TaskEnded` or
-        :class:`BrokerError`.
+        :class:`NotAssignee`, :class:`~baton_client.errors.ArtifactHeld` (an
+        artifact is leased by another agent: nothing was taken),
+        :class:`UnknownTask`, :class:`TaskEnded` or :class:`BrokerError`.
         """
         task_id(task)
         use = self._lease if lease is None else lease
@@ -368,35 +391,51 @@ class Agent:
         return OwnershipRequest(lambda: self._claim(task, use))
 
     async def _claim(self, task: str, lease: float) -> Ownership:
+        from .lease_handle import lease_for_task, release_all
         from .ownership import Ownership
 
-        for _ in range(CAS_ATTEMPTS):
-            view, last_seq = await self._current(task)
-            if view is None:
-                raise UnknownTask(task)
-            if view.status.is_terminal:
-                raise TaskEnded(task, str(view.status))
-            if view.owner is not None:
-                if view.owner == self._id:
-                    raise AlreadyYours(task, view.epoch)
-                raise ClaimLost(task, view.owner, view.epoch)
-            if view.assignee is not None and view.assignee != self._id:
-                raise NotAssignee(task, view.assignee)
-            event = self.event(
-                task, view.workflow_id, 0, claimed=pb.Claimed(heartbeat_within=duration(lease))
+        # The task's declared artifacts, leased before the claim is sent (all
+        # or none) and released if the claim is not stored.
+        leases: list[Lease] | None = None
+        try:
+            for _ in range(CAS_ATTEMPTS):
+                view, last_seq = await self._current(task)
+                if view is None:
+                    raise UnknownTask(task)
+                if view.status.is_terminal:
+                    raise TaskEnded(task, str(view.status))
+                if view.owner is not None:
+                    if view.owner == self._id:
+                        raise AlreadyYours(task, view.epoch)
+                    raise ClaimLost(task, view.owner, view.epoch)
+                if view.assignee is not None and view.assignee != self._id:
+                    raise NotAssignee(task, view.assignee)
+                if leases is None:
+                    leases = await lease_for_task(self, task, view.workflow_id, view.artifacts, lease)
+                event = self.event(
+                    task, view.workflow_id, 0, claimed=pb.Claimed(heartbeat_within=duration(lease))
+                )
+                seq = await self._publish_cas(event, last_seq)
+                if seq is not None:
+                    owned = Ownership._start(
+                        self, task, view.workflow_id, view.epoch + 1, seq, lease, leases=leases
+                    )
+                    leases = None  # the handle has them
+                    return owned
+                # Someone else's event came first: look again.
+            raise BrokerError(
+                f"task {task} kept changing while claiming; giving up after {CAS_ATTEMPTS} attempts"
             )
-            seq = await self._publish_cas(event, last_seq)
-            if seq is not None:
-                return Ownership._start(self, task, view.workflow_id, view.epoch + 1, seq, lease)
-            # Someone else's event came first: look again.
-        raise BrokerError(
-            f"task {task} kept changing while claiming; giving up after {CAS_ATTEMPTS} attempts"
-        )
+        finally:
+            if leases:
+                await release_all(leases, "the task was not claimed")
 
     def resume(self, task: str, *, detached: bool = False) -> OwnershipRequest:
         """Takes over ownership this agent already holds (e.g. after its process
-        restarted). With ``detached`` the handle sends no heartbeats and does not
-        release the task when dropped (a process that performs one act and exits).
+        restarted), with the leases on its declared artifacts that this agent
+        still holds. With ``detached`` the handle sends no heartbeats, does not
+        release the task when dropped (a process that performs one act and
+        exits) and takes up no leases.
 
         Raises (when awaited) :class:`NotOwned`, :class:`ClaimLost` (someone else
         owns it), :class:`UnknownTask`, :class:`TaskEnded`.
@@ -405,6 +444,9 @@ class Agent:
         return OwnershipRequest(lambda: self._resume(task, detached))
 
     async def _resume(self, task: str, detached: bool) -> Ownership:
+        from .errors import LeaseNotHeld
+        from .lease_handle import resume as resume_lease
+        from .leases import Artifact
         from .ownership import Ownership
 
         view, last_seq = await self._current(task)
@@ -417,44 +459,72 @@ class Agent:
         if view.owner != self._id:
             raise ClaimLost(task, view.owner, view.epoch)
         lease = view.lease or self._lease
+        # The leases on its declared artifacts this agent still holds renew
+        # again from now (one that lapsed meanwhile is not taken again:
+        # acquire it, and check the store's token).
+        leases: list[Lease] = []
+        if not detached:
+            for name in view.artifacts:
+                try:
+                    leases.append(
+                        await resume_lease(self, Artifact.of(name, view.workflow_id), True)
+                    )
+                except LeaseNotHeld as e:
+                    log.warning("task %s: a declared artifact's lease is not held: %s", task, e)
         return Ownership._start(
-            self, task, view.workflow_id, view.epoch, last_seq, lease, detached=detached
+            self, task, view.workflow_id, view.epoch, last_seq, lease, detached=detached, leases=leases
         )
 
     def accept_handoff(self, task: str) -> OwnershipRequest:
         """Accepts the handoff offered to this agent (or to a stage): the agent
         becomes the owner at the next epoch.
 
+        The task's declared artifacts are leased first, as for a claim.
+
         Raises (when awaited) :class:`NoOffer`, :class:`NotForYou`,
-        :class:`Taken`, :class:`UnknownTask`, :class:`TaskEnded` or
-        :class:`BrokerError`.
+        :class:`Taken`, :class:`~baton_client.errors.ArtifactHeld`,
+        :class:`UnknownTask`, :class:`TaskEnded` or :class:`BrokerError`.
         """
         task_id(task)
         return OwnershipRequest(lambda: self._accept(task))
 
     async def _accept(self, task: str) -> Ownership:
+        from .lease_handle import lease_for_task, release_all
         from .ownership import Ownership
 
-        for _ in range(CAS_ATTEMPTS):
-            view, last_seq = await self._current(task)
-            view = self._check_offer(task, view)
-            if view.owner == self._id:
-                # Not even a stage offer may be accepted by its own sender.
-                raise HandoffError(
-                    f"task {task}: the pending offer is this agent's own; it cannot accept it"
-                )
-            # The new owner commits to its lease, as a claim does, so the
-            # detector expects heartbeats at the pace this client sends them.
-            lease = self._lease
-            accepted = pb.HandoffAccepted()
-            accepted.heartbeat_within.FromNanoseconds(int(lease * 1e9))
-            event = self.event(task, view.workflow_id, 0, handoff_accepted=accepted)
-            seq = await self._publish_cas(event, last_seq)
-            if seq is not None:
-                return Ownership._start(self, task, view.workflow_id, view.epoch + 1, seq, lease)
-        raise BrokerError(
-            f"task {task} kept changing while accepting; giving up after {CAS_ATTEMPTS} attempts"
-        )
+        leases: list[Lease] | None = None
+        try:
+            for _ in range(CAS_ATTEMPTS):
+                view, last_seq = await self._current(task)
+                view = self._check_offer(task, view)
+                if view.owner == self._id:
+                    # Not even a stage offer may be accepted by its own sender.
+                    raise HandoffError(
+                        f"task {task}: the pending offer is this agent's own; it cannot accept it"
+                    )
+                # The new owner commits to its lease, as a claim does, so the
+                # detector expects heartbeats at the pace this client sends them.
+                lease = self._lease
+                if leases is None:
+                    # Handed over with the offer, or free: taken again under a
+                    # new token (all or none).
+                    leases = await lease_for_task(self, task, view.workflow_id, view.artifacts, lease)
+                accepted = pb.HandoffAccepted()
+                accepted.heartbeat_within.FromNanoseconds(int(lease * 1e9))
+                event = self.event(task, view.workflow_id, 0, handoff_accepted=accepted)
+                seq = await self._publish_cas(event, last_seq)
+                if seq is not None:
+                    owned = Ownership._start(
+                        self, task, view.workflow_id, view.epoch + 1, seq, lease, leases=leases
+                    )
+                    leases = None
+                    return owned
+            raise BrokerError(
+                f"task {task} kept changing while accepting; giving up after {CAS_ATTEMPTS} attempts"
+            )
+        finally:
+            if leases:
+                await release_all(leases, "the handoff was not accepted")
 
     async def reject_handoff(self, task: str, reason: str) -> int:
         """Declines the handoff offered to this agent; the sender keeps the task.
@@ -568,6 +638,83 @@ class Agent:
                 await watcher.stop()  # type: ignore[no-untyped-call]
             except Exception:
                 pass
+
+    # -- artifact leases ------------------------------------------------------
+
+    def acquire(
+        self,
+        name: str,
+        mode: LeaseMode | str = "exclusive",
+        *,
+        ttl: float = 15.0,
+        workflow: str | None = None,
+        task: str | None = None,
+        auto_renew: bool = True,
+    ) -> LeaseRequest:
+        """Takes a lease on the artifact ``name`` (a path or record key:
+        ``drafts/post.md``; ``drafts/`` covers everything under it), exclusive
+        (one writer) or shared (many readers). Of agents racing for an
+        exclusive lease exactly one wins; the others get
+        :class:`~baton_client.errors.LeaseHeld` naming the holder.
+
+        Args:
+            ttl: seconds the lease lives without a renewal; the handle renews
+                at a third of it unless ``auto_renew`` is false (then call
+                :meth:`Lease.renew <baton_client.Lease.renew>` within each ttl).
+            workflow: the scope; ``None`` = the global scope.
+            task: the task the lease is taken for, if any.
+
+        Await the result for a :class:`~baton_client.Lease`, or use it with
+        ``async with`` (released when the block exits). Invalid names
+        (:class:`~baton_client.errors.InvalidArtifactName`), ids, modes and
+        ttls raise at once; when awaited it raises :class:`LeaseHeld`,
+        :class:`~baton_client.errors.LeaseRefused` or :class:`BrokerError`.
+        """
+        from .lease_handle import LeaseRequest, acquire
+        from .leases import Artifact, LeaseMode
+
+        artifact = Artifact.of(name, workflow)
+        how = LeaseMode(mode)
+        if ttl <= 0:
+            raise ValueError(f"a lease needs a ttl above zero, got {ttl}")
+        if task is not None:
+            task_id(task)
+        return LeaseRequest(lambda: acquire(self, artifact, how, ttl, task, auto_renew))
+
+    def resume_lease(
+        self, name: str, workflow: str | None = None, *, auto_renew: bool = True
+    ) -> LeaseRequest:
+        """Takes up a lease this agent holds: one handed to it, or its own
+        from before a restart (while it has not expired). Raises (when
+        awaited) :class:`~baton_client.errors.LeaseNotHeld` otherwise."""
+        from .lease_handle import LeaseRequest, resume
+        from .leases import Artifact
+
+        artifact = Artifact.of(name, workflow)
+        return LeaseRequest(lambda: resume(self, artifact, auto_renew))
+
+    async def revoke_lease(
+        self, name: str, holder: str, reason: str = "", workflow: str | None = None
+    ) -> int:
+        """Operators (the published policy's; anyone when it names none):
+        takes ``holder``'s lease on ``name`` away. Returns the revocation's
+        stream sequence; :class:`~baton_client.errors.LeaseRefused` when this
+        agent is not an operator or ``holder`` holds no lease on it."""
+        from .lease_handle import revoke
+        from .leases import Artifact
+
+        artifact = Artifact.of(name, workflow)
+        check_agent_id(holder)
+        return await revoke(self, artifact, holder, reason)
+
+    async def leases(self, workflow: str | None = None) -> LeaseBook:
+        """Every lease as the stream has them: the fold of ``BATON_ARTIFACTS``
+        (or of one workflow's scope). A hold past its expiry stays in the
+        book until an event of its root comes: compare ``Hold.expires_at``
+        with the time."""
+        from .lease_handle import read_all
+
+        return await read_all(self, None if workflow is None else workflow_id(workflow))
 
     # -- decision record and alerts ---------------------------------------
 

@@ -8,19 +8,28 @@ SDK (``baton_agent::error``):
   (:class:`Unavailable`, :class:`Refused`, :class:`NotPermitted`).
 - :class:`CreateError`: a task could not be created (:class:`TaskExists`).
 - :class:`ClaimError`: a claim did not give this agent the task
-  (:class:`ClaimLost`, :class:`AlreadyYours`, :class:`NotAssignee`, ...).
+  (:class:`ClaimLost`, :class:`AlreadyYours`, :class:`NotAssignee`,
+  :class:`ArtifactHeld`, ...).
 - :class:`HandoffError`: a handoff could not be accepted or rejected
   (:class:`NoOffer`, :class:`NotForYou`, :class:`Taken`, ...).
 - :class:`OwnershipError`: an act on an owned task failed
   (:class:`OwnershipLost`, :class:`HandleSpent`, :class:`ActRefused`, ...).
 - :class:`ContextError`: a decision-record operation failed
   (:class:`ContextStale`, :class:`ContextInvalid`).
+- :class:`LeaseError`: an artifact-lease act did not do what was asked
+  (:class:`LeaseHeld`, :class:`LeaseLost`, :class:`LeaseNotHeld`,
+  :class:`LeaseRefused`); :class:`InvalidArtifactName` (also a
+  :class:`ValueError`): a name that is not an artifact name.
+- :class:`StaleToken`: a fenced store refused a write made with an old
+  fencing token (the writer's lease is gone).
 
 :class:`UnknownTask` and :class:`TaskEnded` can happen in claims, handoffs
 and owner acts alike, so they derive from all three of those bases.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 __all__ = [
     "BatonError",
@@ -41,6 +50,7 @@ __all__ = [
     "AlreadyYours",
     "NotOwned",
     "NotAssignee",
+    "ArtifactHeld",
     "NoOffer",
     "NotForYou",
     "Taken",
@@ -49,6 +59,13 @@ __all__ = [
     "ActRefused",
     "ContextStale",
     "ContextInvalid",
+    "InvalidArtifactName",
+    "LeaseError",
+    "LeaseHeld",
+    "LeaseLost",
+    "LeaseNotHeld",
+    "LeaseRefused",
+    "StaleToken",
 ]
 
 
@@ -109,7 +126,13 @@ class NotPermitted(BrokerError):
 
     def __init__(self, subject: str) -> None:
         self.subject = subject
-        self.identity = subject.rsplit(".", 1)[-1]
+        tokens = subject.split(".")
+        # Lease subjects name the agent in the middle:
+        # baton.art.<scope>.<agent>.<path>.~
+        if len(tokens) > 4 and tokens[:2] == ["baton", "art"]:
+            self.identity = tokens[3]
+        else:
+            self.identity = tokens[-1]
         super().__init__(
             f"not permitted to publish as {self.identity} (subject {subject}): "
             f"connect with {self.identity}'s credentials (`baton auth`)"
@@ -225,6 +248,26 @@ class NotAssignee(ClaimError):
         super().__init__(f"task {task} is assigned to {assignee}")
 
 
+class ArtifactHeld(ClaimError, HandoffError):
+    """An artifact the task declares (``TaskCreated.artifacts``) is leased by
+    another agent: nothing was taken, neither the task nor any lease (a
+    claim or acceptance leases all of them, or none).
+
+    Attributes:
+        source: why the lease was not granted (usually :class:`LeaseHeld`,
+            naming the holder).
+        holder: the holder, when ``source`` names one.
+        artifact: the artifact refused.
+    """
+
+    def __init__(self, task: str, source: LeaseError) -> None:
+        self.task = task
+        self.source = source
+        self.holder: str | None = getattr(source, "holder", None)
+        self.artifact: str = getattr(source, "artifact", "")
+        super().__init__(f"task {task} not taken: {source}")
+
+
 # -- handoffs -------------------------------------------------------------
 
 
@@ -315,3 +358,136 @@ class ContextInvalid(ContextError):
     def __init__(self, message: str) -> None:
         self.message = message
         super().__init__(f"decision not recorded: {message}")
+
+
+# -- artifact leases -------------------------------------------------------
+
+
+class InvalidArtifactName(BatonError, ValueError):
+    """Not an artifact name (``baton_core::lease::ArtifactName``): empty,
+    longer than 256 bytes or 16 segments, with an empty, ``.`` or ``..``
+    segment or a control character; or subject tokens that are not a name's
+    one encoding.
+
+    Attributes:
+        value: the refused value (truncated to 160 characters).
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value[:160]
+        self.reason = reason
+        super().__init__(f"invalid artifact name {self.value!r}: {reason}")
+
+
+class LeaseError(BatonError):
+    """An artifact-lease act did not do what was asked."""
+
+
+def _scoped(artifact: str, workflow: str | None) -> str:
+    return artifact if workflow is None else f"{workflow}:{artifact}"
+
+
+def _instant(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+class LeaseHeld(LeaseError):
+    """Another agent holds a conflicting lease: on this name, or on one above
+    or below it (a lease on ``drafts`` covers ``drafts/post.md``). Nothing of
+    this agent's is held.
+
+    Attributes:
+        artifact: the name the conflicting lease is on (maybe not the one
+            asked for: a folder above it, or a file under it).
+        holder: the agent holding it.
+        mode: its mode, ``"exclusive"`` or ``"shared"``.
+        since: when it was granted (broker time, UTC).
+        expires_at: when it lapses unless renewed (broker time, UTC).
+        token: its fencing token.
+        workflow: the scope (``None`` = the global scope).
+    """
+
+    def __init__(
+        self,
+        artifact: str,
+        holder: str,
+        mode: str,
+        since: datetime,
+        expires_at: datetime,
+        token: int,
+        workflow: str | None = None,
+    ) -> None:
+        self.artifact = artifact
+        self.holder = holder
+        self.mode = mode
+        self.since = since
+        self.expires_at = expires_at
+        self.token = token
+        self.workflow = workflow
+        super().__init__(
+            f"{_scoped(artifact, workflow)} is held by {holder} ({mode}, token {token}) "
+            f"since {_instant(since)}, until at least {_instant(expires_at)} unless renewed"
+        )
+
+
+class LeaseLost(LeaseError):
+    """This agent's lease is gone: it expired, was revoked, handed on or
+    released. Writes with its token are refused by fenced stores.
+
+    Attributes:
+        artifact: the lease's name.
+        token: the fencing token that no longer counts.
+        reason: what happened to it, as far as the stream tells.
+        workflow: the scope (``None`` = the global scope).
+    """
+
+    def __init__(self, artifact: str, token: int, reason: str, workflow: str | None = None) -> None:
+        self.artifact = artifact
+        self.token = token
+        self.reason = reason
+        self.workflow = workflow
+        super().__init__(f"lease on {_scoped(artifact, workflow)} (token {token}) is lost: {reason}")
+
+
+class LeaseNotHeld(LeaseError):
+    """This agent holds no (live) lease on the artifact, so there is nothing
+    to resume."""
+
+    def __init__(self, artifact: str, workflow: str | None = None) -> None:
+        self.artifact = artifact
+        self.workflow = workflow
+        super().__init__(f"{_scoped(artifact, workflow)}: this agent holds no lease on it")
+
+
+class LeaseRefused(LeaseError):
+    """A lease act that every reader would refuse: by this client before
+    publishing (a reason over its limit, a hand-over to oneself, a
+    revocation by an agent that is not an operator), or by the fold of the
+    stream. ``reason`` says which."""
+
+    def __init__(self, artifact: str, reason: str, workflow: str | None = None) -> None:
+        self.artifact = artifact
+        self.reason = reason
+        self.workflow = workflow
+        super().__init__(f"{_scoped(artifact, workflow)}: {reason}")
+
+
+class StaleToken(BatonError):
+    """A fenced store refused a write: a higher token than the writer's was
+    seen already for the artifact or a name above it, so the writer's lease
+    is gone (``baton_core::lease::StaleToken``).
+
+    Attributes:
+        artifact: the name written to.
+        token: the writer's token.
+        seen: the highest token the store has seen for it.
+    """
+
+    def __init__(self, artifact: str, token: int, seen: int) -> None:
+        self.artifact = artifact
+        self.token = token
+        self.seen = seen
+        super().__init__(
+            f"write to {artifact} with token {token} refused: token {seen} was seen already"
+        )

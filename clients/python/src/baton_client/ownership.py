@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from .agent import CAS_ATTEMPTS, duration
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .lease_handle import Lease
 
 __all__ = ["Ownership", "OfferSent"]
 
@@ -88,6 +90,11 @@ class _Shared:
         self.heartbeats: asyncio.Task[None] | None = None
         #: No heartbeats, no release when dropped (``Agent.resume(detached=True)``).
         self.detached = False
+        #: Leases on the task's declared artifacts, taken with the claim or
+        #: acceptance: they go with the task (released at its end, handed to
+        #: the recipient of an agent offer, released when ownership is lost
+        #: or the handle dropped).
+        self.leases: list[Lease] = []
 
     def stop_heartbeats(self) -> None:
         hb = self.heartbeats
@@ -127,6 +134,7 @@ class _Shared:
                     self.last_sent = asyncio.get_running_loop().time()
                     if final is not None:
                         self.finish(final)
+                        await self.settle_leases(body)
                     return seq
                 # Another event came first: is the task still ours?
                 view, last_seq = await agent._current(self.task)
@@ -142,10 +150,26 @@ class _Shared:
                     err = OwnershipLost(self.task, view.owner, view.epoch)
                 self.lost = err
                 self.finish("ownership lost")
+                await self.settle_leases({})
                 raise err
         raise BrokerError(
             f"task {self.task} kept changing; giving up after {CAS_ATTEMPTS} attempts"
         )
+
+    async def settle_leases(self, body: dict[str, Any]) -> None:
+        """The artifacts go with the task: handed to the recipient of an
+        agent offer (for at least the lease), released otherwise."""
+        from .lease_handle import hand_over_all, release_all
+
+        leases, self.leases = self.leases, []
+        if not leases:
+            return
+        offer = body.get("handoff_offered")
+        if isinstance(offer, pb.HandoffOffered) and offer.WhichOneof("target") == "to_agent":
+            within = offer.accept_within.ToNanoseconds() / 1e9 if offer.HasField("accept_within") else 0.0
+            await hand_over_all(leases, offer.to_agent, max(within, self.lease))
+        else:
+            await release_all(leases, "the task was handed on or ended")
 
     async def heartbeat_loop(self) -> None:
         """Sends a heartbeat whenever a third of the lease passed without any
@@ -193,11 +217,13 @@ class Ownership:
         lease: float,
         *,
         detached: bool = False,
+        leases: Sequence[Lease] = (),
     ) -> Ownership:
         shared = _Shared(agent, task, workflow, epoch, last_seq, lease)
         # A detached handle acts, but sends no heartbeats and is not released
         # when dropped.
         shared.detached = detached
+        shared.leases = list(leases)
         if not detached:
             shared.heartbeats = asyncio.get_running_loop().create_task(
                 shared.heartbeat_loop(), name=f"baton-heartbeats-{task}"
@@ -229,6 +255,13 @@ class Ownership:
     def last_seq(self) -> int:
         """Sequence of the task's last event this handle knows of."""
         return self._shared.last_seq
+
+    @property
+    def leases(self) -> tuple[Lease, ...]:
+        """The leases on the task's declared artifacts this handle holds
+        (taken with the claim or acceptance); writes to them carry their
+        :attr:`~baton_client.Lease.token`."""
+        return tuple(self._shared.leases)
 
     @property
     def is_lost(self) -> bool:
@@ -312,8 +345,12 @@ class Ownership:
     def detach(self) -> None:
         """Keeps ownership but stops automatic heartbeats and the release on
         drop: for handing ownership over to another process (a later
-        :meth:`Agent.resume`) or a process that exits holding the task."""
+        :meth:`Agent.resume`) or a process that exits holding the task. The
+        leases on its artifacts are detached too (a resume takes them up)."""
         self._shared.finish("detached")
+        leases, self._shared.leases = self._shared.leases, []
+        for lease in leases:
+            lease.detach()
 
     # -- lifetime ---------------------------------------------------------------
 

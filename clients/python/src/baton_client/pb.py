@@ -7,12 +7,13 @@ Re-exports the generated message and enum classes under short names::
     state = pb.TaskState.FromString(kv_value)
 
 The modules themselves are ``event_pb2``, ``task_pb2``, ``alert_pb2``,
-``context_pb2`` and ``service_pb2`` (regenerate with ``scripts/gen-python``).
+``context_pb2``, ``service_pb2`` and ``lease_pb2`` (regenerate with
+``scripts/gen-python``).
 """
 
 from __future__ import annotations
 
-from ._pb.baton.v1 import alert_pb2, context_pb2, event_pb2, service_pb2, task_pb2
+from ._pb.baton.v1 import alert_pb2, context_pb2, event_pb2, lease_pb2, service_pb2, task_pb2
 from ._pb.baton.v1.alert_pb2 import Alert, AlertKind, AlertState, LastEvent, Severity
 from ._pb.baton.v1.context_pb2 import ContextEntry
 from ._pb.baton.v1.event_pb2 import (
@@ -29,6 +30,19 @@ from ._pb.baton.v1.event_pb2 import (
     Released,
     Revoked,
     TaskCreated,
+)
+from ._pb.baton.v1.lease_pb2 import (
+    LEASE_MODE_EXCLUSIVE,
+    LEASE_MODE_SHARED,
+    LEASE_MODE_UNSPECIFIED,
+    LeaseAcquired,
+    LeaseEvent,
+    LeaseHandedOver,
+    LeaseMode,
+    LeaseReleased,
+    LeaseRenewed,
+    LeaseRevoked,
+    LeaseSwept,
 )
 from ._pb.baton.v1.service_pb2 import (
     UNKNOWN_TASK_POLICY_ALERT,
@@ -50,6 +64,7 @@ __all__ = [
     "alert_pb2",
     "context_pb2",
     "event_pb2",
+    "lease_pb2",
     "service_pb2",
     "task_pb2",
     "Alert",
@@ -71,6 +86,17 @@ __all__ = [
     "Released",
     "Revoked",
     "TaskCreated",
+    "LEASE_MODE_EXCLUSIVE",
+    "LEASE_MODE_SHARED",
+    "LEASE_MODE_UNSPECIFIED",
+    "LeaseAcquired",
+    "LeaseEvent",
+    "LeaseHandedOver",
+    "LeaseMode",
+    "LeaseReleased",
+    "LeaseRenewed",
+    "LeaseRevoked",
+    "LeaseSwept",
     "FoldPolicy",
     "UNKNOWN_TASK_POLICY_ALERT",
     "UNKNOWN_TASK_POLICY_CREATE",
@@ -110,6 +136,6 @@ BODY_KINDS: tuple[str, ...] = (
 #: Full protobuf name -> generated class, for every top-level message.
 MESSAGE_TYPES = {
     cls.DESCRIPTOR.full_name: cls
-    for module in (event_pb2, task_pb2, alert_pb2, context_pb2, service_pb2)
+    for module in (event_pb2, task_pb2, alert_pb2, context_pb2, service_pb2, lease_pb2)
     for cls in (getattr(module, name) for name in module.DESCRIPTOR.message_types_by_name)
 }

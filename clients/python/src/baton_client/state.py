@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from google.protobuf.duration_pb2 import Duration
@@ -64,6 +64,8 @@ MAX_EVENT_BYTES = 16 * 1024
 #: Decision-record entry limits.
 MAX_DECISION_SUMMARY = 1024
 MAX_DECISION_BODY = 64 * 1024
+#: Most artifacts a task may declare (``TaskCreated.artifacts``).
+MAX_TASK_ARTIFACTS = 16
 
 
 class TaskStatus(enum.IntEnum):
@@ -136,6 +138,9 @@ class TaskView:
     #: Events refused for this task.
     violations: int = 0
     outcome: str = ""
+    #: The artifacts its creation declared (names in normal form, in the
+    #: task's workflow scope).
+    artifacts: tuple[str, ...] = ()
 
     @property
     def active_owner(self) -> str | None:
@@ -192,6 +197,7 @@ class TaskView:
             last_event_seq=max(state.last_event_seq, state.last_event.seq),
             violations=state.violations,
             outcome=state.outcome,
+            artifacts=_artifacts("artifacts", state.artifacts),
         )
 
 
@@ -223,6 +229,25 @@ def _id(check: Callable[[str], str], field: str, value: str) -> str:
 
 def _opt_id(check: Callable[[str], str], field: str, value: str) -> str | None:
     return _id(check, field, value) if value else None
+
+
+def _artifacts(field: str, names: Iterable[str]) -> tuple[str, ...]:
+    """A task's declared artifacts: valid names in normal form, at most
+    :data:`MAX_TASK_ARTIFACTS` (``baton_core::wire``'s rule)."""
+    from .errors import InvalidArtifactName
+    from .leases import ArtifactName
+
+    names = tuple(names)
+    if len(names) > MAX_TASK_ARTIFACTS:
+        raise WireError(field, f"{len(names)} artifacts, at most {MAX_TASK_ARTIFACTS}")
+    for n in names:
+        try:
+            name = ArtifactName(n)
+        except InvalidArtifactName as e:
+            raise WireError(field, str(e)) from None
+        if name.value != n:
+            raise WireError(field, f"{n!r} is not in normal form (write {name.value!r})")
+    return names
 
 
 def duration_seconds(d: Duration) -> float | None:
@@ -271,6 +296,7 @@ def validate_event(event: pb.Event, subject: str | None = None) -> None:
                 raise WireError(name, f"is {size} bytes, over its limit of {limit}")
     if kind == "created":
         c = event.created
+        _artifacts("created.artifacts", c.artifacts)
         _opt_id(stage_name, "created.stage", c.stage)
         _opt_id(agent_id, "created.assignee", c.assignee)
         for f in ("start_within", "deadline_within", "heartbeat_within", "progress_within"):
@@ -312,6 +338,7 @@ def _created(event: pb.Event, seq: int) -> TaskView:
         heartbeat_within=_duration(c, "heartbeat_within"),
         context_version=event.context_version,
         last_event_seq=seq,
+        artifacts=tuple(c.artifacts),
     )
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .leases import Artifact
+
 __all__ = [
     "EVENTS_STREAM",
     "CONTEXT_STREAM",
     "ALERTS_STREAM",
     "DLQ_STREAM",
+    "ARTIFACTS_STREAM",
+    "ARTIFACTS_ALL",
     "TASKS_BUCKET",
     "SERVICES_BUCKET",
     "POLICY_BUCKET",
@@ -21,6 +28,9 @@ __all__ = [
     "raised",
     "parse_event",
     "parse_alert",
+    "lease",
+    "lease_root",
+    "parse_lease",
 ]
 
 #: Status events: ``baton.evt.<task>.<agent>``.
@@ -32,6 +42,10 @@ CONTEXT_STREAM = "BATON_CONTEXT"
 ALERTS_STREAM = "BATON_ALERTS"
 #: What could not be decoded or validated: ``baton.dlq.<reason>``.
 DLQ_STREAM = "BATON_DLQ"
+#: Artifact leases: ``baton.art.<scope>.<agent>.<path tokens>.~``.
+ARTIFACTS_STREAM = "BATON_ARTIFACTS"
+#: Every artifact lease event.
+ARTIFACTS_ALL = "baton.art.>"
 #: Materialised task state (``baton.v1.TaskState``), key = task id.
 TASKS_BUCKET = "baton-tasks"
 #: The orchestrator's fold policy (``baton.v1.FoldPolicy``), key :data:`POLICY_KEY`.
@@ -107,3 +121,32 @@ def parse_alert(subject: str) -> tuple[str, str] | None:
             kind, sep, task = subject[len(prefix) :].partition(".")
             return (kind, task) if sep and "." not in task else None
     return None
+
+
+def lease(artifact: Artifact, agent: str) -> str:
+    """``baton.art.<scope>.<agent>.<path tokens>.~``: where ``agent`` publishes
+    its lease events on ``artifact`` (scope ``_`` = global)."""
+    return f"baton.art.{artifact.scope_token}.{agent}.{artifact.name.subject_tokens()}"
+
+
+def lease_root(artifact: Artifact) -> str:
+    """``baton.art.<scope>.*.<root token>.>``: every lease event of the
+    artifact's root (every name it can conflict with), the compare-and-set
+    scope of lease acts."""
+    root = artifact.name.subject_tokens().split(".", 1)[0]
+    return f"baton.art.{artifact.scope_token}.*.{root}.>"
+
+
+def parse_lease(subject: str) -> tuple[str, str, list[str]] | None:
+    """The scope, agent and path tokens (without the end token ``~``) of a
+    lease subject, if it is one."""
+    prefix = "baton.art."
+    if not subject.startswith(prefix):
+        return None
+    tokens = subject[len(prefix) :].split(".")
+    if len(tokens) < 3:
+        return None
+    scope, agent, path = tokens[0], tokens[1], tokens[2:]
+    if path.pop() != "~" or not path:
+        return None
+    return scope, agent, path

@@ -1,0 +1,1141 @@
+"""Artifact leases: the port of the names, the read path and the fold (unit
+tests of the Rust rules), the fenced file store, and the SDK against the real
+services: racing acquirers (Python alone, and Python with the Rust CLI),
+conflicts by mode and by hierarchy, a silent holder lapsing and its late
+write refused, hand-over, revocation under the published policy, forged and
+malformed events, the Python fold of the stream agreeing with the Rust one
+(``baton leases``), the Rust stall detector's sweep, and tasks that declare
+the artifacts they write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.js.errors
+import pytest
+from conftest import AgentFactory, Services, baton_binary
+
+from baton_client import (
+    Agent,
+    ArtifactHeld,
+    ArtifactName,
+    FencedDir,
+    InvalidArtifactName,
+    Lease,
+    LeaseHeld,
+    LeaseLost,
+    LeaseMode,
+    LeaseNotHeld,
+    LeaseRefused,
+    StaleToken,
+    pb,
+    subjects,
+)
+from baton_client.leases import (
+    Acquire,
+    Artifact,
+    Disposition,
+    Expired,
+    Fence,
+    Granted,
+    HandOver,
+    Held,
+    LeaseBook,
+    LeaseEvent,
+    NotHolder,
+    NotOperator,
+    Release,
+    Renew,
+    Revoke,
+    SelfHandOver,
+    Sweep,
+    WrongToken,
+    apply,
+    rfc3339,
+    validate_lease_event,
+)
+from baton_client.state import TaskView, WireError, validate_event
+
+S = 1_000_000_000  # nanoseconds per second
+EX, SH = LeaseMode.EXCLUSIVE, LeaseMode.SHARED
+
+
+def name(s: str) -> ArtifactName:
+    return ArtifactName(s)
+
+
+# -- names and subjects ---------------------------------------------------------
+
+
+def test_names_are_normalised_and_bad_ones_refused() -> None:
+    assert name("/drafts/").value == "drafts"
+    assert name("drafts/post.md").root == "drafts"
+    assert name("/srv/a").value == "srv/a"
+    assert name("a/" * 15 + "a").segments == ["a"] * 16
+    for bad, why in [
+        ("", "empty"),
+        ("/", "empty"),
+        ("a//b", "empty segment"),
+        ("a/./b", "`.` and `..`"),
+        ("../x", "`.` and `..`"),
+        ("a\nb", "control"),
+        ("a\x85b", "control"),
+        ("a/" * 17, "more than 16 segments"),
+        ("x" * 257, "longer than 256 bytes"),
+        ("é" * 129, "longer than 256 bytes"),  # 258 bytes of UTF-8
+    ]:
+        with pytest.raises(InvalidArtifactName) as refused:
+            ArtifactName(bad)
+        assert why in refused.value.reason, (bad, refused.value)
+        assert isinstance(refused.value, ValueError)
+    assert name("x" * 256).value == "x" * 256
+
+
+def test_overlap_is_by_whole_segments() -> None:
+    assert name("drafts").overlaps(name("drafts/post.md"))
+    assert name("drafts/post.md").overlaps(name("drafts"))
+    assert name("drafts/post.md").overlaps(name("drafts/post.md"))
+    assert not name("drafts").overlaps(name("drafts2/post.md"))
+    assert not name("drafts/a").overlaps(name("drafts/b"))
+    assert not name("drafts/a").overlaps(name("drafts/ab"))
+    # Same name, different scopes: no overlap.
+    assert not Artifact.of("drafts").overlaps(Artifact.of("drafts", "w1"))
+
+
+def test_subject_tokens_round_trip_and_are_unique() -> None:
+    n = name("drafts/post v2.md/~x/é")
+    tokens = n.subject_tokens()
+    assert tokens == "drafts.post~20v2~2Emd.~7Ex.~C3~A9.~"
+    back = tokens.split(".")
+    assert back[-1] == "~"
+    assert ArtifactName.from_subject_tokens(back[:-1]) == n
+    # `a` spelt `~61`, lower-case hex, a lone `~`, a byte that is not a
+    # subject character, invalid UTF-8: not the normal form.
+    for bad in ["~61", "~2e", "~", "~2", "a*b", "~C3", "a~ZZ"]:
+        with pytest.raises(InvalidArtifactName):
+            ArtifactName.from_subject_tokens([bad])
+    with pytest.raises(InvalidArtifactName):
+        ArtifactName.from_subject_tokens([])
+    # An escaped "/" would give "a/b" a second subject, outside root "a".
+    for slash in ["~2Fa", "a~2Fb"]:
+        with pytest.raises(InvalidArtifactName):
+            ArtifactName.from_subject_tokens([slash])
+    # Every byte that is not [A-Za-z0-9_-] is escaped, so no token holds a
+    # subject separator or wildcard.
+    for s in ["a.b", "a*b", "a>b", "a b", "a~b", "ü"]:
+        t = name(s).subject_tokens()[:-2]
+        assert not set(t) & set(".*> "), t
+        assert ArtifactName.from_subject_tokens([t]).value == s
+
+
+def test_lease_subjects_and_the_root_filter() -> None:
+    post = Artifact.of("drafts/post.md", "w1")
+    assert subjects.lease(post, "editor") == "baton.art.w1.editor.drafts.post~2Emd.~"
+    assert subjects.lease_root(post) == "baton.art.w1.*.drafts.>"
+    top = Artifact.of("x")
+    assert subjects.lease(top, "editor") == "baton.art._.editor.x.~"
+    assert subjects.lease_root(Artifact.of("drafts/post.md")) == "baton.art._.*.drafts.>"
+    assert subjects.parse_lease("baton.art.w1.editor.drafts.post~2Emd.~") == (
+        "w1",
+        "editor",
+        ["drafts", "post~2Emd"],
+    )
+    for not_one in ["baton.art.w1.editor.~", "baton.art.w1.editor.x", "baton.art.w1", "baton.evt.t.a"]:
+        assert subjects.parse_lease(not_one) is None, not_one
+
+
+# -- the read path ----------------------------------------------------------------
+
+
+_ids = itertools.count(1)
+
+
+def event(agent: str, artifact: str, body: Any, token: int = 0, workflow: str | None = None) -> LeaseEvent:
+    return LeaseEvent(
+        event_id=f"e{next(_ids)}-{os.urandom(4).hex()}",
+        agent=agent,
+        artifact=Artifact.of(artifact, workflow),
+        token=token,
+        occurred_at=None,
+        body=body,
+    )
+
+
+def acq(mode: LeaseMode = EX, ttl: float = 5) -> Acquire:
+    return Acquire(mode, int(ttl * S))
+
+
+def test_a_lease_event_reads_back_from_its_own_subject_only() -> None:
+    e = event("editor", "drafts/post.md", acq(), workflow="w1")
+    subject = e.subject
+    assert subject == "baton.art.w1.editor.drafts.post~2Emd.~"
+    assert validate_lease_event(subject, e.encode()) == e
+    for forged in [
+        "baton.art.w1.publisher.drafts.post~2Emd.~",
+        "baton.art._.editor.drafts.post~2Emd.~",
+        "baton.art.w1.editor.drafts.other~2Emd.~",
+        "baton.art.w1.editor.drafts.post~2Emd",
+        "baton.art.w1.editor.drafts.post~2emd.~",
+    ]:
+        with pytest.raises(WireError) as refused:
+            validate_lease_event(forged, e.encode())
+        assert refused.value.field == "subject", (forged, refused.value)
+    g = event("editor", "x", Release("done"))
+    assert validate_lease_event("baton.art._.editor.x.~", g.encode()) == g
+    # Every body kind survives the wire.
+    for body in [
+        Renew(),
+        Release("r"),
+        HandOver("publisher", 3 * S),
+        Revoke("editor", "stuck"),
+        Acquire(SH, S, "t1"),
+        Sweep(),
+    ]:
+        e2 = event("ops", "drafts", body, token=4)
+        assert validate_lease_event(e2.subject, e2.encode()) == e2
+
+
+def test_the_read_path_refuses_what_every_reader_refuses() -> None:
+    good = event("a", "x", acq()).to_wire()
+    subject = "baton.art._.a.x.~"
+
+    def refused(w: pb.LeaseEvent) -> WireError:
+        with pytest.raises(WireError) as e:
+            validate_lease_event(subject, w.SerializeToString())
+        return e.value
+
+    no_ttl = pb.LeaseEvent()
+    no_ttl.CopyFrom(good)
+    no_ttl.acquired.ClearField("ttl")
+    assert refused(no_ttl).field == "acquired.ttl"
+    zero = pb.LeaseEvent()
+    zero.CopyFrom(good)
+    zero.acquired.ttl.seconds = 0
+    assert refused(zero).field == "acquired.ttl"
+    no_mode = pb.LeaseEvent()
+    no_mode.CopyFrom(good)
+    no_mode.acquired.mode = pb.LEASE_MODE_UNSPECIFIED
+    assert refused(no_mode).field == "mode"
+    not_normal = pb.LeaseEvent()
+    not_normal.CopyFrom(good)
+    not_normal.artifact = "/x"
+    assert refused(not_normal).field == "artifact"
+    no_body = pb.LeaseEvent(event_id="e", agent_id="a", artifact="x")
+    assert refused(no_body).field == "body"
+    no_id = pb.LeaseEvent()
+    no_id.CopyFrom(good)
+    no_id.event_id = ""
+    assert refused(no_id).field == "event_id"
+    long_reason = pb.LeaseEvent(
+        event_id="e", agent_id="a", artifact="x", released=pb.LeaseReleased(reason="r" * 2049)
+    )
+    assert refused(long_reason).field == "released.reason"
+    bad_agent = pb.LeaseEvent()
+    bad_agent.CopyFrom(good)
+    bad_agent.agent_id = "_a"
+    with pytest.raises(WireError) as e:
+        validate_lease_event("baton.art._._a.x.~", bad_agent.SerializeToString())
+    assert e.value.field == "agent_id"
+    with pytest.raises(WireError) as e:
+        validate_lease_event(subject, b"\x00" * 8193)
+    assert e.value.field == "payload" and "8192" in e.value.message
+    with pytest.raises(WireError) as e:
+        validate_lease_event(subject, b"\xff\xff\xff")
+    assert e.value.field == "payload"
+
+
+# -- the fold ---------------------------------------------------------------------
+
+
+class Stream:
+    """Events folded one by one at given broker times, as a reader folds them."""
+
+    def __init__(self, operators: tuple[str, ...] = ()) -> None:
+        self.book = LeaseBook()
+        self.seq = 0
+        self.operators = operators
+
+    def __call__(self, at: float, e: LeaseEvent) -> Any:
+        self.seq += 1
+        return apply(self.book, e, self.seq, int(at * S), self.operators)
+
+
+def test_of_two_acquisitions_the_first_wins_and_the_second_names_it() -> None:
+    fold = Stream()
+    first = fold(0, event("a", "drafts/post.md", acq()))
+    assert first.disposition is Disposition.APPLIED
+    assert first.granted_token == 1
+    second = fold(0.1, event("b", "drafts/post.md", acq()))
+    assert second.disposition is Disposition.REFUSED
+    assert isinstance(second.refusal, Held)
+    assert (second.refusal.hold.agent, second.refusal.hold.token) == ("a", 1)
+    assert str(second.refusal.artifact) == "drafts/post.md"
+    (hold,) = fold.book.holds(Artifact.of("drafts/post.md"))
+    assert (hold.agent, hold.mode, hold.since, hold.expires_at) == ("a", EX, 0, 5 * S)
+
+
+def test_modes_conflict_unless_both_shared() -> None:
+    fold = Stream()
+    assert fold(0, event("r1", "doc", acq(SH))).disposition is Disposition.APPLIED
+    r2 = fold(0, event("r2", "doc", acq(SH)))
+    assert r2.disposition is Disposition.APPLIED and r2.granted_token == 2
+    w = fold(0, event("w", "doc", acq(EX)))
+    assert isinstance(w.refusal, Held) and w.refusal.hold.agent == "r1"
+    fold(0, event("r1", "doc", Release(), token=1))
+    w = fold(0, event("w", "doc", acq(EX)))
+    assert isinstance(w.refusal, Held) and w.refusal.hold.agent == "r2"
+    fold(0, event("r2", "doc", Release(), token=2))
+    assert fold(0, event("w", "doc", acq(EX))).granted_token == 3
+    r = fold(0, event("r1", "doc", acq(SH)))
+    assert isinstance(r.refusal, Held) and r.refusal.hold.agent == "w"
+
+
+def test_folders_and_files_conflict_in_both_orders_and_roots_and_scopes_are_apart() -> None:
+    fold = Stream()
+    assert fold(0, event("a", "drafts", acq())).granted_token == 1
+    below = fold(0, event("b", "drafts/post.md", acq(SH)))
+    assert isinstance(below.refusal, Held) and str(below.refusal.artifact) == "drafts"
+    # Another root, another scope: unaffected, with their own tokens.
+    assert fold(0, event("b", "drafts2/post.md", acq())).granted_token == 1
+    assert fold(0, event("b", "drafts", acq(), workflow="w1")).granted_token == 1
+    fold(0, event("a", "drafts", Release(), token=1))
+    assert fold(0, event("b", "drafts/post.md", acq())).granted_token == 2
+    above = fold(0, event("a", "drafts/", acq(SH)))
+    assert isinstance(above.refusal, Held) and str(above.refusal.artifact) == "drafts/post.md"
+    # A sibling does not conflict.
+    assert fold(0, event("a", "drafts/other.md", acq())).granted_token == 3
+    # The same agent may hold names above and below its own.
+    assert fold(0, event("b", "drafts/post.md/v2", acq())).disposition is Disposition.APPLIED
+
+
+def test_expiry_is_judged_by_stored_time_and_only_within_the_root() -> None:
+    fold = Stream()
+    fold(0, event("a", "doc/x", acq(ttl=1)))
+    fold(0, event("a", "other", acq(ttl=1)))
+    # Live at exactly renewed_at + ttl ...
+    at_edge = fold(1.0, event("b", "doc/x", acq()))
+    assert isinstance(at_edge.refusal, Held)
+    assert not any(isinstance(e, Expired) for e in at_edge.effects)
+    # ... expired a nanosecond later: dropped before judging, a higher token.
+    fold.seq += 1
+    late = apply(fold.book, event("b", "doc", acq()), fold.seq, 1 * S + 1)
+    assert late.disposition is Disposition.APPLIED
+    assert [type(e) for e in late.effects] == [Expired, Granted]
+    assert late.granted_token == 2
+    # The expired hold of another root stays until an event of its root.
+    assert [h.agent for h in fold.book.holds(Artifact.of("other"))] == ["a"]
+    assert [(str(a), h.agent) for a, h in fold.book.expired(2 * S)] == [("other", "a")]
+    # The old holder cannot renew, release or hand over any more.
+    assert isinstance(fold(2, event("a", "doc/x", Renew(), token=1)).refusal, NotHolder)
+
+
+def test_a_renewal_extends_from_its_stored_time() -> None:
+    fold = Stream()
+    fold(0, event("a", "doc", acq(ttl=1)))
+    assert fold(0.9, event("a", "doc", Renew(), token=1)).disposition is Disposition.APPLIED
+    held = fold(1.5, event("b", "doc", acq()))
+    assert isinstance(held.refusal, Held)
+    assert held.refusal.hold.expires_at == int(1.9 * S)
+    assert fold(2.0, event("b", "doc", acq())).granted_token == 2
+
+
+def test_holder_acts_need_the_exact_token_and_taking_again_replaces() -> None:
+    fold = Stream()
+    fold(0, event("a", "doc", acq()))
+    again = fold(1, event("a", "doc", acq(SH)))
+    assert again.granted_token == 2
+    (hold,) = fold.book.holds(Artifact.of("doc"))
+    assert (hold.token, hold.mode, hold.since) == (2, SH, 1 * S)
+    stale = fold(1, event("a", "doc", Renew(), token=1))
+    assert stale.disposition is Disposition.REFUSED and stale.refusal == WrongToken(2)
+    assert isinstance(fold(1, event("b", "doc", Release(), token=2)).refusal, NotHolder)
+    assert isinstance(fold(1, event("b", "doc", HandOver("c", S), token=2)).refusal, NotHolder)
+    # A hold on the folder is not a hold on the file.
+    assert isinstance(fold(1, event("a", "doc/x", Renew(), token=2)).refusal, NotHolder)
+    assert fold(1, event("a", "doc", Release("done"), token=2)).disposition is Disposition.APPLIED
+    assert fold.book.holds(Artifact.of("doc")) == ()
+    assert isinstance(fold(1, event("a", "doc", Release(), token=2)).refusal, NotHolder)
+
+
+def test_a_hand_over_gives_the_recipient_a_new_token() -> None:
+    fold = Stream()
+    fold(0, event("a", "doc", acq(SH)))
+    assert fold(0, event("a", "doc", HandOver("a", S), token=1)).refusal == SelfHandOver()
+    moved = fold(0, event("a", "doc", HandOver("b", 3 * S), token=1))
+    assert moved.granted_token == 2
+    (hold,) = fold.book.holds(Artifact.of("doc"))
+    assert (hold.agent, hold.mode, hold.ttl) == ("b", SH, 3 * S)
+    assert isinstance(fold(0, event("a", "doc", Renew(), token=1)).refusal, NotHolder)
+    assert fold(2.9, event("b", "doc", Renew(), token=2)).disposition is Disposition.APPLIED
+
+
+def test_a_hand_over_that_would_break_exclusivity_is_refused() -> None:
+    # The sender holds the folder and a file in it: handing the folder away
+    # would leave two exclusive holders of the file.
+    fold = Stream()
+    fold(0, event("a", "h", acq()))
+    fold(0, event("a", "h/x", acq()))
+    out = fold(1, event("a", "h", HandOver("b", S), token=1))
+    assert isinstance(out.refusal, Held), out
+    assert fold.book.holds(Artifact.of("h"))[0].agent == "a"
+
+
+def test_only_operators_revoke_and_no_operators_means_anyone() -> None:
+    fold = Stream(operators=("ops",))
+    fold(0, event("a", "doc", acq()))
+    assert fold(0, event("b", "doc", Revoke("a", "mine now"))).refusal == NotOperator()
+    assert isinstance(fold(0, event("ops", "doc", Revoke("c"))).refusal, NotHolder)
+    assert fold(0, event("ops", "doc", Revoke("a", "stuck"))).disposition is Disposition.APPLIED
+    assert fold(0, event("b", "doc", acq())).granted_token == 2
+    anyone = Stream()
+    anyone(0, event("a", "doc", acq()))
+    assert anyone(0, event("b", "doc", Revoke("a"))).disposition is Disposition.APPLIED
+
+
+def test_a_sweep_drops_the_expired_holds_of_its_root_and_never_a_live_one() -> None:
+    fold = Stream()
+    fold(0, event("a", "doc/x", acq(ttl=1)))
+    fold(0, event("b", "doc/y", acq(ttl=10)))
+    fold(0, event("c", "other", acq(ttl=1)))
+    early = fold(0.5, event("detector", "doc", Sweep()))
+    assert early.disposition is Disposition.APPLIED and early.effects == []
+    swept = fold(2, event("detector", "doc", Sweep()))
+    assert swept.disposition is Disposition.APPLIED
+    assert [(type(e), e.hold.agent) for e in swept.effects if isinstance(e, Expired)] == [(Expired, "a")]
+    assert [(str(a), h.agent) for a, hs in fold.book.items() for h in hs] == [("doc/y", "b"), ("other", "c")]
+    assert isinstance(fold(2, event("a", "doc/x", Renew(), token=1)).refusal, NotHolder)
+
+
+def test_a_task_declares_at_most_16_artifacts_in_normal_form() -> None:
+    def created(*names: str) -> pb.Event:
+        e = pb.Event(event_id="e1", task_id="t1", workflow_id="wf", agent_id="p")
+        e.created.artifacts.extend(names)
+        return e
+
+    validate_event(created("drafts/post.md", "assets"), "baton.evt.t1.p")
+    for bad in [created("/drafts/"), created("a//b"), created(*[f"f{i}" for i in range(17)])]:
+        with pytest.raises(WireError) as refused:
+            validate_event(bad, "baton.evt.t1.p")
+        assert refused.value.field == "created.artifacts"
+    state = pb.TaskState(task_id="t1", workflow_id="wf", status=pb.TaskStatus.Value("TASK_STATUS_SUBMITTED"))
+    state.last_event.seq = 1
+    state.artifacts.extend(["drafts/post.md"])
+    assert TaskView.from_state(state).artifacts == ("drafts/post.md",)
+    state.artifacts.append("./x")
+    with pytest.raises(WireError):
+        TaskView.from_state(state)
+
+
+def test_an_event_already_folded_is_a_duplicate() -> None:
+    book = LeaseBook()
+    e = event("a", "doc", acq())
+    assert apply(book, e, 7, 0).granted_token == 1
+    again = apply(book, event("b", "doc", acq()), 7, 10 * S)
+    assert again.disposition is Disposition.DUPLICATE
+    assert apply(book, e, 3, 0).disposition is Disposition.DUPLICATE
+    assert [h.agent for h in book.holds(Artifact.of("doc"))] == ["a"]
+    assert book.last_seq == 7 and book.last_token(Artifact.of("doc").root) == 1
+
+
+# -- fencing ----------------------------------------------------------------------
+
+
+def test_the_fence_refuses_tokens_below_the_name_or_a_name_above() -> None:
+    fence = Fence()
+    fence.admit("drafts/post.md", 3)
+    fence.admit("drafts/post.md", 3)  # the same holder again
+    with pytest.raises(StaleToken) as refused:
+        fence.admit("drafts/post.md", 2)
+    assert (refused.value.artifact, refused.value.token, refused.value.seen) == ("drafts/post.md", 2, 3)
+    fence.admit("drafts", 5)
+    with pytest.raises(StaleToken):
+        fence.admit("drafts/post.md", 4)  # the folder's lease covers the post
+    fence.admit("drafts/post.md", 6)
+    fence.admit("drafts/other.md", 5)
+    # A name below does not cover the names above it.
+    fence.admit("drafts", 5)
+    assert fence.highest_covering("drafts/post.md") == 6
+    assert fence.highest_covering("drafts/new.md") == 5
+    assert fence.highest_covering("drafts2") == 0
+
+
+def test_the_fenced_dir_keeps_data_and_tokens_in_the_shared_format(tmp_path: Path) -> None:
+    store = FencedDir(tmp_path / "store")
+    store.write("drafts/post.md", 3, b"v1")
+    store.write("/drafts2/", 2, b"two")
+    store.write("a b/é", 7, b"x")
+    store.write("Zed", 1, b"z")
+    root = tmp_path / "store"
+    assert (root / "drafts" / "post.md").read_bytes() == b"v1"
+    assert (root / "drafts2").read_bytes() == b"two"
+    assert store.read("drafts/post.md") == b"v1"
+    assert (root / ".baton-fence.lock").exists()
+    # One line "<token>\t<name>\n" per name, sorted by name as bytes (as
+    # Rust's BTreeMap: "Z" < "a", "drafts/" < "drafts2").
+    assert (root / ".baton-fence").read_bytes() == (
+        "1\tZed\n7\ta b/é\n3\tdrafts/post.md\n2\tdrafts2\n".encode()
+    )
+    with pytest.raises(StaleToken) as refused:
+        store.write("drafts/post.md", 2, b"late")
+    assert refused.value.seen == 3
+    assert store.read("drafts/post.md") == b"v1"
+    store.write("drafts/post.md", 4, b"v2")
+    assert store.read("drafts/post.md") == b"v2"
+    # A folder of artifacts holds no data itself: refused, nothing recorded.
+    with pytest.raises(IsADirectoryError):
+        store.write("drafts", 9, b"folder")
+    assert store.last_token("drafts") == 0
+    # No temporary files left behind.
+    assert sorted(p.name for p in root.iterdir()) == [
+        ".baton-fence",
+        ".baton-fence.lock",
+        "Zed",
+        "a b",
+        "drafts",
+        "drafts2",
+    ]
+    assert os.listdir(root / "drafts") == ["post.md"]
+    with pytest.raises(InvalidArtifactName):
+        store.write(".baton-fence", 9, b"clobber")
+
+
+def test_the_fenced_dir_reads_tokens_written_by_the_rust_store(tmp_path: Path) -> None:
+    # What baton_agent::fence::FencedDir writes: format!("{token}\t{artifact}\n")
+    # in BTreeMap (byte) order, beside the data.
+    (tmp_path / ".baton-fence").write_bytes(b"5\tdrafts\n9\tdrafts/post.md\n12\trecords/42\n")
+    store = FencedDir(tmp_path)
+    assert store.last_token("drafts/post.md") == 9
+    assert store.last_token("drafts/other.md") == 5
+    assert store.last_token("records/42/x") == 12
+    assert store.last_token("elsewhere") == 0
+    with pytest.raises(StaleToken):
+        store.write("drafts/new.md", 4, b"x")
+    store.write("drafts/new.md", 5, b"x")
+    assert (tmp_path / ".baton-fence").read_bytes() == (
+        b"5\tdrafts\n5\tdrafts/new.md\n9\tdrafts/post.md\n12\trecords/42\n"
+    )
+    (tmp_path / ".baton-fence").write_bytes(b"x\tdrafts\n")
+    with pytest.raises(ValueError, match="bad token line"):
+        store.last_token("drafts")
+
+
+WRITER = """
+import sys
+from baton_client import FencedDir
+store, who, count = FencedDir(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for i in range(count):
+    store.write(f"{who}/n{i}", i + 1, b"x")
+"""
+
+
+def test_writers_in_several_processes_lose_no_token(tmp_path: Path) -> None:
+    # Each write reads, changes and replaces the token file under the lock:
+    # without it, concurrent writers would drop each other's lines.
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), f"w{i}", "30"])
+        for i in range(4)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    tokens = dict(FencedDir(tmp_path).tokens())
+    assert len(tokens) == 120
+    assert all(tokens[f"w{i}/n{j}"] == j + 1 for i in range(4) for j in range(30))
+
+
+# -- against the real services ----------------------------------------------------
+
+
+async def stored_on(nc: nats.NATS, subject: str) -> list[tuple[int, str, LeaseEvent | None]]:
+    """Every message on ``subject`` in BATON_ARTIFACTS, read with raw direct
+    gets (not the client library): (seq, subject, event or None if unreadable)."""
+    out: list[tuple[int, str, LeaseEvent | None]] = []
+    seq = 1
+    while True:
+        req = {"seq": seq, "next_by_subj": subject}
+        msg = await nc.request(
+            "$JS.API.DIRECT.GET.BATON_ARTIFACTS", json.dumps(req).encode(), timeout=5
+        )
+        headers = dict(msg.headers or {})
+        if headers.get("Status") == "404":
+            return out
+        assert "Status" not in headers, headers
+        s = int(headers["Nats-Sequence"])
+        try:
+            e: LeaseEvent | None = validate_lease_event(headers["Nats-Subject"], msg.data)
+        except WireError:
+            e = None
+        out.append((s, headers["Nats-Subject"], e))
+        seq = s + 1
+
+
+async def acquire_once_free(agent: Agent, artifact: str, **kwargs: Any) -> tuple[Lease, list[str]]:
+    """Acquires until granted: the lease it waits for is expected to lapse."""
+    deadline = time.monotonic() + 30
+    refusals: list[str] = []
+    while True:
+        try:
+            return await agent.acquire(artifact, **kwargs), refusals
+        except LeaseHeld as held:
+            refusals.append(held.holder)
+        assert time.monotonic() < deadline, f"{artifact} never became free; refused by {refusals}"
+        await asyncio.sleep(0.1)
+
+
+async def test_sixteen_racing_exclusive_acquirers_one_holder_the_rest_told_who(
+    connect: AgentFactory, nc: nats.NATS, uid: str
+) -> None:
+    agents = await asyncio.gather(*(connect(f"a{i}-{uid}") for i in range(16)))
+    artifact = f"race-{uid}/post.md"
+    results = await asyncio.gather(
+        *(a.acquire(artifact, auto_renew=False) for a in agents), return_exceptions=True
+    )
+    winners = [(a, r) for a, r in zip(agents, results) if isinstance(r, Lease)]
+    assert len(winners) == 1, results
+    winner, lease = winners[0]
+    assert (lease.token, lease.artifact, lease.mode) == (1, artifact, EX)
+    for r in results:
+        if not isinstance(r, Lease):
+            assert isinstance(r, LeaseHeld), repr(r)
+            assert (r.artifact, r.holder, r.token, r.mode) == (artifact, winner.id, 1, "exclusive")
+            assert r.expires_at > r.since
+    # The compare-and-set kept the losers' acquisitions out of the stream.
+    stored = await stored_on(nc, f"baton.art._.*.race-{uid}.>")
+    assert len(stored) == 1, stored
+    (_, _, first), = stored
+    assert first is not None and first.agent == winner.id and isinstance(first.body, Acquire)
+    await lease.release("done")
+
+
+async def test_modes_and_folders_conflict_in_both_orders_and_readers_share(
+    connect: AgentFactory, uid: str
+) -> None:
+    editor = await connect(f"editor-{uid}")
+    researcher = await connect(f"researcher-{uid}")
+    reader2 = await connect(f"reader2-{uid}")
+    d = f"drafts-{uid}"
+    post = f"{d}/post.md"
+
+    # Exclusive first, then shared: refused, naming the editor.
+    edit = await editor.acquire(post)
+    with pytest.raises(LeaseHeld) as held:
+        await researcher.acquire(post, "shared")
+    assert (held.value.artifact, held.value.holder) == (post, editor.id)
+    # A folder above the file: refused too.
+    with pytest.raises(LeaseHeld) as held:
+        await researcher.acquire(f"{d}/", "shared")
+    assert (held.value.artifact, held.value.holder) == (post, editor.id)
+    # Released: now several readers hold it together.
+    await edit.release("revised")
+    r1 = await researcher.acquire(post, "shared")
+    r2 = await reader2.acquire(post, LeaseMode.SHARED)
+    assert r2.token > r1.token
+    # Shared first, then exclusive: refused.
+    with pytest.raises(LeaseHeld) as held:
+        await editor.acquire(post, "exclusive")
+    assert held.value.artifact == post and held.value.mode == "shared"
+    await r1.release("read")
+    await r2.release("read")
+
+    # A folder, then a file in it.
+    folder = await editor.acquire(d)
+    with pytest.raises(LeaseHeld) as held:
+        await researcher.acquire(f"{d}/other.md")
+    assert (held.value.artifact, held.value.holder) == (d, editor.id)
+    # Another root is unaffected.
+    elsewhere = await researcher.acquire(f"published-{uid}/post.md")
+    assert elsewhere.token == 1
+    await folder.release("done")
+    # A file, then the folder above it.
+    file = await researcher.acquire(f"{d}/other.md")
+    with pytest.raises(LeaseHeld) as held:
+        await editor.acquire(f"{d}/")
+    assert (held.value.artifact, held.value.holder) == (f"{d}/other.md", researcher.id)
+    await file.release("done")
+    await elsewhere.release("done")
+    # With everything released the folder is free again, with the next token.
+    async with editor.acquire(f"/{d}/") as again:
+        assert again.artifact == d and again.token == 6
+    # Leaving the block released it.
+    async with researcher.acquire(d) as after:
+        assert after.token == 7
+
+
+async def test_a_silent_holder_lapses_the_next_holder_gets_a_higher_token_and_the_late_write_is_refused(
+    connect: AgentFactory, uid: str, tmp_path: Path
+) -> None:
+    store = FencedDir(tmp_path / "store")
+    post = f"drafts-{uid}/post.md"
+    editor = await connect(f"editor-{uid}")
+    publisher = await connect(f"publisher-{uid}")
+
+    # The editor renews by hand, then goes quiet (a stuck tool call).
+    stuck = await editor.acquire(post, ttl=1.0, auto_renew=False)
+    store.write(post, stuck.token, b"draft v1")
+    await stuck.renew()
+
+    published, refusals = await acquire_once_free(publisher, post)
+    assert refusals and set(refusals) == {editor.id}, refusals
+    assert published.token > stuck.token
+    store.write(post, published.token, b"published v1")
+
+    # The editor wakes up: its renewal says the lease is gone, and its late
+    # write with the old token is refused by the store.
+    with pytest.raises(LeaseLost) as lost:
+        await stuck.renew()
+    assert (lost.value.artifact, lost.value.token) == (post, stuck.token)
+    assert "expired" in lost.value.reason, lost.value.reason
+    assert stuck.is_lost
+    await asyncio.wait_for(stuck.lost(), 1)
+    with pytest.raises(LeaseLost):
+        await stuck.release("too late")
+    with pytest.raises(StaleToken) as stale:
+        store.write(post, stuck.token, b"draft v2, late")
+    assert stale.value.seen == published.token
+    assert store.read(post) == b"published v1"
+    # A fresh store object sees the same tokens (they live beside the data).
+    reopened = FencedDir(tmp_path / "store")
+    assert reopened.last_token(post) == published.token
+    with pytest.raises(StaleToken):
+        reopened.write(post, stuck.token, b"again")
+    await published.release("published")
+
+
+async def test_a_renewing_holder_keeps_its_lease_past_its_ttl(connect: AgentFactory, uid: str) -> None:
+    holder = await connect(f"holder-{uid}")
+    other = await connect(f"other-{uid}")
+    doc = f"doc-{uid}"
+    lease = await holder.acquire(doc, ttl=0.6)
+    deadline = time.monotonic() + 2.0  # more than three ttls
+    refused = 0
+    while time.monotonic() < deadline:
+        with pytest.raises(LeaseHeld) as held:
+            await other.acquire(doc)
+        assert held.value.token == lease.token
+        refused += 1
+        await asyncio.sleep(0.1)
+    assert refused > 5 and not lease.is_lost
+    await lease.release("done")
+    got = await other.acquire(doc)
+    assert got.token == lease.token + 1
+    await got.release("done")
+
+
+async def test_a_lease_handed_over_moves_with_a_new_token_and_a_dropped_one_is_released(
+    connect: AgentFactory, uid: str
+) -> None:
+    editor = await connect(f"editor-{uid}")
+    publisher = await connect(f"publisher-{uid}")
+    outsider = await connect(f"outsider-{uid}")
+    post = f"drafts-{uid}/post.md"
+
+    edit = await editor.acquire(post)
+    first = edit.token
+    with pytest.raises(LeaseRefused):
+        await edit.hand_over(editor.id, 15)  # nothing published, still held
+    token = await edit.hand_over(publisher.id, 15)
+    assert token > first and edit.is_spent
+    with pytest.raises(LeaseHeld) as held:
+        await outsider.acquire(post)
+    assert held.value.holder == publisher.id
+    with pytest.raises(LeaseNotHeld):
+        await editor.resume_lease(post)
+    taken = await publisher.resume_lease(post)
+    assert (taken.token, taken.mode, taken.ttl) == (token, EX, 15)
+
+    # Dropping a live handle releases it: the outsider gets it.
+    del taken
+    got, _ = await acquire_once_free(outsider, post)
+    assert got.token > token
+    await got.release("done")
+
+
+async def test_a_hand_over_the_recipient_cannot_take_leaves_the_lease_with_its_holder(
+    connect: AgentFactory, uid: str
+) -> None:
+    editor = await connect(f"editor-{uid}")
+    publisher = await connect(f"publisher-{uid}")
+    folder = f"h-{uid}"
+    held = await editor.acquire(folder)
+    inner = await editor.acquire(f"{folder}/x")
+    # Handing the folder away would leave two exclusive holders of the file.
+    with pytest.raises(LeaseHeld) as refused:
+        await held.hand_over(publisher.id, 15)
+    assert refused.value.holder == editor.id
+    assert not held.is_lost
+    await held.renew()  # still the editor's
+    await inner.release("done")
+    token = await held.hand_over(publisher.id, 15)
+    assert token > held.token
+
+
+async def test_an_operator_revokes_under_the_published_policy(
+    connect: AgentFactory, services: Services, nc: nats.NATS, uid: str
+) -> None:
+    holder = await connect(f"holder-{uid}")
+    ops = await connect(f"ops-{uid}")
+    mallory = await connect(f"mallory-{uid}")
+    doc = f"doc-{uid}"
+    # The orchestrator's policy names operators. (A reader reads the policy
+    # when it starts folding a root, so it is set before the lease is taken.)
+    kv = await nc.jetstream().key_value(subjects.POLICY_BUCKET)
+    published = (await kv.get(subjects.POLICY_KEY)).value
+    assert published is not None
+    policy = pb.FoldPolicy.FromString(published)
+    policy.operators[:] = [ops.id]
+    await kv.put(subjects.POLICY_KEY, policy.SerializeToString())
+    try:
+        lease = await holder.acquire(doc, auto_renew=False)
+        with pytest.raises(LeaseRefused, match="not an operator"):
+            await mallory.revoke_lease(doc, holder.id, "mine now")
+        # Published anyway by a client that skips the checks: every reader's
+        # fold refuses it, and the holder keeps its lease.
+        forged = event(mallory.id, doc, Revoke(holder.id, "mine now"))
+        ack = await nc.request(forged.subject, forged.encode(), timeout=5, headers={"Nats-Msg-Id": forged.event_id})
+        assert "error" not in json.loads(ack.data)
+        await lease.renew()
+        with pytest.raises(LeaseRefused, match="holds no lease"):
+            await ops.revoke_lease(doc, mallory.id, "no such holder")
+        await ops.revoke_lease(doc, holder.id, "stuck")
+        with pytest.raises(LeaseLost) as lost:
+            await lease.renew()
+        assert lost.value.reason == f"revoked by {ops.id}: stuck"
+        got = await mallory.acquire(doc)
+        assert got.token == lease.token + 1
+        await got.release("done")
+    finally:
+        await kv.put(subjects.POLICY_KEY, published)
+
+
+async def test_malformed_and_forged_events_on_a_root_are_ignored(
+    connect: AgentFactory, nc: nats.NATS, uid: str
+) -> None:
+    editor = await connect(f"editor-{uid}")
+    root = f"forged-{uid}"
+    # A forgery: mallory's subject, the editor's name in the payload.
+    forged = event(f"editor-{uid}", f"{root}/post.md", acq(ttl=600))
+    subject = f"baton.art._.mallory-{uid}.{root}.post~2Emd.~"
+    for payload in (forged.encode(), b"\x00garbage"):
+        ack = await nc.request(subject, payload, timeout=5, headers={"Nats-Msg-Id": os.urandom(8).hex()})
+        assert "error" not in json.loads(ack.data)
+    # The root's last message is one no reader accepts: the compare-and-set
+    # expects it all the same, and the acquisition is the root's first grant.
+    lease = await editor.acquire(f"{root}/post.md")
+    assert lease.token == 1
+    stored = await stored_on(nc, f"baton.art._.*.{root}.>")
+    assert [e is None for _, _, e in stored] == [True, True, False]
+    await lease.release("done")
+
+
+def baton_cli(url: str, *args: str) -> list[str]:
+    return [baton_binary(), "--nats", url, *args]
+
+
+def cli_acquire(url: str, agent: str, artifact: str, *more: str) -> tuple[int, dict[str, Any]]:
+    """``baton lease acquire --json`` as a shell-script agent would run it
+    (blocking: run it in a thread)."""
+    done = subprocess.run(
+        baton_cli(url, "lease", "acquire", artifact, "--agent", agent, "--json", *more),
+        capture_output=True,
+        env={**os.environ, "NO_COLOR": "1"},
+        timeout=120,
+    )
+    try:
+        printed = json.loads(done.stdout)
+    except ValueError:
+        raise AssertionError(
+            f"baton lease acquire printed no JSON; exit {done.returncode}, "
+            f"stdout {done.stdout!r}, stderr {done.stderr!r}"
+        ) from None
+    return done.returncode, printed
+
+
+async def test_python_and_cli_acquirers_race_one_holder_overall_the_rest_told_who(
+    connect: AgentFactory, services: Services, nc: nats.NATS, uid: str
+) -> None:
+    artifact = f"records-{uid}/42"
+    agents = await asyncio.gather(*(connect(f"py{i}-{uid}") for i in range(8)))
+    # The CLI processes start from threads, so this loop is free to start
+    # the Python acquirers as soon as the first CLI process talks to
+    # JetStream (its connection's first request): from there a CLI
+    # acquisition takes a few milliseconds, as long as a Python one.
+    cli_started = asyncio.Event()
+
+    async def seen(_: Any) -> None:
+        cli_started.set()
+
+    sub = await nc.subscribe("$JS.API.>", cb=seen)
+    await nc.flush()
+    cli = [
+        asyncio.ensure_future(asyncio.to_thread(cli_acquire, services.url, f"cli{i}-{uid}", artifact))
+        for i in range(8)
+    ]
+    started = asyncio.ensure_future(cli_started.wait())
+    # (If no request is seen, e.g. a CLI process failed at once, the race
+    # below is still one, if less tight.)
+    await asyncio.wait([started, *cli], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    await sub.unsubscribe()
+    py = await asyncio.gather(
+        *(a.acquire(artifact, auto_renew=False) for a in agents), return_exceptions=True
+    )
+    cli_results = await asyncio.gather(*cli)
+
+    winners = [j["holder"] for code, j in cli_results if code == 0]
+    winners += [a.id for a, r in zip(agents, py) if isinstance(r, Lease)]
+    assert len(winners) == 1, (cli_results, py)
+    winner = winners[0]
+    for code, j in cli_results:
+        if code == 0:
+            assert (j["artifact"], j["mode"], j["token"], j["workflow"]) == (artifact, "exclusive", 1, None), j
+        else:
+            assert code == 2, f"a refusal exits 2: {j}"
+            assert (j["artifact"], j["held_by"], j["token"], j["mode"]) == (artifact, winner, 1, "exclusive"), j
+    for r in py:
+        if isinstance(r, Lease):
+            assert r.token == 1
+        else:
+            assert isinstance(r, LeaseHeld) and r.holder == winner and r.token == 1, repr(r)
+    stored = await stored_on(nc, f"baton.art._.*.records-{uid}.>")
+    assert len(stored) == 1 and stored[0][2] is not None and stored[0][2].agent == winner, stored
+    for r in py:
+        if isinstance(r, Lease):
+            await r.release("done")
+
+
+async def test_the_python_fold_of_the_stream_is_the_rust_one(
+    connect: AgentFactory, services: Services, uid: str
+) -> None:
+    workflow = f"wf-{uid}"
+    a = await connect(f"a-{uid}")
+    b = await connect(f"b-{uid}")
+    c = await connect(f"c-{uid}")
+    # A history with every act: grants, a shared pair, a hand-over, a
+    # release, a revocation, an expiry, a refusal stored by the fold.
+    # (Handles are kept: a dropped one would release its lease.)
+    x = await a.acquire("docs/x", workflow=workflow, auto_renew=False)
+    y1 = await b.acquire("docs/y", "shared", workflow=workflow, ttl=60, auto_renew=False)
+    y2 = await c.acquire("docs/y", "shared", workflow=workflow, ttl=60, auto_renew=False)
+    assert (x.token, y1.token, y2.token) == (1, 2, 3)
+    assert await x.hand_over(b.id, 60) == 4
+    short = await c.acquire("tmp", workflow=workflow, ttl=0.5, auto_renew=False)
+    gone = await a.acquire("notes", workflow=workflow, auto_renew=False)
+    await gone.release("done")
+    await c.revoke_lease("docs/y", b.id, "tidy", workflow=workflow)
+    elsewhere = await a.acquire("elsewhere", ttl=60, auto_renew=False)  # the global scope
+    late, _ = await acquire_once_free(a, "tmp", workflow=workflow, ttl=60, auto_renew=False)
+    assert (short.token, late.token) == (1, 2)
+    with pytest.raises(LeaseLost):
+        await short.renew()  # stored, refused by every fold
+
+    def ours(rows: Iterator[tuple[str, str, str, int, str, str]]) -> list[tuple[str, ...]]:
+        return sorted((r[0], r[1], r[2], str(r[3]), r[4], r[5]) for r in rows)
+
+    book = await a.leases(workflow)
+    python = ours(
+        (art.name.value, h.agent, h.mode.value, h.token, rfc3339(h.since), rfc3339(h.expires_at))
+        for art, holds in book.items()
+        for h in holds
+    )
+    done = await asyncio.create_subprocess_exec(
+        *baton_cli(services.url, "leases", "--workflow", workflow, "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(done.communicate(), 60)
+    assert done.returncode == 0, err
+    rust = ours(
+        (h["artifact"], h["holder"], h["mode"], h["token"], h["since"], h["expires_at"])
+        for h in json.loads(out)
+    )
+    assert python == rust
+    assert [(r[0], r[1], r[3]) for r in python] == [
+        ("docs/x", b.id, "4"),
+        ("docs/y", c.id, "3"),
+        ("tmp", a.id, "2"),
+    ], python
+    assert not elsewhere.is_lost and not y1.is_spent
+
+
+def holders(book: LeaseBook) -> list[tuple[str, str]]:
+    return [(a.name.value, h.agent) for a, hs in book.items() for h in hs]
+
+
+async def test_a_task_claimed_with_declared_artifacts_leases_them_all_or_none_and_its_end_frees_them(
+    connect: AgentFactory, uid: str
+) -> None:
+    planner = await connect(f"planner-{uid}")
+    editor = await connect(f"editor-{uid}")
+    publisher = await connect(f"publisher-{uid}")
+    designer = await connect(f"designer-{uid}")
+    blog = f"blog-{uid}"
+    revise, publish = f"revise-{uid}", f"publish-{uid}"
+    await planner.create_task(revise, blog, artifacts=["drafts/post.md", "/assets/logo.png"])
+    await planner.create_task(publish, blog, artifacts=["drafts/post.md"])
+    view = await planner.task(revise)
+    assert view is not None and view.artifacts == ("drafts/post.md", "assets/logo.png")
+
+    # A designer holds the whole drafts folder: the editor's claim takes
+    # nothing, neither the task nor the logo it leased first (artifacts are
+    # taken in name order, and given back on the first refusal).
+    drafts = await designer.acquire("drafts/", workflow=blog)
+    with pytest.raises(ArtifactHeld) as held:
+        await editor.claim(revise)
+    assert (held.value.holder, held.value.artifact, held.value.task) == (designer.id, "drafts", revise)
+    assert isinstance(held.value.source, LeaseHeld)
+    assert holders(await editor.leases(blog)) == [("drafts", designer.id)], "no partial leases"
+    view = await editor.task(revise)
+    assert view is not None and view.owner is None
+
+    # Freed: the claim takes the task and both files.
+    await drafts.release("done")
+    revising = await editor.claim(revise)
+    assert sorted(lease.artifact for lease in revising.leases) == ["assets/logo.png", "drafts/post.md"]
+    assert all(lease.workflow == blog and lease.mode is EX for lease in revising.leases)
+    # The publisher's task needs the draft the editor is revising.
+    with pytest.raises(ArtifactHeld) as held:
+        await publisher.claim(publish)
+    assert held.value.holder == editor.id
+    view = await publisher.task(publish)
+    assert view is not None and view.owner is None
+
+    # Completing the task frees its artifacts for the publisher.
+    await revising.complete("drafts/post.md", "revised")
+    assert holders(await editor.leases(blog)) == []
+    publishing = await publisher.claim(publish)
+    assert len(publishing.leases) == 1 and publishing.leases[0].token > 1
+    await publishing.complete("https://blog", "published")
+    assert holders(await editor.leases(blog)) == []
+
+
+async def test_an_offer_to_an_agent_hands_the_artifacts_over_and_a_resume_takes_them_up(
+    connect: AgentFactory, uid: str
+) -> None:
+    planner = await connect(f"planner-{uid}")
+    writer = await connect(f"writer-{uid}")
+    reviewer = await connect(f"reviewer-{uid}")
+    outsider = await connect(f"outsider-{uid}")
+    wf, task = f"wf-{uid}", f"report-{uid}"
+    await planner.create_task(task, wf, artifacts=["out/report.md"])
+    owned = await writer.claim(task)
+    (written,) = owned.leases
+    await owned.offer_to_agent(reviewer.id, "out/report.md", accept_within=60)
+    # While the offer is pending the recipient holds the artifact.
+    with pytest.raises(LeaseHeld) as held:
+        await outsider.acquire("out/report.md", workflow=wf)
+    assert held.value.holder == reviewer.id and held.value.token > written.token
+    assert written.is_spent
+    accepted = await reviewer.accept_handoff(task)
+    (reviewing,) = accepted.leases
+    assert reviewing.token > held.value.token  # taken again under a new token
+    # A detached handle keeps the task and the lease for a later process.
+    accepted.detach()
+    resumed = await reviewer.resume(task)
+    (again,) = resumed.leases
+    assert again.token == reviewing.token
+    await resumed.release("done")
+    got = await outsider.acquire("out/report.md", workflow=wf)
+    assert got.token == reviewing.token + 1
+    await got.release("done")
+
+
+async def test_a_lease_taken_with_the_cli_keeps_a_python_agent_from_claiming_the_task(
+    connect: AgentFactory, services: Services, uid: str
+) -> None:
+    planner = await connect(f"planner-{uid}")
+    worker = await connect(f"worker-{uid}")
+    wf, task = f"wf-{uid}", f"t-{uid}"
+    await planner.create_task(task, wf, artifacts=["records/7"])
+    code, printed = await asyncio.to_thread(
+        cli_acquire, services.url, f"script-{uid}", "records/7", "--workflow", wf, "--ttl", "1s"
+    )
+    assert code == 0, printed
+    with pytest.raises(ArtifactHeld) as held:
+        await worker.claim(task)
+    assert held.value.holder == f"script-{uid}"
+    # The script does not renew: once its lease lapses the claim goes through.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            owned = await worker.claim(task)
+            break
+        except ArtifactHeld:
+            assert time.monotonic() < deadline, "the CLI's lease never lapsed"
+            await asyncio.sleep(0.1)
+    (lease,) = owned.leases
+    assert lease.token == printed["token"] + 1
+    await owned.complete("records/7", "done")
+
+
+async def test_the_detectors_sweep_of_a_lapsed_lease_is_folded_here_too(
+    connect: AgentFactory, services: Services, nc: nats.NATS, uid: str, tmp_path: Path
+) -> None:
+    # The Rust stall detector follows BATON_ARTIFACTS: when a hold is past its
+    # expiry it publishes a LeaseSwept and reports LEASE_EXPIRED. The Python
+    # fold must read the sweep as the Rust one does.
+    (tmp_path / "rules.toml").write_text("")
+    instance = f"d-{uid}"
+    with open(tmp_path / "detector.log", "wb") as log:
+        detector = subprocess.Popen(
+            baton_cli(
+                services.url,
+                "stall-detector",
+                "--rules", str(tmp_path / "rules.toml"),
+                "--instance", instance,
+                "--liveness-interval", "200ms",
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        live = await nc.jetstream().key_value(subjects.SERVICES_BUCKET)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await live.get(f"stall-detector.{instance}")
+                break
+            except nats.js.errors.KeyNotFoundError:
+                assert detector.poll() is None, (tmp_path / "detector.log").read_text()
+                assert time.monotonic() < deadline, "the detector never reported live"
+                await asyncio.sleep(0.05)
+
+        editor = await connect(f"editor-{uid}")
+        blog = f"blog-{uid}"
+        stuck = await editor.acquire("drafts/post.md", workflow=blog, ttl=1.0, auto_renew=False)
+        # Nothing else happens on the root: the detector's sweep comes.
+        deadline = time.monotonic() + 60
+        while True:
+            stored = await stored_on(nc, f"baton.art.{blog}.*.drafts.>")
+            sweeps = [e for _, _, e in stored if e is not None and isinstance(e.body, Sweep)]
+            if sweeps:
+                break
+            assert time.monotonic() < deadline, f"no sweep came: {stored}"
+            await asyncio.sleep(0.1)
+        assert sweeps[0].agent != editor.id
+        # Every reader, this one too, sees the lease free without another act.
+        assert holders(await editor.leases(blog)) == []
+        with pytest.raises(LeaseLost) as lost:
+            await stuck.renew()
+        assert "expired" in lost.value.reason, lost.value.reason
+        # The lapse is reported once, naming the holder and the lapsed token.
+        reply = await nc.request(
+            "$JS.API.DIRECT.GET.BATON_ALERTS",
+            json.dumps({"last_by_subj": subjects.raised("lease_expired", None)}).encode(),
+            timeout=5,
+        )
+        assert (reply.headers or {}).get("Status") is None, reply.headers
+        alert = pb.Alert.FromString(reply.data)
+        assert list(alert.agents) == [editor.id] and alert.epoch == stuck.token
+        assert "drafts/post.md" in alert.detail
+    finally:
+        detector.terminate()
+        detector.wait(timeout=30)

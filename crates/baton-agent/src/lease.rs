@@ -243,8 +243,7 @@ impl Agent {
                                 token,
                                 options.ttl,
                                 view,
-                                options.auto_renew,
-                                Duration::ZERO,
+                                options.auto_renew.then_some(Duration::ZERO),
                             ))
                         }
                         LeaseDisposition::Refused(LeaseRefusal::Held {
@@ -343,8 +342,7 @@ impl Agent {
             hold.token,
             hold.ttl,
             view,
-            true,
-            wall_clock().since(hold.renewed_at),
+            Some(wall_clock().since(hold.renewed_at)),
         ))
     }
 
@@ -668,9 +666,11 @@ impl Lease {
         token: u64,
         ttl: Duration,
         view: RootView,
-        auto_renew: bool,
-        renewed_ago: Duration,
+        // Renew on its own, the last renewal this long ago; `None`: the
+        // agent renews by hand.
+        renewals: Option<Duration>,
     ) -> Lease {
+        let renewed_ago = renewals.unwrap_or_default();
         let (lost_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             agent,
@@ -688,7 +688,7 @@ impl Lease {
             }),
             lost_tx,
         });
-        let renewals = auto_renew.then(|| tokio::spawn(renew_loop(shared.clone())));
+        let renewals = renewals.map(|_| tokio::spawn(renew_loop(shared.clone())));
         Lease {
             shared,
             renewals,

@@ -504,17 +504,21 @@ async fn a_task_claimed_with_declared_artifacts_leases_them_all_or_none_and_its_
         )
         .await
         .expect("designer");
-    match editor.claim(&task("revise")).await {
-        Err(ClaimError::ArtifactHeld {
-            source: LeaseError::Held {
-                holder, artifact, ..
-            },
+    let refused = editor.claim(&task("revise")).await;
+    let Err(ClaimError::ArtifactHeld { source, .. }) = refused else {
+        panic!("expected ArtifactHeld, got {refused:?}");
+    };
+    match *source {
+        LeaseError::Held {
+            holder,
+            artifact,
+            workflow,
             ..
-        }) => assert_eq!(
-            (holder.as_str(), artifact.as_str()),
-            ("designer", "blog:drafts")
+        } => assert_eq!(
+            (holder.as_str(), artifact.as_str(), workflow),
+            ("designer", "drafts", Some(blog.clone()))
         ),
-        other => panic!("expected ArtifactHeld, got {other:?}"),
+        other => panic!("expected Held, got {other:?}"),
     }
     assert_eq!(
         holds(&editor.leases(Some(&blog)).await.expect("leases")),
@@ -538,10 +542,12 @@ async fn a_task_claimed_with_declared_artifacts_leases_them_all_or_none_and_its_
     assert_eq!(leased, vec!["assets/logo.png", "drafts/post.md"]);
     // The publisher's task needs the draft the editor is revising.
     match publisher.claim(&task("publish")).await {
-        Err(ClaimError::ArtifactHeld {
-            source: LeaseError::Held { holder, .. },
-            ..
-        }) => assert_eq!(holder.as_str(), "editor"),
+        Err(ClaimError::ArtifactHeld { source, .. }) => {
+            assert!(
+                matches!(&*source, LeaseError::Held { holder, .. } if holder.as_str() == "editor"),
+                "{source}"
+            );
+        }
         other => panic!("expected ArtifactHeld, got {other:?}"),
     }
     assert_eq!(

@@ -338,7 +338,7 @@ impl Agent {
                         crate::LeaseError::Broker(e) => ClaimError::Broker(e),
                         source => ClaimError::ArtifactHeld {
                             task: task.clone(),
-                            source,
+                            source: Box::new(source),
                         },
                     })?;
                 *leases = Some(taken);
@@ -529,7 +529,7 @@ impl Agent {
                         crate::LeaseError::Broker(e) => HandoffError::Broker(e),
                         source => HandoffError::ArtifactHeld {
                             task: task.clone(),
-                            source,
+                            source: Box::new(source),
                         },
                     })?;
                 *leases = Some(taken);

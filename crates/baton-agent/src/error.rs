@@ -88,7 +88,7 @@ pub enum ClaimError {
     ArtifactHeld {
         task: TaskId,
         #[source]
-        source: crate::lease::LeaseError,
+        source: Box<crate::lease::LeaseError>,
     },
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -120,7 +120,7 @@ pub enum HandoffError {
     ArtifactHeld {
         task: TaskId,
         #[source]
-        source: crate::lease::LeaseError,
+        source: Box<crate::lease::LeaseError>,
     },
     #[error(transparent)]
     Broker(#[from] BrokerError),

@@ -35,10 +35,15 @@ pub enum LeaseError {
     /// Another agent holds a conflicting lease (on this name, or on one
     /// above or below it).
     #[error(
-        "{artifact} is held by {holder} ({mode}, token {token}) since {since}, until at least {expires_at} unless renewed"
+        "{} is held by {holder} ({mode}, token {token}) since {since}, until at least {expires_at} unless renewed",
+        scoped(workflow.as_ref(), artifact)
     )]
     Held {
+        /// The name the conflicting lease is on (maybe not the one asked
+        /// for: a folder above it, or a file under it).
         artifact: String,
+        /// Its scope (`None`: global).
+        workflow: Option<WorkflowId>,
         holder: AgentId,
         mode: LeaseMode,
         since: Time,
@@ -60,6 +65,14 @@ pub enum LeaseError {
     Invalid(String),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+}
+
+/// `w1:drafts/post.md`, or the bare name in the global scope.
+fn scoped(workflow: Option<&WorkflowId>, artifact: &str) -> String {
+    match workflow {
+        Some(w) => format!("{w}:{artifact}"),
+        None => artifact.to_string(),
+    }
 }
 
 /// How to take a lease.
@@ -186,7 +199,8 @@ fn wall_clock() -> Time {
 
 fn held(artifact: &Artifact, hold: &baton_core::lease::Hold) -> LeaseError {
     LeaseError::Held {
-        artifact: artifact.to_string(),
+        artifact: artifact.name.to_string(),
+        workflow: artifact.scope.workflow().cloned(),
         holder: hold.agent.clone(),
         mode: hold.mode,
         since: hold.since,
@@ -260,7 +274,8 @@ impl Agent {
                                 .find(|h| h.agent == holder)
                                 .map_or(since, baton_core::lease::Hold::expires_at);
                             Err(LeaseError::Held {
-                                artifact: on.to_string(),
+                                artifact: on.name.to_string(),
+                                workflow: on.scope.workflow().cloned(),
                                 holder,
                                 mode,
                                 since,
@@ -604,7 +619,8 @@ impl Shared {
                     .find(|h| h.agent == holder)
                     .map_or(since, baton_core::lease::Hold::expires_at);
                 return Err(LeaseError::Held {
-                    artifact: artifact.to_string(),
+                    artifact: artifact.name.to_string(),
+                    workflow: artifact.scope.workflow().cloned(),
                     holder,
                     mode,
                     since,

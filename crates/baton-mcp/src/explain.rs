@@ -136,6 +136,7 @@ pub fn lease(e: baton_agent::LeaseError) -> Refusal {
     match e {
         L::Held {
             artifact,
+            workflow,
             holder,
             mode,
             since,
@@ -147,7 +148,8 @@ pub fn lease(e: baton_agent::LeaseError) -> Refusal {
                 "{message}. Do not write to it; wait for {holder} to release it (or for it to expire) and try again, or work on something else."
             ),
             json!({
-                "artifact": artifact, "holder": holder.as_str(), "mode": mode.to_string(),
+                "artifact": artifact, "workflow": workflow.as_ref().map(WorkflowId::as_str),
+                "holder": holder.as_str(), "mode": mode.to_string(),
                 "since": since.to_rfc3339(), "expires_at": expires_at.to_rfc3339(), "token": token,
             }),
         ),

@@ -192,6 +192,7 @@ struct GrantedJson {
 #[derive(Serialize)]
 struct HeldJson {
     artifact: String,
+    workflow: Option<String>,
     held_by: String,
     mode: String,
     since: String,
@@ -271,6 +272,7 @@ pub async fn lease(nats: &NatsArgs, args: &LeaseArgs) -> anyhow::Result<ExitCode
                         true,
                         LeaseError::Held {
                             artifact,
+                            workflow,
                             holder,
                             mode,
                             since,
@@ -281,6 +283,7 @@ pub async fn lease(nats: &NatsArgs, args: &LeaseArgs) -> anyhow::Result<ExitCode
                     {
                         print_json(&HeldJson {
                             artifact: artifact.clone(),
+                            workflow: workflow.as_ref().map(ToString::to_string),
                             held_by: holder.to_string(),
                             mode: mode.to_string(),
                             since: since.to_rfc3339(),

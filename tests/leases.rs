@@ -738,3 +738,66 @@ fn a_folder_holder_fences_the_files_under_it_without_writing_data() {
             .is_err()
     );
 }
+
+/// `baton <args>` against the rig's server; panics unless it exits 0.
+fn baton_ok(url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(baton_bin())
+        .arg("--nats")
+        .arg(url)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run baton");
+    assert!(
+        out.status.success(),
+        "baton {args:?}: exit {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn a_shell_script_agent_leases_its_tasks_artifacts_step_by_step() {
+    let rig = rig().await;
+    let url = rig.server.url();
+    let leases = || -> Vec<serde_json::Value> {
+        let out = baton_ok(&url, &["leases", "--json", "--workflow", "blog"]);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .expect("json")
+            .as_array()
+            .expect("list")
+            .clone()
+    };
+    let emit = |kind: &str, extra: &[&str]| {
+        let mut args = vec!["emit", kind, "--task", "post", "--agent", "editor"];
+        args.extend_from_slice(extra);
+        baton_ok(&url, &args)
+    };
+    emit(
+        "created",
+        &["--workflow", "blog", "--artifact", "drafts/post.md"],
+    );
+    // Each step is its own process: the claim leases the draft and leaves
+    // it held for the next step.
+    emit("claimed", &[]);
+    let held = leases();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["artifact"], "drafts/post.md");
+    assert_eq!(held[0]["holder"], "editor");
+    let renewed_at = held[0]["renewed_at"].as_str().expect("time").to_string();
+    // A heartbeat step renews the task's leases too.
+    emit("heartbeat", &["--note", "half way"]);
+    let held = leases();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(
+        held[0]["renewed_at"].as_str().expect("time") > renewed_at.as_str(),
+        "renewed: {held:?}"
+    );
+    // Completing releases them.
+    emit(
+        "completed",
+        &["--output", "drafts/post.md", "--summary", "done"],
+    );
+    assert!(leases().is_empty(), "released with the task");
+}

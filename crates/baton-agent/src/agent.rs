@@ -379,19 +379,7 @@ impl Agent {
     pub async fn resume(&self, task: &TaskId) -> Result<Ownership, ClaimError> {
         let (state, last_seq) = self.held(task).await?;
         let lease = state.lease.unwrap_or(self.inner.lease);
-        let mut leases = Vec::new();
-        for name in state.artifacts() {
-            match self
-                .resume_lease(name.as_str(), Some(&state.workflow))
-                .await
-            {
-                Ok(held) => leases.push(held),
-                Err(crate::LeaseError::Broker(e)) => return Err(ClaimError::Broker(e)),
-                Err(e) => {
-                    tracing::warn!(%task, artifact = %name, error = %e, "a declared artifact's lease is not held")
-                }
-            }
-        }
+        let leases = self.task_leases(task, &state, true).await?;
         Ok(Ownership::start(
             self.clone(),
             task.clone(),
@@ -409,6 +397,9 @@ impl Agent {
     pub async fn resume_detached(&self, task: &TaskId) -> Result<Ownership, ClaimError> {
         let (state, last_seq) = self.held(task).await?;
         let lease = state.lease.unwrap_or(self.inner.lease);
+        // Not renewing on their own either: the handle's heartbeats renew
+        // them, its final act releases or hands them over.
+        let leases = self.task_leases(task, &state, false).await?;
         Ok(Ownership::detached(
             self.clone(),
             task.clone(),
@@ -416,7 +407,31 @@ impl Agent {
             state.epoch,
             last_seq,
             lease,
-        ))
+        )
+        .with_leases(leases))
+    }
+
+    /// The leases this agent still holds on a task's declared artifacts.
+    async fn task_leases(
+        &self,
+        task: &TaskId,
+        state: &Task,
+        auto_renew: bool,
+    ) -> Result<Vec<crate::Lease>, ClaimError> {
+        let mut leases = Vec::new();
+        for name in state.artifacts() {
+            match self
+                .resume_lease_renewing(name.as_str(), Some(&state.workflow), auto_renew)
+                .await
+            {
+                Ok(held) => leases.push(held),
+                Err(crate::LeaseError::Broker(e)) => return Err(ClaimError::Broker(e)),
+                Err(e) => {
+                    tracing::warn!(%task, artifact = %name, error = %e, "a declared artifact's lease is not held")
+                }
+            }
+        }
+        Ok(leases)
     }
 
     /// The task's state, if this agent owns it.

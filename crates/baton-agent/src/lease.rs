@@ -339,6 +339,16 @@ impl Agent {
         name: &str,
         workflow: Option<&WorkflowId>,
     ) -> Result<Lease, LeaseError> {
+        self.resume_lease_renewing(name, workflow, true).await
+    }
+
+    /// [`resume_lease`](Self::resume_lease), renewing on its own or not.
+    pub(crate) async fn resume_lease_renewing(
+        &self,
+        name: &str,
+        workflow: Option<&WorkflowId>,
+        auto_renew: bool,
+    ) -> Result<Lease, LeaseError> {
         let artifact = artifact(name, workflow)?;
         let view = RootView::read(self, &artifact).await?;
         let hold = view
@@ -357,7 +367,7 @@ impl Agent {
             hold.token,
             hold.ttl,
             view,
-            Some(wall_clock().since(hold.renewed_at)),
+            auto_renew.then(|| wall_clock().since(hold.renewed_at)),
         ))
     }
 

@@ -276,14 +276,21 @@ impl Ownership {
     }
 
     /// Reports liveness; `progress` = output advanced since the last one.
+    /// The leases on the task's declared artifacts are renewed with it (a
+    /// lease that is gone is logged: writes under it would be refused).
     pub async fn heartbeat(&self, note: &str, progress: bool) -> Result<(), OwnershipError> {
         self.shared
             .act(EventBody::Heartbeat {
                 note: note.to_string(),
                 progress,
             })
-            .await
-            .map(|_| ())
+            .await?;
+        for lease in &self.leases {
+            if let Err(e) = lease.renew().await {
+                tracing::warn!(task = %self.shared.task, artifact = %lease.artifact(), error = %e, "a declared artifact's lease could not be renewed");
+            }
+        }
+        Ok(())
     }
 
     /// Reports that the task waits for input; heartbeat expectations pause.
@@ -409,6 +416,10 @@ impl Ownership {
             Err(error) => {
                 self.done = true;
                 self.stop_heartbeats();
+                // The task is no longer this agent's: neither are its
+                // artifacts.
+                let leases = std::mem::take(&mut self.leases);
+                crate::lease::release_all(leases, "the task is no longer this agent's").await;
                 Err(ActError {
                     error,
                     ownership: None,
@@ -427,7 +438,17 @@ impl Ownership {
 impl Drop for Ownership {
     fn drop(&mut self) {
         self.stop_heartbeats();
-        if self.done || self.is_lost() {
+        if self.done {
+            // A detached handle (a shell-script step) leaves the task and
+            // its leases to the next step; a finished one has none left.
+            for lease in std::mem::take(&mut self.leases) {
+                lease.detach();
+            }
+            return;
+        }
+        if self.is_lost() {
+            // The task is gone: its leases go with it (dropped handles
+            // release).
             return;
         }
         // Never go silent: a dropped handle releases the task.

@@ -116,13 +116,21 @@ impl Fleet {
         self.leader_after(service, 0).await
     }
 
-    /// The lease holder of `service` once its term is past `term`.
+    /// The lease holder of `service` once its term is past `term` (after a
+    /// fault, within the patience a fault is given: a frozen node's groups
+    /// may take over 30 s to elect new leaders on a loaded 2-core machine).
     async fn leader_after(&self, service: &str, term: u64) -> (String, u64) {
-        wait_kv(&self.js, subjects::LEADERS_BUCKET, service, |b| {
-            let lease = pb::Leadership::decode(b).ok()?;
-            (!lease.instance.is_empty() && lease.term > term)
-                .then_some((lease.instance, lease.term))
-        })
+        wait_kv_within(
+            &self.js,
+            subjects::LEADERS_BUCKET,
+            service,
+            FAULT_PATIENCE,
+            |b| {
+                let lease = pb::Leadership::decode(b).ok()?;
+                (!lease.instance.is_empty() && lease.term > term)
+                    .then_some((lease.instance, lease.term))
+            },
+        )
         .await
     }
 
@@ -815,10 +823,11 @@ async fn killing_the_events_leader_node_loses_nothing_and_blames_no_agent() {
     }
     // Everything the detector derived from the events is stored before its
     // checkpoint moves past them.
-    wait_kv(
+    wait_kv_within(
         &fleet.js,
         subjects::CHECKPOINTS_BUCKET,
         subjects::DETECTOR_CONSUMER,
+        FAULT_PATIENCE,
         |b| {
             let at: u64 = std::str::from_utf8(b).ok()?.trim().parse().ok()?;
             (at >= last).then_some(())

@@ -149,9 +149,14 @@ impl NatsServer {
                 .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
+            // Routes ping every second and give up after 3 missed pongs: a
+            // node that is frozen (SIGSTOP, a paused VM) keeps its TCP
+            // connections open, and with the default 2-minute ping the
+            // others kept buffering for it; in tests/ha.rs the rest of the
+            // cluster then sometimes served nothing for over a minute.
             let _ = writeln!(
                 c,
-                "cluster {{ name: {:?}, listen: \"127.0.0.1:{}\", routes: [{routes}] }}",
+                "cluster {{ name: {:?}, listen: \"127.0.0.1:{}\", routes: [{routes}], ping_interval: \"1s\", ping_max: 3 }}",
                 cluster.name, cluster.port
             );
         }

@@ -1139,3 +1139,14 @@ async def test_the_detectors_sweep_of_a_lapsed_lease_is_folded_here_too(
     finally:
         detector.terminate()
         detector.wait(timeout=30)
+
+
+def test_a_folder_holder_fences_the_files_under_it_without_writing_data(tmp_path: Path) -> None:
+    store = FencedDir(tmp_path)
+    store.write("drafts/post.md", 3, b"v1")
+    store.fence("drafts", 5)  # someone now holds all of drafts
+    with pytest.raises(StaleToken):
+        store.write("drafts/post.md", 3, b"late")
+    assert store.read("drafts/post.md") == b"v1"
+    with pytest.raises(StaleToken):
+        store.fence("drafts", 4)

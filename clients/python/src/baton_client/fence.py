@@ -97,6 +97,25 @@ class FencedDir:
         finally:
             os.close(lock)  # releases the lock
 
+    def fence(self, name: str | ArtifactName, token: int) -> None:
+        """Records ``token`` for ``name`` without writing data: a holder of a
+        folder (``drafts``) registers its token, so a stale holder of a file
+        under it (``drafts/post.md``) is refused from now on. Raises
+        :class:`~baton_client.errors.StaleToken` if ``token`` is older than
+        one seen."""
+        artifact = _name(name)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        lock = os.open(self._dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fence = self._load()
+            fence.admit(artifact, token)
+            lines = "".join(f"{t}\t{a}\n" for a, t in fence.last_seen())
+            tokens = self._dir / TOKENS_FILE
+            _put(_stage(tokens, lines.encode("utf-8")), tokens)
+        finally:
+            os.close(lock)  # releases the lock
+
     def read(self, name: str | ArtifactName) -> bytes:
         """Reads artifact ``name`` (no token needed to read)."""
         return self.path_of(name).read_bytes()

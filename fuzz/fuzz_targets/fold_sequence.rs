@@ -27,7 +27,7 @@
 #![no_main]
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::OnceLock,
     time::Duration,
 };

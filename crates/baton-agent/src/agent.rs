@@ -198,6 +198,24 @@ impl Agent {
         }
     }
 
+    /// Runs `work` in the background, awaited by [`Agent::close`]: what a
+    /// dropped handle still owes (a release). False outside a runtime, where
+    /// nothing can run.
+    pub(crate) fn in_background(
+        &self,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        self.inner
+            .background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .spawn_on(work, &runtime);
+        true
+    }
+
     /// This agent's id.
     pub fn id(&self) -> &AgentId {
         &self.inner.id
@@ -745,15 +763,7 @@ impl Agent {
         )
         .with_epoch(epoch)
         .with_context_version(self.context_version(workflow));
-        e.occurred_at = Some(baton_core::Time::from_unix_nanos(
-            u64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_nanos(),
-            )
-            .unwrap_or(0),
-        ));
+        e.occurred_at = Some(wall_clock());
         e
     }
 
@@ -905,4 +915,19 @@ impl Agent {
         let last_seq = last_seq.max(slot.as_ref().map_or(0, Task::last_seq));
         Ok((slot, last_seq))
     }
+}
+
+/// This machine's clock, for the informational times the SDK stamps on
+/// what it sends (`occurred_at`, `recorded_at`) and for pre-checks the
+/// broker's time then decides.
+pub(crate) fn wall_clock() -> baton_core::Time {
+    baton_core::Time::from_unix_nanos(
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        )
+        .unwrap_or(0),
+    )
 }

@@ -174,15 +174,7 @@ impl ContextRecord {
             summary: summary.to_string(),
             body: body.to_string(),
             supersedes: supersedes.unwrap_or(0),
-            recorded_at: Some(Time::from_unix_nanos(
-                u64::try_from(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_nanos(),
-                )
-                .unwrap_or(0),
-            )),
+            recorded_at: Some(crate::agent::wall_clock()),
         };
         baton_core::wire::check_entry_limits(&entry)
             .map_err(|e| ContextError::Invalid(e.to_string()))?;

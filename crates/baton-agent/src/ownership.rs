@@ -453,29 +453,19 @@ impl Drop for Ownership {
         }
         // Never go silent: a dropped handle releases the task.
         let shared = self.shared.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(task = %shared.task, "ownership dropped outside a runtime; the task was not released");
-            return;
-        };
-        let agent = shared.agent.clone();
-        let mut set = agent
-            .inner
-            .background
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        set.spawn_on(
-            async move {
-                let result = shared
-                    .act(EventBody::Released {
-                        reason: "dropped".into(),
-                    })
-                    .await;
-                if let Err(e) = result {
-                    tracing::warn!(task = %shared.task, error = %e, "could not release a dropped task");
-                }
-            },
-            &runtime,
-        );
+        let spawned = self.shared.agent.in_background(async move {
+            let result = shared
+                .act(EventBody::Released {
+                    reason: "dropped".into(),
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(task = %shared.task, error = %e, "could not release a dropped task");
+            }
+        });
+        if !spawned {
+            tracing::warn!(task = %self.shared.task, "ownership dropped outside a runtime; the task was not released");
+        }
     }
 }
 

@@ -27,7 +27,10 @@ use baton_core::{
 use baton_jetstream::{Cas, PublishError, publish_durable_watched, read};
 use tokio::sync::{Mutex, watch};
 
-use crate::{agent::Agent, error::BrokerError};
+use crate::{
+    agent::{Agent, wall_clock},
+    error::BrokerError,
+};
 
 /// Why a lease act did not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +116,17 @@ struct RootView {
     last_seq: u64,
 }
 
+/// Which stored event is this agent's act, when catching up.
+#[derive(Clone, Copy)]
+enum Mine<'a> {
+    /// None of interest (a first read).
+    Unknown,
+    /// Stored at this sequence (its publish was acknowledged).
+    At(u64),
+    /// Maybe stored, with this message id (an ack may have been lost).
+    MsgId(&'a str),
+}
+
 /// The outcome of one act, as the stream judged it.
 struct Judged {
     seq: u64,
@@ -134,31 +148,31 @@ impl RootView {
         // A root nobody used yet needs no read (and if a replica answered
         // from behind, the compare-and-set says so and the act re-reads).
         if last?.is_some() {
-            view.catch_up(agent, artifact, None).await?;
+            view.catch_up(agent, artifact, Mine::Unknown).await?;
         }
         Ok(view)
     }
 
-    /// Folds the root's events after what is known; returns the outcome of
-    /// the event stored at `mine`, if given.
+    /// Folds the root's events after what is known; returns how this
+    /// agent's act (`mine`) was judged, if it is among them.
     async fn catch_up(
         &mut self,
         agent: &Agent,
         artifact: &Artifact,
-        mine: Option<u64>,
-    ) -> Result<Option<LeaseOutcome>, BrokerError> {
+        mine: Mine<'_>,
+    ) -> Result<Option<Judged>, BrokerError> {
         let js = &agent.inner.js;
         let root = subjects::lease_root(artifact);
         let from = self.last_seq + 1;
         // After an act, usually only its own event is new: direct gets, no
         // consumer. If a replica answered from behind, read it all.
         let direct = match mine {
-            Some(to) => {
+            Mine::At(to) => {
                 let read = read::read_range_direct(js, subjects::ARTIFACTS_STREAM, &root, from, to)
                     .await?;
                 read.last().is_some_and(|s| s.seq == to).then_some(read)
             }
-            None => None,
+            Mine::Unknown | Mine::MsgId(_) => None,
         };
         let stored = match direct {
             Some(read) => read,
@@ -177,24 +191,20 @@ impl RootView {
                 stored_at: s.stored_at,
             };
             let outcome = apply(&mut self.book, &event, meta, &self.operators);
-            if Some(s.seq) == mine {
-                judged = Some(outcome);
+            let is_mine = match mine {
+                Mine::Unknown => false,
+                Mine::At(seq) => s.seq == seq,
+                Mine::MsgId(id) => s.msg_id() == Some(id),
+            };
+            if is_mine {
+                judged = Some(Judged {
+                    seq: s.seq,
+                    outcome,
+                });
             }
         }
         Ok(judged)
     }
-}
-
-fn wall_clock() -> Time {
-    Time::from_unix_nanos(
-        u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        )
-        .unwrap_or(0),
-    )
 }
 
 fn held(artifact: &Artifact, hold: &baton_core::lease::Hold) -> LeaseError {
@@ -469,34 +479,18 @@ impl Agent {
         )
         .await;
         match published {
-            Ok(ack) => {
-                let outcome = view.catch_up(self, artifact, Some(ack.sequence)).await?;
-                Ok(outcome.map(|outcome| Judged {
-                    seq: ack.sequence,
-                    outcome,
-                }))
-            }
+            Ok(ack) => Ok(view
+                .catch_up(self, artifact, Mine::At(ack.sequence))
+                .await?),
             Err(PublishError::WrongLastSequence { after_retry, .. }) => {
                 // An earlier attempt may have been stored with its ack lost:
-                // if so, it is in what we read now.
-                let before = view.last_seq;
-                let stored = read::read_subject(
-                    &self.inner.js,
-                    subjects::ARTIFACTS_STREAM,
-                    &subjects::lease_root(artifact),
-                    before + 1,
-                    None,
-                )
-                .await
-                .map_err(BrokerError::from)?;
-                let ours = after_retry
-                    .then(|| stored.iter().find(|s| s.msg_id() == Some(&event.event_id)))
-                    .flatten()
-                    .map(|s| s.seq);
-                let outcome = view.catch_up(self, artifact, ours).await?;
-                Ok(ours
-                    .zip(outcome)
-                    .map(|(seq, outcome)| Judged { seq, outcome }))
+                // if so, it is among the events read now.
+                let mine = if after_retry {
+                    Mine::MsgId(&event.event_id)
+                } else {
+                    Mine::Unknown
+                };
+                Ok(view.catch_up(self, artifact, mine).await?)
             }
             Err(e) => Err(BrokerError::from(e).into()),
         }
@@ -832,29 +826,19 @@ impl Drop for Lease {
             return;
         }
         let shared = self.shared.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(artifact = %shared.artifact, "lease dropped outside a runtime; it lapses at its ttl");
-            return;
-        };
-        let agent = shared.agent.clone();
-        let mut set = agent
-            .inner
-            .background
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        set.spawn_on(
-            async move {
-                let released = shared
-                    .act(LeaseBody::Release {
-                        reason: "dropped".into(),
-                    })
-                    .await;
-                if let Err(e) = released {
-                    tracing::warn!(artifact = %shared.artifact, error = %e, "could not release a dropped lease");
-                }
-            },
-            &runtime,
-        );
+        let spawned = self.shared.agent.in_background(async move {
+            let released = shared
+                .act(LeaseBody::Release {
+                    reason: "dropped".into(),
+                })
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(artifact = %shared.artifact, error = %e, "could not release a dropped lease");
+            }
+        });
+        if !spawned {
+            tracing::warn!(artifact = %self.shared.artifact, "lease dropped outside a runtime; it lapses at its ttl");
+        }
     }
 }
 

@@ -71,22 +71,9 @@ async fn for_each(
         filter: filter.to_string(),
         message,
     };
-    let s = js
-        .get_stream_no_info(stream)
+    let (s, consumer) = ordered_reader(js, stream, filter, policy)
         .await
-        .map_err(|e| err(e.to_string()))?;
-    let consumer = s
-        .create_consumer(OrderedConfig {
-            // Named, so the create request's subject carries the name and
-            // the server's permissions can tell it from the services'
-            // durable consumers (see `auth`).
-            name: Some(format!("baton-read-{}", nuid::next())),
-            filter_subject: filter.to_string(),
-            deliver_policy: policy,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(err)?;
     let mut pending = consumer.cached_info().num_pending;
     let name = consumer.cached_info().name.clone();
     let mut count = 0;
@@ -98,17 +85,9 @@ async fn for_each(
                 .map_err(|_| err("timed out reading".into()))?;
             let Some(next) = next else { break };
             let msg = next.map_err(|e| err(e.to_string()))?;
-            let info = msg.info().map_err(|e| err(e.to_string()))?;
-            pending = info.pending;
+            pending = msg.info().map_err(|e| err(e.to_string()))?.pending;
             count += 1;
-            let more = each(Stored {
-                seq: info.stream_sequence,
-                stored_at: time_of(info.published),
-                subject: msg.subject.to_string(),
-                payload: msg.payload.clone(),
-                headers: msg.headers.clone(),
-            });
-            if !more {
+            if !each(stored_of(&msg).map_err(err)?) {
                 break;
             }
         }
@@ -138,31 +117,58 @@ pub async fn follow(
             message,
         }
     };
-    let s = js
-        .get_stream_no_info(stream)
+    let (_, consumer) = ordered_reader(js, stream, filter, DeliverPolicy::All)
         .await
-        .map_err(|e| err(e.to_string()))?;
-    let consumer = s
-        .create_consumer(OrderedConfig {
-            name: Some(format!("baton-read-{}", nuid::next())),
-            filter_subject: filter.to_string(),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(&err)?;
     let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
     Ok(messages.map(move |next| {
         let msg = next.map_err(|e| err(e.to_string()))?;
-        let info = msg.info().map_err(|e| err(e.to_string()))?;
-        Ok(Stored {
-            seq: info.stream_sequence,
-            stored_at: time_of(info.published),
-            subject: msg.subject.to_string(),
-            payload: msg.payload.clone(),
-            headers: msg.headers.clone(),
-        })
+        stored_of(&msg).map_err(&err)
     }))
+}
+
+/// An ordered consumer on `filter` in `stream`, and the stream.
+async fn ordered_reader(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    policy: DeliverPolicy,
+) -> Result<
+    (
+        jetstream::stream::Stream<()>,
+        jetstream::consumer::Consumer<OrderedConfig>,
+    ),
+    String,
+> {
+    let s = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = s
+        .create_consumer(OrderedConfig {
+            // Named, so the create request's subject carries the name and
+            // the server's permissions can tell it from the services'
+            // durable consumers (see `auth`).
+            name: Some(format!("baton-read-{}", nuid::next())),
+            filter_subject: filter.to_string(),
+            deliver_policy: policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((s, consumer))
+}
+
+/// A delivered message as stored, with the broker's facts about it.
+fn stored_of(msg: &jetstream::Message) -> Result<Stored, String> {
+    let info = msg.info().map_err(|e| e.to_string())?;
+    Ok(Stored {
+        seq: info.stream_sequence,
+        stored_at: time_of(info.published),
+        subject: msg.subject.to_string(),
+        payload: msg.payload.clone(),
+        headers: msg.headers.clone(),
+    })
 }
 
 /// Reads every message on `filter` in `stream` from sequence `from`

@@ -12,7 +12,12 @@ use baton_agent::{
     core::lease::{ArtifactName, LeaseMode},
     fence::{FencedDir, FencedWriteError},
 };
-use baton_core::{AlertKind, subjects};
+use baton_core::{
+    AlertKind,
+    lease::{LeaseBody, LeaseBook, LeaseEvent, LeaseMeta, RootState, apply},
+    subjects,
+    wire::read_lease_event,
+};
 use futures::future::join_all;
 use support::*;
 
@@ -82,9 +87,33 @@ async fn sixteen_racing_exclusive_acquirers_one_holder_the_rest_told_who() {
         }
     }
     // The compare-and-set kept the losers' acquisitions out of the stream
-    // (the fold would refuse them too, but they are never stored).
-    let stored = read_all(&rig.js, subjects::ARTIFACTS_STREAM, "baton.art.>").await;
-    assert_eq!(stored.len(), 1, "only the winner's acquisition is stored");
+    // (the fold would refuse them too, but they are never stored); each
+    // loser is recorded as waiting instead.
+    let stored: Vec<LeaseEvent> = read_all(&rig.js, subjects::ARTIFACTS_STREAM, "baton.art.>")
+        .await
+        .iter()
+        .map(|s| read_lease_event(&s.subject, &s.payload).expect("a lease event"))
+        .collect();
+    let acquisitions = stored
+        .iter()
+        .filter(|e| matches!(e.body, LeaseBody::Acquire { .. }))
+        .count();
+    assert_eq!(acquisitions, 1, "only the winner's acquisition is stored");
+    let book = agents[0].leases(None).await.expect("leases");
+    let post = book.iter().next().expect("the held artifact").0.clone();
+    let mut waiting: Vec<String> = book
+        .waiters(&post)
+        .iter()
+        .map(|w| w.agent.to_string())
+        .collect();
+    waiting.sort();
+    let mut losers: Vec<String> = agents
+        .iter()
+        .map(|a| a.id().to_string())
+        .filter(|a| *a != winner)
+        .collect();
+    losers.sort();
+    assert_eq!(waiting, losers, "every loser waits");
     drop(results);
     for a in &agents {
         a.close().await;
@@ -362,6 +391,15 @@ async fn cli_and_sdk_acquirers_race_and_operators_see_and_revoke_the_one_holder(
     assert_eq!(holds[0]["holder"].as_str(), Some(winner.as_str()));
     assert_eq!(holds[0]["token"], 1);
     assert_eq!(holds[0]["expired"], false);
+    // ... and the 15 it keeps waiting, CLI and SDK racers alike.
+    let waiting = holds[0]["waiting"].as_array().expect("waiting");
+    assert_eq!(waiting.len(), 15, "{waiting:?}");
+    assert!(
+        waiting
+            .iter()
+            .all(|w| w["agent"] != winner.as_str() && w["mode"] == "exclusive"),
+        "{waiting:?}"
+    );
 
     // Revoked by an operator: free for the next acquirer, with a higher token.
     let out = std::process::Command::new(baton_bin())
@@ -800,4 +838,217 @@ async fn a_shell_script_agent_leases_its_tasks_artifacts_step_by_step() {
         &["--output", "drafts/post.md", "--summary", "done"],
     );
     assert!(leases().is_empty(), "released with the task");
+}
+
+#[tokio::test]
+async fn a_holder_keeping_waiters_out_past_its_rule_and_a_stale_write_are_reported() {
+    let mut rig = rig().await;
+    // The limit is short so that the test needs no long wait; the report is
+    // due once the hold is older than it and someone waits.
+    rig.start_detector(
+        "[[leases]]\nartifact = \"drafts/\"\nworkflow = \"blog\"\nmax_hold = \"1s\"\n",
+    )
+    .await;
+    let blog = workflow("blog");
+    let in_blog = || LeaseOptions {
+        workflow: Some(blog.clone()),
+        ttl: Duration::from_secs(60),
+        ..LeaseOptions::default()
+    };
+    let editor = connect(&rig, "editor").await;
+    let publisher = connect(&rig, "publisher").await;
+    let store = connect(&rig, "store").await;
+    let edit = editor
+        .acquire_with("drafts/post.md", Exclusive, in_blog())
+        .await
+        .expect("editor");
+    // A holder with nobody waiting is never reported, however long it holds.
+    // The publisher asks for the whole folder and is refused: it waits.
+    let refused = publisher.acquire_with("drafts", Exclusive, in_blog()).await;
+    assert_eq!(holder_of(refused).1, "editor");
+    let (alert, _) = wait_alert(&rig.js, |a| a.kind == AlertKind::LeaseHeldTooLong).await;
+    assert_eq!(alert.agents, vec![agent("editor"), agent("publisher")]);
+    assert_eq!(alert.epoch, edit.token());
+    assert_eq!(alert.workflow, Some(blog.clone()));
+    assert!(
+        alert
+            .summary
+            .contains("publisher (exclusive on blog:drafts"),
+        "{}",
+        alert.summary
+    );
+
+    // A store refuses a late write with the editor's old token once the
+    // publisher holds the folder, and reports it.
+    edit.release("done").await.expect("release");
+    let folder = publisher
+        .acquire_with("drafts", Exclusive, in_blog())
+        .await
+        .expect("publisher");
+    let dir = tempfile::tempdir().expect("dir");
+    let files = FencedDir::new(dir.path());
+    let name = ArtifactName::new("drafts").expect("name");
+    files.fence(&name, folder.token()).expect("fence");
+    let late = files
+        .write(
+            &ArtifactName::new("drafts/post.md").expect("name"),
+            1,
+            b"late",
+        )
+        .unwrap_err();
+    let FencedWriteError::Stale(stale) = late else {
+        panic!("expected a stale token, got {late}");
+    };
+    store
+        .report_stale_write(Some(&blog), Some(&agent("editor")), &stale)
+        .await
+        .expect("report");
+    let (alert, _) = wait_alert(&rig.js, |a| a.kind == AlertKind::LeaseStaleWrite).await;
+    assert_eq!(alert.agents, vec![agent("editor"), agent("store")]);
+    assert_eq!(alert.epoch, 1);
+    assert!(
+        alert.summary.contains("publisher (token 2)"),
+        "{}",
+        alert.summary
+    );
+
+    // Once per grant: the held-too-long report is not repeated.
+    let reports = all_alerts(&rig.js)
+        .await
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::LeaseHeldTooLong)
+        .count();
+    assert_eq!(reports, 1);
+    // A waiter that gives up stops waiting.
+    let researcher = connect(&rig, "researcher").await;
+    holder_of(
+        researcher
+            .acquire_with("drafts/a.md", Shared, in_blog())
+            .await,
+    );
+    researcher
+        .stop_waiting("drafts/a.md", Some(&blog), Shared)
+        .await
+        .expect("stop waiting");
+    let book = researcher.leases(Some(&blog)).await.expect("leases");
+    assert_eq!(book.iter_waits().count(), 0, "{book:?}");
+    drop(folder);
+    for a in [editor, publisher, store, researcher] {
+        a.close().await;
+    }
+}
+
+/// The fold of the whole leases stream.
+async fn fold_leases(rig: &Rig) -> LeaseBook {
+    let mut folded = LeaseBook::new();
+    for s in read_all(&rig.js, subjects::ARTIFACTS_STREAM, subjects::ARTIFACTS_ALL).await {
+        if let Ok(event) = read_lease_event(&s.subject, &s.payload) {
+            let meta = LeaseMeta {
+                seq: s.seq,
+                stored_at: s.stored_at,
+            };
+            apply(&mut folded, &event, meta, &[]);
+        }
+    }
+    folded
+}
+
+/// Waits until the orchestrator's lease checkpoint covers the whole leases
+/// stream, then returns KV `baton-leases` as a book and the stream's fold.
+async fn materialised_and_folded(rig: &Rig) -> (LeaseBook, LeaseBook) {
+    let stored = read_all(&rig.js, subjects::ARTIFACTS_STREAM, subjects::ARTIFACTS_ALL).await;
+    let last = stored.last().map_or(0, |s| s.seq);
+    wait_kv(
+        &rig.js,
+        subjects::CHECKPOINTS_BUCKET,
+        subjects::LEASES_CHECKPOINT,
+        |v| (baton_jetstream::read::parse_checkpoint(v)? >= last).then_some(()),
+    )
+    .await;
+    let folded = fold_leases(rig).await;
+    let mut materialised = LeaseBook::new();
+    baton_jetstream::read::for_each_kv_value(&rig.js, subjects::LEASES_BUCKET, |_, v| {
+        materialised.restore_root(&RootState::decode(&v.payload).expect("a stored root decodes"));
+    })
+    .await
+    .expect("read baton-leases");
+    (materialised, folded)
+}
+
+fn same_leases(a: &LeaseBook, b: &LeaseBook) -> bool {
+    a.iter().eq(b.iter()) && a.iter_waits().eq(b.iter_waits())
+}
+
+#[tokio::test]
+async fn the_orchestrator_materialises_leases_and_a_kill_9_loses_none() {
+    let mut rig = rig().await;
+    let editor = connect(&rig, "editor").await;
+    let reader = connect(&rig, "reader").await;
+    let publisher = connect(&rig, "publisher").await;
+    let edit = editor
+        .acquire("drafts/post.md", Exclusive)
+        .await
+        .expect("editor");
+    let _notes = reader.acquire("notes", Shared).await.expect("reader");
+    holder_of(publisher.acquire("drafts", Exclusive).await);
+    let (materialised, folded) = materialised_and_folded(&rig).await;
+    assert!(
+        same_leases(&materialised, &folded),
+        "KV {materialised:?} vs stream {folded:?}"
+    );
+    assert_eq!(materialised.iter().count(), 2);
+    assert_eq!(materialised.iter_waits().count(), 1, "the publisher waits");
+
+    // kill -9 of the orchestrator; acts go on meanwhile.
+    rig.orchestrator.take().expect("orchestrator").kill9();
+    let token = edit.token();
+    edit.release("done").await.expect("release");
+    let publishing = publisher
+        .acquire("drafts", Exclusive)
+        .await
+        .expect("publisher");
+    assert!(publishing.token() > token);
+    // The operators' view is the stream's fold even while nobody
+    // materialises it: KV roots plus the events after the checkpoint.
+    let view = publisher.leases(None).await.expect("leases");
+    let (_, folded_now) = {
+        let mut folded = LeaseBook::new();
+        for s in read_all(&rig.js, subjects::ARTIFACTS_STREAM, subjects::ARTIFACTS_ALL).await {
+            if let Ok(event) = read_lease_event(&s.subject, &s.payload) {
+                let meta = LeaseMeta {
+                    seq: s.seq,
+                    stored_at: s.stored_at,
+                };
+                apply(&mut folded, &event, meta, &[]);
+            }
+        }
+        ((), folded)
+    };
+    assert!(
+        same_leases(&view, &folded_now),
+        "{view:?} vs {folded_now:?}"
+    );
+
+    // A new orchestrator resumes from its checkpoint: KV equals the fold.
+    rig.start_orchestrator(&[]).await;
+    let (materialised, folded) = materialised_and_folded(&rig).await;
+    assert!(
+        same_leases(&materialised, &folded),
+        "KV {materialised:?} vs stream {folded:?}"
+    );
+    let drafts: Vec<_> = materialised
+        .iter()
+        .filter(|(a, _)| a.name.root() == "drafts")
+        .collect();
+    assert_eq!(drafts.len(), 1, "{drafts:?}");
+    assert_eq!(drafts[0].1[0].agent.as_str(), "publisher");
+    assert_eq!(
+        materialised.iter_waits().count(),
+        0,
+        "the grant ended the wait"
+    );
+    drop(publishing);
+    for a in [editor, reader, publisher] {
+        a.close().await;
+    }
 }

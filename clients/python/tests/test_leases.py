@@ -4,20 +4,23 @@ services: racing acquirers (Python alone, and Python with the Rust CLI),
 conflicts by mode and by hierarchy, a silent holder lapsing and its late
 write refused, hand-over, revocation under the published policy, forged and
 malformed events, the Python fold of the stream agreeing with the Rust one
-(``baton leases``), the Rust stall detector's sweep, and tasks that declare
-the artifacts they write.
+(``baton leases``), the Rust stall detector's sweep, tasks that declare
+the artifacts they write, refused acquirers recorded as waiting, and stores
+reporting stale writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,7 @@ from baton_client.leases import (
     Granted,
     HandOver,
     Held,
+    HoldView,
     LeaseBook,
     LeaseEvent,
     NotHolder,
@@ -59,9 +63,15 @@ from baton_client.leases import (
     Renew,
     Revoke,
     SelfHandOver,
+    StaleWrite,
+    StaleWriteReported,
     Sweep,
+    Wait,
+    Waiter,
+    WaiterView,
     WrongToken,
     apply,
+    holds_view,
     rfc3339,
     validate_lease_event,
 )
@@ -201,9 +211,15 @@ def test_a_lease_event_reads_back_from_its_own_subject_only() -> None:
         Revoke("editor", "stuck"),
         Acquire(SH, S, "t1"),
         Sweep(),
+        Wait(SH, 3 * S),
+        Wait(EX, 0),
+        StaleWrite("editor", 3, 5),
+        StaleWrite(None, 0, 1),
     ]:
         e2 = event("ops", "drafts", body, token=4)
         assert validate_lease_event(e2.subject, e2.encode()) == e2
+    # As Rust sends it: the wait's ttl is on the wire even when zero.
+    assert event("a", "x", Wait(EX, 0)).to_wire().waiting.HasField("ttl")
 
 
 def test_the_read_path_refuses_what_every_reader_refuses() -> None:
@@ -247,6 +263,23 @@ def test_the_read_path_refuses_what_every_reader_refuses() -> None:
     with pytest.raises(WireError) as e:
         validate_lease_event("baton.art._._a.x.~", bad_agent.SerializeToString())
     assert e.value.field == "agent_id"
+    # A wait: a mode it asks for, a ttl that is absent (0: no longer
+    # waiting) or not negative; a stale write's writer: none or an agent id.
+    waiting = pb.LeaseEvent(
+        event_id="e", agent_id="a", artifact="x", waiting=pb.LeaseWaiting(mode=pb.LEASE_MODE_SHARED)
+    )
+    assert validate_lease_event(subject, waiting.SerializeToString()).body == Wait(SH, 0)
+    waiting.waiting.mode = pb.LEASE_MODE_UNSPECIFIED
+    assert refused(waiting).field == "mode"
+    waiting.waiting.mode = pb.LEASE_MODE_EXCLUSIVE
+    waiting.waiting.ttl.seconds = -1
+    assert refused(waiting).field == "waiting.ttl"
+    stale = pb.LeaseEvent(
+        event_id="e", agent_id="a", artifact="x", stale_write=pb.LeaseStaleWrite(writer="", token=2)
+    )
+    assert validate_lease_event(subject, stale.SerializeToString()).body == StaleWrite(None, 2, 0)
+    stale.stale_write.writer = "_w"
+    assert refused(stale).field == "stale_write.writer"
     with pytest.raises(WireError) as e:
         validate_lease_event(subject, b"\x00" * 8193)
     assert e.value.field == "payload" and "8192" in e.value.message
@@ -415,6 +448,148 @@ def test_a_sweep_drops_the_expired_holds_of_its_root_and_never_a_live_one() -> N
     assert [(type(e), e.hold.agent) for e in swept.effects if isinstance(e, Expired)] == [(Expired, "a")]
     assert [(str(a), h.agent) for a, hs in fold.book.items() for h in hs] == [("doc/y", "b"), ("other", "c")]
     assert isinstance(fold(2, event("a", "doc/x", Renew(), token=1)).refusal, NotHolder)
+
+
+def test_a_refused_agent_waits_keeping_its_start_until_granted_or_withdrawn() -> None:
+    fold = Stream()
+    post, drafts = Artifact.of("drafts/post.md"), Artifact.of("drafts")
+    fold(0, event("editor", "drafts/post.md", acq(ttl=60)))
+    assert isinstance(fold(1, event("reader", "drafts/post.md", acq(SH))).refusal, Held)
+    waited = fold(1, event("reader", "drafts/post.md", Wait(SH, 30 * S)))
+    assert waited.disposition is Disposition.APPLIED and waited.effects == []
+    assert fold.book.waiters(post) == (Waiter("reader", SH, 1 * S, 1 * S, 30 * S),)
+    # Waiting again replaces the wait (its mode, ttl and last time) but
+    # keeps its start.
+    fold(10, event("reader", "drafts/post.md", Wait(EX, 20 * S)))
+    assert fold.book.waiters(post) == (Waiter("reader", EX, 1 * S, 10 * S, 20 * S),)
+    assert fold.book.waiters(post)[0].expires_at == 30 * S
+    # Waits change no hold and no token.
+    assert [(h.agent, h.token) for h in fold.book.holds(post)] == [("editor", 1)]
+    assert fold.book.last_token(post.root) == 1
+    # Granted, its wait ends (only on that artifact: its wait on the folder stays).
+    fold(11, event("reader", "drafts", Wait(SH, 30 * S)))
+    fold(12, event("editor", "drafts/post.md", Release(), token=1))
+    assert fold(12, event("reader", "drafts/post.md", acq(SH))).granted_token == 2
+    assert fold.book.waiters(post) == ()
+    assert [w.agent for w in fold.book.waiters(drafts)] == ["reader"]
+    # A ttl of zero withdraws (and withdrawing what is not there is no error).
+    assert fold(13, event("reader", "drafts", Wait(SH, 0))).disposition is Disposition.APPLIED
+    assert fold.book.waiters(drafts) == ()
+    assert fold(13, event("reader", "drafts", Wait(SH, 0))).disposition is Disposition.APPLIED
+    # A hand-over to a waiting agent ends its wait.
+    fold(14, event("publisher", "drafts/post.md", Wait(EX, 30 * S)))
+    fold(14, event("other", "drafts/post.md", Wait(EX, 30 * S)))
+    assert fold(15, event("reader", "drafts/post.md", HandOver("publisher", 5 * S), token=2)).granted_token == 3
+    assert [w.agent for w in fold.book.waiters(post)] == ["other"]
+    # A wait that starts again after it ended starts from its new time.
+    fold(16, event("reader", "drafts/post.md", Wait(SH, 30 * S)))
+    assert [(w.agent, w.since) for w in fold.book.waiters(post)] == [("other", 14 * S), ("reader", 16 * S)]
+    assert [(str(a), len(ws)) for a, ws in fold.book.iter_waits()] == [("drafts/post.md", 2)]
+
+
+def test_lapsed_waits_are_dropped_by_a_later_event_of_their_root_only() -> None:
+    fold = Stream()
+    fold(0, event("a", "doc/x", Wait(EX, 1 * S)))
+    fold(0, event("a", "other", Wait(EX, 1 * S)))
+    fold(0, event("a", "doc/x", Wait(EX, 1 * S), workflow="w1"))
+    # Standing at exactly renewed_at + ttl ...
+    fold(1, event("b", "doc/y", Sweep()))
+    assert [w.agent for w in fold.book.waiters(Artifact.of("doc/x"))] == ["a"]
+    # ... lapsed a nanosecond later: dropped, with no effect, by any event
+    # of the root (a sweep here); other roots and scopes keep theirs.
+    fold.seq += 1
+    late = apply(fold.book, event("b", "doc/y", Sweep()), fold.seq, 1 * S + 1)
+    assert late.disposition is Disposition.APPLIED and late.effects == []
+    assert fold.book.waiters(Artifact.of("doc/x")) == ()
+    assert [str(a) for a, _ in fold.book.iter_waits()] == ["other", "w1:doc/x"]
+    # A lapsed wait still in the book keeps nobody out.
+    fold(2, event("c", "other", acq()))
+    (hold,) = fold.book.holds(Artifact.of("other"))
+    assert fold.book.waiters(Artifact.of("other")) == ()  # the grant's event dropped it
+    fold(3, event("a", "other", Wait(EX, 1 * S)))
+    assert [w.agent for _, w in fold.book.blocked_by(Artifact.of("other"), hold, 4 * S)] == ["a"]
+    assert list(fold.book.blocked_by(Artifact.of("other"), hold, 4 * S + 1)) == []
+    assert [w.agent for w in fold.book.waiters(Artifact.of("other"))] == ["a"]
+
+
+def test_a_hold_keeps_out_the_conflicting_waits_on_its_name_above_and_below() -> None:
+    fold = Stream()
+    post = Artifact.of("drafts/post.md")
+    fold(0, event("editor", "drafts/post.md", acq()))
+    for who, what, mode, workflow in [
+        ("publisher", "drafts", EX, None),  # a folder above the file
+        ("reader", "drafts/post.md", SH, None),  # shared against exclusive
+        ("editor", "drafts", EX, None),  # the holder's own wait
+        ("sibling", "drafts/other.md", EX, None),
+        ("elsewhere", "drafts2", EX, None),  # another root
+        ("scoped", "drafts/post.md", EX, "w1"),  # another scope
+        ("below", "drafts/post.md/v2", SH, None),  # a name under the file
+    ]:
+        fold(1, event(who, what, Wait(mode, 30 * S), workflow=workflow))
+    (hold,) = fold.book.holds(post)
+    blocked = [(str(a), w.agent, w.mode) for a, w in fold.book.blocked_by(post, hold, 2 * S)]
+    assert blocked == [
+        ("drafts", "publisher", EX),
+        ("drafts/post.md", "reader", SH),
+        ("drafts/post.md/v2", "below", SH),
+    ]
+    # Shared holds keep out exclusive waits, never shared ones.
+    fold(0, event("r1", "notes", acq(SH)))
+    fold(1, event("r2", "notes/a", Wait(SH, 30 * S)))
+    fold(1, event("w", "notes", Wait(EX, 30 * S)))
+    (shared,) = fold.book.holds(Artifact.of("notes"))
+    assert [w.agent for _, w in fold.book.blocked_by(Artifact.of("notes"), shared, 2 * S)] == ["w"]
+
+
+def test_the_operators_view_lists_each_hold_with_the_waits_it_keeps_out() -> None:
+    fold = Stream()
+    fold(0, event("editor", "drafts/post.md", Acquire(EX, 10 * S, "t1"), workflow="blog"))
+    fold(1, event("reader", "drafts", Wait(SH, 30 * S), workflow="blog"))
+    fold(2, event("reader", "drafts", Wait(SH, 30 * S), workflow="blog"))
+    fold(2, event("r", "notes", acq(SH, ttl=1)))
+    notes, post = holds_view(fold.book, 5 * S)
+    assert notes == HoldView(
+        artifact="notes",
+        workflow=None,
+        holder="r",
+        mode="shared",
+        token=1,
+        since=rfc3339(2 * S),
+        renewed_at=rfc3339(2 * S),
+        expires_at=rfc3339(3 * S),
+        expired=True,
+        task=None,
+        waiting=[],
+    ), "the global scope first, then by workflow"
+    assert (post.artifact, post.workflow, post.holder, post.task, post.expired) == (
+        "drafts/post.md",
+        "blog",
+        "editor",
+        "t1",
+        False,
+    )
+    assert post.waiting == [WaiterView("reader", "drafts", "shared", rfc3339(1 * S), rfc3339(32 * S))]
+    # Field for field the JSON of `baton leases --json`.
+    assert list(dataclasses.asdict(post)) == [
+        "artifact", "workflow", "holder", "mode", "token", "since", "renewed_at",
+        "expires_at", "expired", "task", "waiting",
+    ]
+    assert dataclasses.asdict(post)["waiting"][0]["agent"] == "reader"
+
+
+def test_a_stale_write_report_changes_no_hold_and_names_the_holders() -> None:
+    fold = Stream()
+    fold(0, event("editor", "drafts/post.md", acq()))
+    out = fold(1, event("store", "drafts/post.md", StaleWrite("old-editor", 0, 1)))
+    assert out.disposition is Disposition.APPLIED
+    (hold,) = fold.book.holds(Artifact.of("drafts/post.md"))
+    assert out.effects == [
+        StaleWriteReported(Artifact.of("drafts/post.md"), "store", "old-editor", 0, 1, (hold,))
+    ]
+    assert fold.book.last_token(Artifact.of("drafts").root) == 1
+    # Nobody holds it: reported all the same, by a store that cannot name the writer.
+    out = fold(2, event("store", "other", StaleWrite(None, 3, 4)))
+    assert out.effects == [StaleWriteReported(Artifact.of("other"), "store", None, 3, 4, ())]
 
 
 def test_a_task_declares_at_most_16_artifacts_in_normal_form() -> None:
@@ -608,11 +783,14 @@ async def test_sixteen_racing_exclusive_acquirers_one_holder_the_rest_told_who(
             assert isinstance(r, LeaseHeld), repr(r)
             assert (r.artifact, r.holder, r.token, r.mode) == (artifact, winner.id, 1, "exclusive")
             assert r.expires_at > r.since
-    # The compare-and-set kept the losers' acquisitions out of the stream.
+    # The compare-and-set kept the losers' acquisitions out of the stream;
+    # each loser recorded that it waits, as it asked, for one ttl.
     stored = await stored_on(nc, f"baton.art._.*.race-{uid}.>")
-    assert len(stored) == 1, stored
-    (_, _, first), = stored
-    assert first is not None and first.agent == winner.id and isinstance(first.body, Acquire)
+    acquired = [e for _, _, e in stored if e is not None and isinstance(e.body, Acquire)]
+    assert [e.agent for e in acquired] == [winner.id], stored
+    waits = sorted((e.agent, e.body) for _, _, e in stored if e is not None and isinstance(e.body, Wait))
+    assert waits == sorted((a.id, Wait(EX, 15 * S)) for a in agents if a is not winner), stored
+    assert len(stored) == 16
     await lease.release("done")
 
 
@@ -905,8 +1083,14 @@ async def test_python_and_cli_acquirers_race_one_holder_overall_the_rest_told_wh
             assert r.token == 1
         else:
             assert isinstance(r, LeaseHeld) and r.holder == winner and r.token == 1, repr(r)
+    # One acquisition stored; the losers, Python and Rust alike, wait.
     stored = await stored_on(nc, f"baton.art._.*.records-{uid}.>")
-    assert len(stored) == 1 and stored[0][2] is not None and stored[0][2].agent == winner, stored
+    events = [e for _, _, e in stored]
+    assert all(e is not None for e in events), stored
+    assert [e.agent for e in events if e is not None and isinstance(e.body, Acquire)] == [winner], stored
+    waiting = sorted(e.agent for e in events if e is not None and isinstance(e.body, Wait))
+    everyone = [a.id for a in agents] + [f"cli{i}-{uid}" for i in range(8)]
+    assert waiting == sorted(a for a in everyone if a != winner), stored
     for r in py:
         if isinstance(r, Lease):
             await r.release("done")
@@ -936,16 +1120,19 @@ async def test_the_python_fold_of_the_stream_is_the_rust_one(
     assert (short.token, late.token) == (1, 2)
     with pytest.raises(LeaseLost):
         await short.renew()  # stored, refused by every fold
-
-    def ours(rows: Iterator[tuple[str, str, str, int, str, str]]) -> list[tuple[str, ...]]:
-        return sorted((r[0], r[1], r[2], str(r[3]), r[4], r[5]) for r in rows)
+    # Waits: on the file b holds, on the folder above it (shared: kept out
+    # by b's exclusive hold, not by c's shared one), one withdrawn, and
+    # the ones `acquire_once_free` recorded, ended by its grant.
+    with pytest.raises(LeaseHeld):
+        await c.acquire("docs/x", workflow=workflow, ttl=90)
+    with pytest.raises(LeaseHeld):
+        await a.acquire("docs", "shared", workflow=workflow, ttl=90)
+    with pytest.raises(LeaseHeld):
+        await c.acquire("tmp", workflow=workflow)
+    await c.stop_waiting("tmp", workflow=workflow)
 
     book = await a.leases(workflow)
-    python = ours(
-        (art.name.value, h.agent, h.mode.value, h.token, rfc3339(h.since), rfc3339(h.expires_at))
-        for art, holds in book.items()
-        for h in holds
-    )
+    python = [dataclasses.asdict(v) for v in holds_view(book, time.time_ns())]
     done = await asyncio.create_subprocess_exec(
         *baton_cli(services.url, "leases", "--workflow", workflow, "--json"),
         stdout=asyncio.subprocess.PIPE,
@@ -953,15 +1140,17 @@ async def test_the_python_fold_of_the_stream_is_the_rust_one(
     )
     out, err = await asyncio.wait_for(done.communicate(), 60)
     assert done.returncode == 0, err
-    rust = ours(
-        (h["artifact"], h["holder"], h["mode"], h["token"], h["since"], h["expires_at"])
-        for h in json.loads(out)
-    )
+    rust = json.loads(out)
     assert python == rust
-    assert [(r[0], r[1], r[3]) for r in python] == [
-        ("docs/x", b.id, "4"),
-        ("docs/y", c.id, "3"),
-        ("tmp", a.id, "2"),
+    assert [(h["artifact"], h["holder"], h["token"]) for h in python] == [
+        ("docs/x", b.id, 4),
+        ("docs/y", c.id, 3),
+        ("tmp", a.id, 2),
+    ], python
+    assert [[(w["agent"], w["artifact"], w["mode"]) for w in h["waiting"]] for h in python] == [
+        [(a.id, "docs", "shared"), (c.id, "docs/x", "exclusive")],
+        [],
+        [],
     ], python
     assert not elsewhere.is_lost and not y1.is_spent
 
@@ -1076,12 +1265,10 @@ async def test_a_lease_taken_with_the_cli_keeps_a_python_agent_from_claiming_the
     await owned.complete("records/7", "done")
 
 
-async def test_the_detectors_sweep_of_a_lapsed_lease_is_folded_here_too(
-    connect: AgentFactory, services: Services, nc: nats.NATS, uid: str, tmp_path: Path
-) -> None:
-    # The Rust stall detector follows BATON_ARTIFACTS: when a hold is past its
-    # expiry it publishes a LeaseSwept and reports LEASE_EXPIRED. The Python
-    # fold must read the sweep as the Rust one does.
+@contextlib.asynccontextmanager
+async def stall_detector(services: Services, nc: nats.NATS, uid: str, tmp_path: Path) -> AsyncIterator[None]:
+    """The Rust stall detector, live (its liveness record written), for the
+    block; stopped gracefully after it (so the next one leads at once)."""
     (tmp_path / "rules.toml").write_text("")
     instance = f"d-{uid}"
     with open(tmp_path / "detector.log", "wb") as log:
@@ -1107,7 +1294,34 @@ async def test_the_detectors_sweep_of_a_lapsed_lease_is_folded_here_too(
                 assert detector.poll() is None, (tmp_path / "detector.log").read_text()
                 assert time.monotonic() < deadline, "the detector never reported live"
                 await asyncio.sleep(0.05)
+        yield
+    finally:
+        detector.terminate()
+        detector.wait(timeout=30)
 
+
+async def stored_alerts(nc: nats.NATS, subject: str) -> list[pb.Alert]:
+    """Every alert stored on ``subject`` in BATON_ALERTS (raw direct gets)."""
+    out = []
+    seq = 1
+    while True:
+        req = {"seq": seq, "next_by_subj": subject}
+        msg = await nc.request("$JS.API.DIRECT.GET.BATON_ALERTS", json.dumps(req).encode(), timeout=5)
+        headers = dict(msg.headers or {})
+        if headers.get("Status") == "404":
+            return out
+        assert "Status" not in headers, headers
+        out.append(pb.Alert.FromString(msg.data))
+        seq = int(headers["Nats-Sequence"]) + 1
+
+
+async def test_the_detectors_sweep_of_a_lapsed_lease_is_folded_here_too(
+    connect: AgentFactory, services: Services, nc: nats.NATS, uid: str, tmp_path: Path
+) -> None:
+    # The Rust stall detector follows BATON_ARTIFACTS: when a hold is past its
+    # expiry it publishes a LeaseSwept and reports LEASE_EXPIRED. The Python
+    # fold must read the sweep as the Rust one does.
+    async with stall_detector(services, nc, uid, tmp_path):
         editor = await connect(f"editor-{uid}")
         blog = f"blog-{uid}"
         stuck = await editor.acquire("drafts/post.md", workflow=blog, ttl=1.0, auto_renew=False)
@@ -1136,9 +1350,130 @@ async def test_the_detectors_sweep_of_a_lapsed_lease_is_folded_here_too(
         alert = pb.Alert.FromString(reply.data)
         assert list(alert.agents) == [editor.id] and alert.epoch == stuck.token
         assert "drafts/post.md" in alert.detail
-    finally:
-        detector.terminate()
-        detector.wait(timeout=30)
+
+
+# -- waits and stale-write reports against the real services ----------------------
+
+
+async def test_a_refused_acquirer_is_seen_waiting_until_it_stops_or_is_granted(
+    connect: AgentFactory, nc: nats.NATS, uid: str
+) -> None:
+    holder = await connect(f"holder-{uid}")
+    waiter = await connect(f"waiter-{uid}")
+    prober = await connect(f"prober-{uid}")
+    wf = f"wf-{uid}"
+    post = Artifact.of("drafts/post.md", wf)
+    root = f"baton.art.{wf}.*.drafts.>"
+    lease = await holder.acquire("drafts/post.md", workflow=wf, ttl=60, auto_renew=False)
+    with pytest.raises(LeaseHeld) as held:
+        await waiter.acquire("drafts/post.md", "shared", workflow=wf, ttl=20)
+    assert held.value.holder == holder.id
+    # The refusal was recorded as a wait, in the mode and for the ttl asked,
+    # which the fold of the stream shows the hold keeping out.
+    book = await prober.leases(wf)
+    (first,) = book.waiters(post)
+    assert (first.agent, first.mode, first.ttl, first.since) == (waiter.id, SH, 20 * S, first.renewed_at)
+    (view,) = holds_view(book, time.time_ns())
+    assert (view.holder, [(w.agent, w.artifact, w.mode) for w in view.waiting]) == (
+        holder.id,
+        [(waiter.id, "drafts/post.md", "shared")],
+    )
+    assert [h.token for h in book.holds(post)] == [lease.token] and book.last_token(post.root) == lease.token
+    # Refused again: still waiting, since the first refusal.
+    with pytest.raises(LeaseHeld):
+        await waiter.acquire("drafts/post.md", "shared", workflow=wf, ttl=20)
+    (again,) = (await prober.leases(wf)).waiters(post)
+    assert again.since == first.since and again.renewed_at > first.renewed_at
+    # A probe leaves no trace.
+    before = await stored_on(nc, root)
+    with pytest.raises(LeaseHeld):
+        await prober.acquire("drafts/post.md", workflow=wf, record_wait=False)
+    assert await stored_on(nc, root) == before
+    # Giving up: no longer waiting.
+    seq = await waiter.stop_waiting("drafts/post.md", "shared", workflow=wf)
+    last_seq, _, last = (await stored_on(nc, root))[-1]
+    assert last_seq == seq and last is not None and last.agent == waiter.id and last.body == Wait(SH, 0)
+    assert (await prober.leases(wf)).waiters(post) == ()
+    # Waiting again, then granted: the grant ends the wait.
+    with pytest.raises(LeaseHeld):
+        await waiter.acquire("drafts/post.md", workflow=wf)
+    assert [w.agent for w in (await prober.leases(wf)).waiters(post)] == [waiter.id]
+    await lease.release("done")
+    got = await waiter.acquire("drafts/post.md", workflow=wf, auto_renew=False)
+    book = await prober.leases(wf)
+    assert book.waiters(post) == () and [h.agent for h in book.holds(post)] == [waiter.id]
+    await got.release("done")
+
+
+async def test_a_stores_stale_write_report_is_read_by_every_reader_and_changes_no_hold(
+    connect: AgentFactory, nc: nats.NATS, uid: str, tmp_path: Path
+) -> None:
+    editor = await connect(f"editor-{uid}")
+    publisher = await connect(f"publisher-{uid}")
+    keeper = await connect(f"store-{uid}")
+    wf = f"wf-{uid}"
+    store = FencedDir(tmp_path / "store")
+    first = await editor.acquire("drafts/post.md", workflow=wf, auto_renew=False)
+    store.write("drafts/post.md", first.token, b"v1")
+    await first.release("done")
+    second = await publisher.acquire("drafts/post.md", workflow=wf, auto_renew=False)
+    store.write("drafts/post.md", second.token, b"v2")
+    # The editor writes on with its old token: the store refuses and reports it.
+    with pytest.raises(StaleToken) as refused:
+        store.write("drafts/post.md", first.token, b"late")
+    named = await keeper.report_stale_write(refused.value, writer=editor.id, workflow=wf)
+    unnamed = await keeper.report_stale_write(refused.value, workflow=wf)
+    with pytest.raises(ValueError):
+        await keeper.report_stale_write(refused.value, writer="_nobody", workflow=wf)
+    stored = await stored_on(nc, f"baton.art.{wf}.*.drafts.>")
+    reports = [
+        (seq, e.agent, str(e.artifact), e.body)
+        for seq, _, e in stored
+        if e is not None and isinstance(e.body, StaleWrite)
+    ]
+    assert reports == [
+        (named, keeper.id, f"{wf}:drafts/post.md", StaleWrite(editor.id, first.token, second.token)),
+        (unnamed, keeper.id, f"{wf}:drafts/post.md", StaleWrite(None, first.token, second.token)),
+    ]
+    assert all(e is not None for _, _, e in stored), "every stored event is one readers accept"
+    # Folded (with the broker's times), the reports change no hold and no token.
+    book = await keeper.leases(wf)
+    assert holders(book) == [("drafts/post.md", publisher.id)]
+    assert book.last_token(Artifact.of("drafts", wf).root) == second.token
+    await second.renew()
+    await second.release("done")
+
+
+async def test_the_detector_reports_a_stale_write_a_python_store_sent(
+    connect: AgentFactory, services: Services, nc: nats.NATS, uid: str, tmp_path: Path
+) -> None:
+    # The Rust reader of the report: the stall detector raises
+    # LEASE_STALE_WRITE naming the writer, the store and the holder now.
+    async with stall_detector(services, nc, uid, tmp_path):
+        holder = await connect(f"holder-{uid}")
+        keeper = await connect(f"store-{uid}")
+        wf = f"wf-{uid}"
+        lease = await holder.acquire("drafts/post.md", workflow=wf, ttl=60, auto_renew=False)
+        late = StaleToken("drafts/post.md", 0, lease.token)
+        seq = await keeper.report_stale_write(late, writer=f"ghost-{uid}", workflow=wf)
+        deadline = time.monotonic() + 30
+        while True:
+            alerts = [
+                a
+                for a in await stored_alerts(nc, subjects.raised("lease_stale_write", None))
+                if a.event_seq == seq and a.workflow_id == wf
+            ]
+            if alerts:
+                break
+            assert time.monotonic() < deadline, "no LEASE_STALE_WRITE came"
+            await asyncio.sleep(0.1)
+        (alert,) = alerts
+        assert alert.kind == pb.AlertKind.Value("ALERT_KIND_LEASE_STALE_WRITE")
+        assert alert.severity == pb.Severity.Value("SEVERITY_WARNING")
+        assert list(alert.agents) == [f"ghost-{uid}", keeper.id] and alert.epoch == 0
+        assert f"held now by {holder.id} (token {lease.token})" in alert.summary, alert.summary
+        assert alert.detail == f"artifact {wf}:drafts/post.md"
+        await lease.release("done")
 
 
 def test_a_folder_holder_fences_the_files_under_it_without_writing_data(tmp_path: Path) -> None:

@@ -920,7 +920,7 @@ impl Agent {
 /// This machine's clock, for the informational times the SDK stamps on
 /// what it sends (`occurred_at`, `recorded_at`) and for pre-checks the
 /// broker's time then decides.
-pub(crate) fn wall_clock() -> baton_core::Time {
+pub fn wall_clock() -> baton_core::Time {
     baton_core::Time::from_unix_nanos(
         u64::try_from(
             std::time::SystemTime::now()

@@ -92,6 +92,12 @@ pub struct LeaseOptions {
     /// agent calls [`Lease::renew`] itself within each ttl, e.g. between
     /// an LLM's tool calls.
     pub auto_renew: bool,
+    /// On a refusal, record this agent as waiting for the artifact for one
+    /// ttl (the default): operators see who waits (`baton leases`), and a
+    /// rule's `max_hold` can report a holder that keeps others out. An
+    /// agent that retries keeps waiting; one that gives up stops waiting a
+    /// ttl later, or at once with [`Agent::stop_waiting`]. Off for a probe.
+    pub record_wait: bool,
 }
 
 impl Default for LeaseOptions {
@@ -101,6 +107,7 @@ impl Default for LeaseOptions {
             ttl: Duration::from_secs(15),
             task: None,
             auto_renew: true,
+            record_wait: true,
         }
     }
 }
@@ -235,10 +242,110 @@ impl Agent {
         options: LeaseOptions,
     ) -> Result<Lease, LeaseError> {
         let artifact = artifact(name, options.workflow.as_ref())?;
-        if options.ttl.is_zero() {
-            return Err(LeaseError::Invalid("a lease needs a ttl above zero".into()));
+        let record_wait = options.record_wait;
+        let ttl = options.ttl;
+        let (acquired, wait_fresh) = self.try_acquire(&artifact, mode, options).await;
+        if record_wait && !wait_fresh && matches!(acquired, Err(LeaseError::Held { .. })) {
+            // Best effort: the refusal stands whether or not the wait is
+            // recorded.
+            if let Err(e) = self.publish_wait(&artifact, mode, ttl).await {
+                tracing::warn!(%artifact, error = %e, "could not record the wait for a lease");
+            }
         }
-        let mut view = RootView::read(self, &artifact).await?;
+        acquired
+    }
+
+    /// Ends this agent's wait for `name` (recorded by a refused
+    /// [`acquire`](Self::acquire)), e.g. when it gives up on it.
+    pub async fn stop_waiting(
+        &self,
+        name: &str,
+        workflow: Option<&WorkflowId>,
+        mode: LeaseMode,
+    ) -> Result<u64, LeaseError> {
+        let artifact = artifact(name, workflow)?;
+        self.publish_wait(&artifact, mode, Duration::ZERO).await
+    }
+
+    /// Stores: reports a write refused for a stale token (the fencing rule,
+    /// [`crate::fence::FencedDir`] or [`baton_core::lease::Fence`]), by
+    /// `writer` if the store knows it. The stall detector raises
+    /// `LEASE_STALE_WRITE` naming the writer, the store and the artifact's
+    /// holder now. Returns the report's stream sequence.
+    pub async fn report_stale_write(
+        &self,
+        workflow: Option<&WorkflowId>,
+        writer: Option<&AgentId>,
+        refused: &baton_core::lease::StaleToken,
+    ) -> Result<u64, LeaseError> {
+        let artifact = artifact(&refused.artifact, workflow)?;
+        let body = LeaseBody::StaleWrite {
+            writer: writer.cloned(),
+            token: refused.token,
+            highest_seen: refused.seen,
+        };
+        self.publish_plain(&artifact, body).await
+    }
+
+    async fn publish_wait(
+        &self,
+        artifact: &Artifact,
+        mode: LeaseMode,
+        ttl: Duration,
+    ) -> Result<u64, LeaseError> {
+        self.publish_plain(artifact, LeaseBody::Wait { mode, ttl })
+            .await
+    }
+
+    /// Publishes a lease event that changes no hold (a wait, a report):
+    /// no compare-and-set, as no act depends on its place in the root.
+    async fn publish_plain(&self, artifact: &Artifact, body: LeaseBody) -> Result<u64, LeaseError> {
+        let event = self.lease_event(artifact, 0, body);
+        baton_core::wire::check_lease_limits(&event)
+            .map_err(|e| LeaseError::Invalid(e.to_string()))?;
+        let ack = publish_durable_watched(
+            &self.inner.js,
+            Some(&self.inner.denials),
+            &subjects::lease(artifact, self.id()),
+            event.encode().into(),
+            &event.event_id,
+            None,
+            self.inner.retry,
+        )
+        .await
+        .map_err(BrokerError::from)?;
+        Ok(ack.sequence)
+    }
+
+    async fn try_acquire(
+        &self,
+        artifact: &Artifact,
+        mode: LeaseMode,
+        options: LeaseOptions,
+    ) -> (Result<Lease, LeaseError>, bool) {
+        let artifact = artifact.clone();
+        if options.ttl.is_zero() {
+            return (
+                Err(LeaseError::Invalid("a lease needs a ttl above zero".into())),
+                false,
+            );
+        }
+        let mut view = match RootView::read(self, &artifact).await {
+            Ok(view) => view,
+            Err(e) => return (Err(e.into()), false),
+        };
+        // Whether this agent's wait, as the stream has it, still has most
+        // of its ttl to run: then a refusal need not record it again (an
+        // agent polling for a lease would otherwise write at its polling
+        // rate, and every write makes the holder's next act retry).
+        let wait_fresh = |view: &RootView| {
+            view.book.waiters(&artifact).iter().any(|w| {
+                w.agent == *self.id()
+                    && w.mode == mode
+                    && w.ttl == options.ttl
+                    && w.renewed_at.saturating_add(options.ttl / 3) > wall_clock()
+            })
+        };
         let body = LeaseBody::Acquire {
             mode,
             ttl: options.ttl,
@@ -253,11 +360,16 @@ impl Agent {
                 .conflicts(&artifact, self.id(), mode, wall_clock())
                 .next()
             {
-                return Err(held(on, hold));
+                return (Err(held(on, hold)), wait_fresh(&view));
             }
-            match self.publish_lease(&event, &mut view, &artifact).await? {
+            let published = match self.publish_lease(&event, &mut view, &artifact).await {
+                Ok(published) => published,
+                Err(e) => return (Err(e), false),
+            };
+            match published {
                 Some(judged) => {
-                    return match judged.outcome.disposition {
+                    let fresh = wait_fresh(&view);
+                    let result = match judged.outcome.disposition {
                         LeaseDisposition::Applied => {
                             let token = granted_token(&judged.outcome).unwrap_or_default();
                             Ok(Lease::start(
@@ -297,14 +409,18 @@ impl Agent {
                             "acquisition of {artifact} refused: {other:?}"
                         ))),
                     };
+                    return (result, fresh);
                 }
                 // Someone else acted on the root first: look again.
                 None => continue,
             }
         }
-        Err(LeaseError::Broker(BrokerError::Other(format!(
-            "{artifact}: its root kept changing; giving up after 32 attempts"
-        ))))
+        (
+            Err(LeaseError::Broker(BrokerError::Other(format!(
+                "{artifact}: its root kept changing; giving up after 32 attempts"
+            )))),
+            false,
+        )
     }
 
     /// Takes an exclusive lease on each of a task's declared artifacts, in
@@ -327,6 +443,7 @@ impl Agent {
                 ttl,
                 task: Some(task.clone()),
                 auto_renew: true,
+                record_wait: true,
             };
             match self
                 .acquire_with(name.as_str(), LeaseMode::Exclusive, options)
@@ -382,23 +499,67 @@ impl Agent {
     }
 
     /// Every lease as the stream has them (the fold of `BATON_ARTIFACTS`,
-    /// or of one workflow's scope), for operators and dashboards. A hold
-    /// past its expiry stays in the book until an event of its root comes:
-    /// compare [`Hold::expires_at`](baton_core::lease::Hold::expires_at)
-    /// with the time.
+    /// or of one workflow's scope), for operators and dashboards: the roots
+    /// the orchestrator materialised in KV `baton-leases`, brought up to
+    /// date with the events stored since its checkpoint, so the answer is
+    /// the fold of the whole stream (the same without an orchestrator,
+    /// only slower). A hold past its expiry stays in the book until an
+    /// event of its root comes: compare
+    /// [`Hold::expires_at`](baton_core::lease::Hold::expires_at) with the
+    /// time.
     pub async fn leases(&self, workflow: Option<&WorkflowId>) -> Result<LeaseBook, LeaseError> {
+        let js = &self.inner.js;
+        let operators = self.operators().await?;
+        // The checkpoint first: every root it covers is stored by then, so
+        // a root read after it is at least as new.
+        let upto = read::checkpoint(js, subjects::LEASES_CHECKPOINT)
+            .await
+            .unwrap_or(0);
+        let mut book = LeaseBook::new();
+        let mut stored_seq: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        let mut unreadable = false;
+        let scope_prefix =
+            workflow.map(|w| subjects::lease_scope_key_prefix(&Scope::Workflow(w.clone())));
+        let read = read::for_each_kv_value(js, subjects::LEASES_BUCKET, |key, stored| {
+            if scope_prefix.as_deref().is_some_and(|p| !key.starts_with(p)) {
+                return;
+            }
+            match baton_core::lease::RootState::decode(&stored.payload) {
+                Ok(state) => {
+                    book.restore_root(&state);
+                    stored_seq.insert(
+                        (state.scope.token().to_string(), state.root.clone()),
+                        state.last_seq,
+                    );
+                }
+                // Unreadable: fold everything from the stream instead.
+                Err(_) => unreadable = true,
+            }
+        })
+        .await;
+        let upto = if read.is_err() || unreadable {
+            book = LeaseBook::new();
+            stored_seq.clear();
+            0
+        } else {
+            upto
+        };
         let filter = match workflow {
             Some(w) => format!("baton.art.{w}.>"),
             None => subjects::ARTIFACTS_ALL.to_string(),
         };
-        let operators = self.operators().await?;
-        let stored =
-            read::read_subject(&self.inner.js, subjects::ARTIFACTS_STREAM, &filter, 0, None)
-                .await
-                .map_err(BrokerError::from)?;
-        let mut book = LeaseBook::new();
-        for s in stored {
+        let tail = read::read_subject(js, subjects::ARTIFACTS_STREAM, &filter, upto + 1, None)
+            .await
+            .map_err(BrokerError::from)?;
+        for s in tail {
             if let Ok(event) = read_lease_event(&s.subject, &s.payload) {
+                let key = (
+                    event.artifact.scope.token().to_string(),
+                    event.artifact.name.root().to_string(),
+                );
+                if stored_seq.get(&key).is_some_and(|&seen| s.seq <= seen) {
+                    continue;
+                }
                 let meta = LeaseMeta {
                     seq: s.seq,
                     stored_at: s.stored_at,

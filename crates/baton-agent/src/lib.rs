@@ -77,7 +77,7 @@ pub mod lease;
 mod ownership;
 pub mod pipeline;
 
-pub use agent::{Agent, AgentOptions, NewTask};
+pub use agent::{Agent, AgentOptions, NewTask, wall_clock};
 pub use context::{ContextRecord, Decision, RefusedEntry, Snapshot};
 pub use error::{
     AgentError, BrokerError, ClaimError, ContextError, CreateError, HandoffError, OwnershipError,

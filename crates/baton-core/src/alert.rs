@@ -33,11 +33,13 @@ pub enum AlertKind {
     ConsumerStalled,
     DetectorDown,
     LeaseExpired,
+    LeaseHeldTooLong,
+    LeaseStaleWrite,
 }
 
 impl AlertKind {
     /// Every kind, in wire order.
-    pub const ALL: [AlertKind; 14] = [
+    pub const ALL: [AlertKind; 16] = [
         AlertKind::HeartbeatMissed,
         AlertKind::HandoffNotAccepted,
         AlertKind::NotStarted,
@@ -52,6 +54,8 @@ impl AlertKind {
         AlertKind::ConsumerStalled,
         AlertKind::DetectorDown,
         AlertKind::LeaseExpired,
+        AlertKind::LeaseHeldTooLong,
+        AlertKind::LeaseStaleWrite,
     ];
 
     /// The kind in lower snake case, as used in alert subjects.
@@ -71,6 +75,8 @@ impl AlertKind {
             AlertKind::ConsumerStalled => "consumer_stalled",
             AlertKind::DetectorDown => "detector_down",
             AlertKind::LeaseExpired => "lease_expired",
+            AlertKind::LeaseHeldTooLong => "lease_held_too_long",
+            AlertKind::LeaseStaleWrite => "lease_stale_write",
         }
     }
 
@@ -132,7 +138,9 @@ impl AlertKind {
             | AlertKind::BlockedTooLong
             | AlertKind::StaleContext
             | AlertKind::MalformedEvent
-            | AlertKind::LeaseExpired => Severity::Warning,
+            | AlertKind::LeaseExpired
+            | AlertKind::LeaseHeldTooLong
+            | AlertKind::LeaseStaleWrite => Severity::Warning,
             AlertKind::UnknownTask => Severity::Info,
         }
     }

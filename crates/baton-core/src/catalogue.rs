@@ -8,11 +8,12 @@
 //! - protocol reports: [`violation_alert`] (ownership), [`unknown_task_alert`],
 //!   [`stale_context_alert`], [`malformed_alert`];
 //! - stall conditions: [`stall_alert`] and their [`resolution_summary`];
-//! - artifact leases: [`lease_expired_alert`];
+//! - artifact leases: [`lease_expired_alert`], [`lease_held_too_long_alert`],
+//!   [`lease_stale_write_alert`];
 //! - Baton's own health: [`orchestrator_down_alert`],
 //!   [`consumer_stalled_alert`].
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use crate::{
     alert::{Alert, AlertKind, alert_id, clip},
@@ -21,7 +22,7 @@ use crate::{
     expect::{Expectation, ExpectationKind, agents_involved},
     fold::{UnknownTaskPolicy, Violation, ViolationReason},
     ids::{AgentId, TaskId, WorkflowId},
-    lease::{Artifact, Hold},
+    lease::{Artifact, Hold, LeaseMeta, StaleWriteReport, Waiter},
     subjects,
     task::Task,
     time::{Time, human_duration},
@@ -409,6 +410,122 @@ pub fn lease_expired_alert(artifact: &Artifact, hold: &Hold, observed_at: Time) 
         hold.token
     );
     alert.detail = format!("artifact {artifact} (held since {})", hold.since);
+    alert
+}
+
+/// `LEASE_HELD_TOO_LONG`: `hold`, an exclusive lease on `artifact`, has
+/// been held longer than its rule's `limit` while `waiters` wait for it.
+/// One report per grant (its id names the token).
+pub fn lease_held_too_long_alert(
+    artifact: &Artifact,
+    hold: &Hold,
+    waiters: &[(Artifact, Waiter)],
+    limit: Duration,
+    now: Time,
+) -> Alert {
+    let mut alert = Alert::firing(
+        AlertKind::LeaseHeldTooLong,
+        alert_id(
+            AlertKind::LeaseHeldTooLong,
+            hold.task.as_ref(),
+            hold.token,
+            &format!("{artifact}:{}", hold.agent),
+        ),
+        hold.task.clone(),
+        now,
+    );
+    let due = hold.since.saturating_add(limit);
+    alert.workflow = artifact.scope.workflow().cloned();
+    alert.agents = std::iter::once(hold.agent.clone())
+        .chain(waiters.iter().map(|(_, w)| w.agent.clone()))
+        .collect();
+    alert.epoch = hold.token;
+    alert.expected = format!(
+        "the exclusive lease on {artifact} released within {} (its rule's max_hold) while others wait",
+        human_duration(limit)
+    );
+    alert.due_at = Some(due);
+    alert.late_by = Some(now.since(due));
+    let waiting = waiters
+        .iter()
+        .map(|(a, w)| {
+            let on = if a == artifact {
+                String::new()
+            } else {
+                format!(" on {a}")
+            };
+            format!(
+                "{} ({}{on}, for {})",
+                w.agent,
+                w.mode,
+                human_duration(now.since(w.since))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    alert.summary = format!(
+        "Agent {} has held the exclusive lease on {artifact} (token {}) for {}, over its limit of {}, while {waiting} wait{} for it. \
+         Ask the holder to release or hand it over, or revoke it (`baton lease revoke`).",
+        hold.agent,
+        hold.token,
+        human_duration(now.since(hold.since)),
+        human_duration(limit),
+        if waiters.len() == 1 { "s" } else { "" },
+    );
+    alert.detail = format!("artifact {artifact} (held since {})", hold.since);
+    alert
+}
+
+/// `LEASE_STALE_WRITE`: a store refused a write to the artifact by a
+/// writer carrying a token below the highest it has seen (a holder that
+/// lost its lease, expired, revoked or handed over, still writes). `meta`
+/// is the report's place in the stream (one alert per report).
+pub fn lease_stale_write_alert(report: &StaleWriteReport, meta: LeaseMeta) -> Alert {
+    let StaleWriteReport {
+        artifact,
+        store,
+        writer,
+        token,
+        highest_seen,
+        holders,
+    } = report;
+    let (token, highest_seen, seq) = (*token, *highest_seen, meta.seq);
+    let mut alert = Alert::firing(
+        AlertKind::LeaseStaleWrite,
+        alert_id(
+            AlertKind::LeaseStaleWrite,
+            None,
+            token,
+            &format!("{artifact}:s{seq}"),
+        ),
+        holders.iter().find_map(|h| h.task.clone()),
+        meta.stored_at,
+    );
+    let writer_name = writer
+        .as_ref()
+        .map_or_else(|| "an unnamed writer".to_string(), |w| format!("agent {w}"));
+    alert.workflow = artifact.scope.workflow().cloned();
+    alert.agents = writer.iter().cloned().chain([store.clone()]).collect();
+    alert.epoch = token;
+    alert.expected = format!("writes to {artifact} with a token of at least {highest_seen}");
+    alert.event_seq = seq;
+    let now_held = if holders.is_empty() {
+        "nobody holds it now".to_string()
+    } else {
+        format!(
+            "it is held now by {}",
+            holders
+                .iter()
+                .map(|h| format!("{} (token {})", h.agent, h.token))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    alert.summary = format!(
+        "Store {store} refused a write to {artifact} by {writer_name} with token {token}: it has seen token {highest_seen}, so the writer's lease was lost (expired, revoked or handed over) and it still writes; {now_held}. \
+         Check the writer: it must stop writing and take the lease again."
+    );
+    alert.detail = format!("artifact {artifact}");
     alert
 }
 

@@ -115,6 +115,12 @@ impl ArtifactName {
         long == short || (long.starts_with(short.as_str()) && long.as_bytes()[short.len()] == b'/')
     }
 
+    /// Whether `other` is this name or lies under it.
+    pub fn covers(&self, other: &ArtifactName) -> bool {
+        other.0 == self.0
+            || (other.0.starts_with(self.0.as_str()) && other.0.as_bytes()[self.0.len()] == b'/')
+    }
+
     /// The subject tokens of the path: each segment escaped, joined by `.`,
     /// then [`PATH_END_TOKEN`]. Bytes in `[A-Za-z0-9_-]` stay; every other
     /// byte of the segment's UTF-8 becomes `~XX` (upper-case hex).
@@ -342,6 +348,17 @@ pub enum LeaseBody {
     /// hold). The stall detector sends one when a hold is past its expiry,
     /// so every reader sees the lease free without waiting for the next act.
     Sweep,
+    /// The sender wants the artifact in `mode` and was refused: it waits,
+    /// from this event's stored time, for `ttl` (zero: no longer waiting).
+    /// A later wait of the sender replaces it; a grant to it ends it.
+    Wait { mode: LeaseMode, ttl: Duration },
+    /// A store (the sender) refused a write by `writer` whose `token` is
+    /// below the `highest_seen` for the artifact. Changes no hold.
+    StaleWrite {
+        writer: Option<AgentId>,
+        token: u64,
+        highest_seen: u64,
+    },
 }
 
 /// One agent's hold on an artifact.
@@ -367,6 +384,26 @@ impl Hold {
 
     fn conflicts(&self, agent: &AgentId, mode: LeaseMode) -> bool {
         self.agent != *agent && !self.mode.compatible(mode)
+    }
+}
+
+/// An agent waiting for an artifact that others hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiter {
+    pub agent: AgentId,
+    /// The mode it asked for.
+    pub mode: LeaseMode,
+    /// When it began waiting (broker time; kept across repeated waits).
+    pub since: Time,
+    /// Its last wait event (broker time).
+    pub renewed_at: Time,
+    pub ttl: Duration,
+}
+
+impl Waiter {
+    /// The last instant at which the wait stands.
+    pub fn expires_at(&self) -> Time {
+        self.renewed_at.saturating_add(self.ttl)
     }
 }
 
@@ -464,6 +501,25 @@ pub enum LeaseEffect {
         artifact: Artifact,
         hold: Hold,
     },
+    /// A store reported a write refused for a stale token.
+    StaleWrite(StaleWriteReport),
+}
+
+/// A store's report of a write refused for a stale token, as folded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleWriteReport {
+    pub artifact: Artifact,
+    /// The store (the report's sender).
+    pub store: AgentId,
+    /// Whose write was refused, if the store knows.
+    pub writer: Option<AgentId>,
+    /// The token the write carried.
+    pub token: u64,
+    /// The highest token the store had seen.
+    pub highest_seen: u64,
+    /// The live holds on the artifact, above or below it, when the report
+    /// was folded.
+    pub holders: Vec<Hold>,
 }
 
 /// The result of folding one lease event.
@@ -477,6 +533,7 @@ pub struct LeaseOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseBook {
     holds: BTreeMap<Artifact, Vec<Hold>>,
+    waits: BTreeMap<Artifact, Vec<Waiter>>,
     tokens: BTreeMap<Root, u64>,
     last_seq: u64,
 }
@@ -499,6 +556,41 @@ impl LeaseBook {
     /// The holds on one artifact (not those on names above or below it).
     pub fn holds(&self, artifact: &Artifact) -> &[Hold] {
         self.holds.get(artifact).map_or(&[], Vec::as_slice)
+    }
+
+    /// The agents waiting for one artifact (live or not: a wait stays here
+    /// until an event of its root finds it lapsed; see
+    /// [`Waiter::expires_at`]).
+    pub fn waiters(&self, artifact: &Artifact) -> &[Waiter] {
+        self.waits.get(artifact).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every artifact with its waiters.
+    pub fn iter_waits(&self) -> impl Iterator<Item = (&Artifact, &[Waiter])> {
+        self.waits.iter().map(|(a, w)| (a, w.as_slice()))
+    }
+
+    /// The live waiters at `at` that `hold` on `artifact` keeps out: waits
+    /// on this name, above or below it, by other agents, in a mode that
+    /// conflicts with the hold's.
+    pub fn blocked_by<'a>(
+        &'a self,
+        artifact: &'a Artifact,
+        hold: &'a Hold,
+        at: Time,
+    ) -> impl Iterator<Item = (&'a Artifact, &'a Waiter)> + 'a {
+        let root = artifact.name.root();
+        self.waits
+            .iter()
+            .filter(move |(a, _)| {
+                a.scope == artifact.scope
+                    && a.name.root() == root
+                    && a.name.overlaps(&artifact.name)
+            })
+            .flat_map(|(a, ws)| ws.iter().map(move |w| (a, w)))
+            .filter(move |(_, w)| {
+                w.expires_at() >= at && w.agent != hold.agent && !w.mode.compatible(hold.mode)
+            })
     }
 
     /// Every artifact with its holds. A hold stays here until an event of
@@ -561,10 +653,54 @@ impl LeaseBook {
         self.holds.entry(artifact.clone()).or_default().push(hold);
     }
 
-    /// Drops the holds of the event's root that expired before `at`.
+    /// Records (or replaces, keeping its start) `agent`'s wait; a zero
+    /// ttl ends it.
+    fn put_wait(
+        &mut self,
+        artifact: &Artifact,
+        agent: &AgentId,
+        mode: LeaseMode,
+        ttl: Duration,
+        at: Time,
+    ) {
+        let earlier = self.take_wait(artifact, agent);
+        if ttl.is_zero() {
+            return;
+        }
+        let since = earlier.map_or(at, |w| w.since);
+        self.waits
+            .entry(artifact.clone())
+            .or_default()
+            .push(Waiter {
+                agent: agent.clone(),
+                mode,
+                since,
+                renewed_at: at,
+                ttl,
+            });
+    }
+
+    fn take_wait(&mut self, artifact: &Artifact, agent: &AgentId) -> Option<Waiter> {
+        let waits = self.waits.get_mut(artifact)?;
+        let at = waits.iter().position(|w| w.agent == *agent)?;
+        let wait = waits.remove(at);
+        if waits.is_empty() {
+            self.waits.remove(artifact);
+        }
+        Some(wait)
+    }
+
+    /// Drops the holds of the event's root that expired before `at` (and
+    /// its lapsed waits).
     fn expire_root(&mut self, artifact: &Artifact, at: Time, effects: &mut Vec<LeaseEffect>) {
         let root = artifact.name.root().to_string();
         let scope = artifact.scope.clone();
+        self.waits.retain(|a, waits| {
+            if a.scope == scope && a.name.root() == root {
+                waits.retain(|w| w.expires_at() >= at);
+            }
+            !waits.is_empty()
+        });
         self.holds.retain(|a, holds| {
             if a.scope != scope || a.name.root() != root {
                 return true;
@@ -581,6 +717,79 @@ impl LeaseBook {
             });
             !holds.is_empty()
         });
+    }
+}
+
+/// One root's part of a [`LeaseBook`], as materialised in KV (one value per
+/// root): its holds and waits, its last token, and the sequence of the last
+/// event of the root folded in (which the book itself does not keep per
+/// root; the materialiser does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootState {
+    pub scope: Scope,
+    /// The first segment of every name in the root.
+    pub root: String,
+    pub last_seq: u64,
+    pub last_token: u64,
+    pub holds: Vec<(Artifact, Hold)>,
+    pub waits: Vec<(Artifact, Waiter)>,
+}
+
+impl RootState {
+    /// Whether `artifact` is in this root.
+    pub fn contains(&self, artifact: &Artifact) -> bool {
+        artifact.scope == self.scope && artifact.name.root() == self.root
+    }
+}
+
+impl LeaseBook {
+    /// The part of the book in `artifact`'s root, stamped `last_seq`.
+    pub fn root_state(&self, artifact: &Artifact, last_seq: u64) -> RootState {
+        let root = artifact.root();
+        let in_root = |a: &&Artifact| a.scope == root.scope && a.name.root() == root.segment;
+        RootState {
+            last_seq,
+            last_token: self.last_token(&root),
+            holds: self
+                .holds
+                .iter()
+                .filter(|(a, _)| in_root(a))
+                .flat_map(|(a, hs)| hs.iter().map(move |h| (a.clone(), h.clone())))
+                .collect(),
+            waits: self
+                .waits
+                .iter()
+                .filter(|(a, _)| in_root(a))
+                .flat_map(|(a, ws)| ws.iter().map(move |w| (a.clone(), w.clone())))
+                .collect(),
+            scope: root.scope,
+            root: root.segment,
+        }
+    }
+
+    /// Puts a root's state in place of what the book has of that root.
+    /// Holds and waits outside the root are ignored. The book's last
+    /// sequence is not moved: the caller skips the root's events up to
+    /// `state.last_seq` itself.
+    pub fn restore_root(&mut self, state: &RootState) {
+        let in_root = |a: &Artifact| state.contains(a);
+        self.holds.retain(|a, _| !in_root(a));
+        self.waits.retain(|a, _| !in_root(a));
+        for (a, h) in state.holds.iter().filter(|(a, _)| in_root(a)) {
+            self.put_hold(a, h.clone());
+        }
+        for (a, w) in state.waits.iter().filter(|(a, _)| in_root(a)) {
+            self.waits.entry(a.clone()).or_default().push(w.clone());
+        }
+        let root = Root {
+            scope: state.scope.clone(),
+            segment: state.root.clone(),
+        };
+        if state.last_token == 0 {
+            self.tokens.remove(&root);
+        } else {
+            self.tokens.insert(root, state.last_token);
+        }
     }
 }
 
@@ -632,8 +841,10 @@ pub fn apply(
                 };
                 return refused(reason, effects);
             }
-            // Taking again what it holds replaces its hold.
+            // Taking again what it holds replaces its hold; a grant ends
+            // its wait.
             book.take_hold(artifact, agent);
+            book.take_wait(artifact, agent);
             let hold = Hold {
                 agent: agent.clone(),
                 mode: *mode,
@@ -708,8 +919,10 @@ pub fn apply(
             let Some(from) = book.take_hold(artifact, agent) else {
                 return refused(LeaseRefusal::NotHolder, effects);
             };
-            // The recipient's own earlier hold on it is replaced.
+            // The recipient's own earlier hold on it is replaced, and its
+            // wait ends.
             book.take_hold(artifact, to);
+            book.take_wait(artifact, to);
             let hold = Hold {
                 agent: to.clone(),
                 mode: from.mode,
@@ -728,6 +941,23 @@ pub fn apply(
         }
         // `expire_root` above did the work.
         LeaseBody::Sweep => {}
+        LeaseBody::Wait { mode, ttl } => book.put_wait(artifact, agent, *mode, *ttl, at),
+        LeaseBody::StaleWrite {
+            writer,
+            token,
+            highest_seen,
+        } => effects.push(LeaseEffect::StaleWrite(StaleWriteReport {
+            artifact: artifact.clone(),
+            store: agent.clone(),
+            writer: writer.clone(),
+            token: *token,
+            highest_seen: *highest_seen,
+            holders: book
+                .in_root(artifact)
+                .filter(|(a, _)| a.overlaps(artifact))
+                .flat_map(|(_, hs)| hs.iter().cloned())
+                .collect(),
+        })),
         LeaseBody::Revoke { holder, .. } => {
             if !(operators.is_empty() || operators.contains(agent)) {
                 return refused(LeaseRefusal::NotOperator, effects);
@@ -749,11 +979,75 @@ pub fn apply(
     }
 }
 
+/// One hold as operators see it (`baton leases --json`, the MCP tool
+/// `list_leases`): times in RFC 3339, with the agents it keeps waiting.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HoldView {
+    pub artifact: String,
+    /// The scope's workflow; `None` for the global scope.
+    pub workflow: Option<String>,
+    pub holder: String,
+    pub mode: String,
+    pub token: u64,
+    pub since: String,
+    pub renewed_at: String,
+    pub expires_at: String,
+    /// Past its expiry at the time of the view (not yet swept).
+    pub expired: bool,
+    pub task: Option<String>,
+    /// The live waits this hold keeps out (on this name, above or below
+    /// it, in a conflicting mode).
+    pub waiting: Vec<WaiterView>,
+}
+
+/// An agent waiting for a lease, in a [`HoldView`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WaiterView {
+    pub agent: String,
+    /// The name it waits for: the hold's, or one above or below it.
+    pub artifact: String,
+    pub mode: String,
+    pub since: String,
+    pub expires_at: String,
+}
+
+/// Every hold of the book with its waiters, as of `now`.
+pub fn holds_view(book: &LeaseBook, now: Time) -> Vec<HoldView> {
+    book.iter()
+        .flat_map(|(artifact, holds)| holds.iter().map(move |h| (artifact, h)))
+        .map(|(artifact, h)| HoldView {
+            artifact: artifact.name.to_string(),
+            workflow: artifact.scope.workflow().map(ToString::to_string),
+            holder: h.agent.to_string(),
+            mode: h.mode.to_string(),
+            token: h.token,
+            since: h.since.to_rfc3339(),
+            renewed_at: h.renewed_at.to_rfc3339(),
+            expires_at: h.expires_at().to_rfc3339(),
+            expired: h.expires_at() < now,
+            task: h.task.as_ref().map(ToString::to_string),
+            waiting: book
+                .blocked_by(artifact, h, now)
+                .map(|(on, w)| WaiterView {
+                    agent: w.agent.to_string(),
+                    artifact: on.name.to_string(),
+                    mode: w.mode.to_string(),
+                    since: w.since.to_rfc3339(),
+                    expires_at: w.expires_at().to_rfc3339(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// What the stall detector does about leases, as data: it folds the leases
 /// stream, reports every hold the fold finds expired (`LEASE_EXPIRED`,
-/// once per lapsed grant), and asks for a [`LeaseBody::Sweep`] when a hold
-/// is past its expiry and no event of its root has come to drop it, so the
-/// lease is seen free by every reader.
+/// once per lapsed grant) and every stale write a store reports
+/// (`LEASE_STALE_WRITE`), asks for a [`LeaseBody::Sweep`] when a hold is
+/// past its expiry and no event of its root has come to drop it, so the
+/// lease is seen free by every reader, and reports an exclusive hold kept
+/// past its rule's `max_hold` while others wait (`LEASE_HELD_TOO_LONG`,
+/// once per grant; [`LeaseWatch::due_reports`]).
 #[derive(Debug, Clone)]
 pub struct LeaseWatch {
     book: LeaseBook,
@@ -767,6 +1061,10 @@ pub struct LeaseWatch {
     /// Sweeps asked for and not yet seen folded: (artifact, holder, token)
     /// and when it was asked (asked again after [`SWEEP_AGAIN_AFTER`]).
     sweeping: BTreeMap<(Artifact, AgentId, u64), Time>,
+    /// `max_hold` limits of exclusive holds.
+    rules: crate::rules::Rules,
+    /// Grants already reported held too long: (artifact, holder, token).
+    overheld: std::collections::BTreeSet<(Artifact, AgentId, u64)>,
 }
 
 /// A sweep not seen folded this long after it was asked for is asked for
@@ -783,7 +1081,15 @@ impl LeaseWatch {
             sweeper,
             report_window,
             sweeping: Default::default(),
+            rules: Default::default(),
+            overheld: Default::default(),
         }
+    }
+
+    /// The rules whose `[[leases]]` limits apply.
+    pub fn with_rules(mut self, rules: crate::rules::Rules) -> LeaseWatch {
+        self.rules = rules;
+        self
     }
 
     pub fn book(&self) -> &LeaseBook {
@@ -799,18 +1105,73 @@ impl LeaseWatch {
         now: Time,
     ) -> Vec<crate::alert::Alert> {
         let outcome = apply(&mut self.book, event, meta, &self.operators);
+        let recent = |at: Time| at.saturating_add(self.report_window) >= now;
         let mut reports = Vec::new();
         for effect in &outcome.effects {
-            if let LeaseEffect::Expired { artifact, hold } = effect {
-                self.sweeping
-                    .remove(&(artifact.clone(), hold.agent.clone(), hold.token));
-                if hold.expires_at().saturating_add(self.report_window) >= now {
-                    reports.push(crate::catalogue::lease_expired_alert(
-                        artifact,
-                        hold,
-                        meta.stored_at,
-                    ));
+            match effect {
+                LeaseEffect::Expired { artifact, hold } => {
+                    self.sweeping
+                        .remove(&(artifact.clone(), hold.agent.clone(), hold.token));
+                    if recent(hold.expires_at()) {
+                        reports.push(crate::catalogue::lease_expired_alert(
+                            artifact,
+                            hold,
+                            meta.stored_at,
+                        ));
+                    }
                 }
+                LeaseEffect::StaleWrite(report) if recent(meta.stored_at) => {
+                    reports.push(crate::catalogue::lease_stale_write_alert(report, meta));
+                }
+                _ => {}
+            }
+        }
+        if !self.overheld.is_empty() {
+            let book = &self.book;
+            self.overheld.retain(|(a, agent, token)| {
+                book.holds(a)
+                    .iter()
+                    .any(|h| h.agent == *agent && h.token == *token)
+            });
+        }
+        reports
+    }
+
+    /// The `LEASE_HELD_TOO_LONG` reports due at `now`: every live exclusive
+    /// hold older than its rule's `max_hold` that keeps a live waiter out,
+    /// once per grant.
+    pub fn due_reports(&mut self, now: Time) -> Vec<crate::alert::Alert> {
+        if self.rules.leases.is_empty() {
+            return Vec::new();
+        }
+        let mut reports = Vec::new();
+        for (artifact, holds) in self.book.iter() {
+            for hold in holds {
+                if hold.mode != LeaseMode::Exclusive || hold.expires_at() < now {
+                    continue;
+                }
+                let Some(limit) = self.rules.max_hold(artifact) else {
+                    continue;
+                };
+                if hold.since.saturating_add(limit) >= now {
+                    continue;
+                }
+                let key = (artifact.clone(), hold.agent.clone(), hold.token);
+                if self.overheld.contains(&key) {
+                    continue;
+                }
+                let waiters: Vec<(Artifact, Waiter)> = self
+                    .book
+                    .blocked_by(artifact, hold, now)
+                    .map(|(a, w)| (a.clone(), w.clone()))
+                    .collect();
+                if waiters.is_empty() {
+                    continue;
+                }
+                reports.push(crate::catalogue::lease_held_too_long_alert(
+                    artifact, hold, &waiters, limit, now,
+                ));
+                self.overheld.insert(key);
             }
         }
         reports

@@ -23,13 +23,25 @@
 //!
 //! [workflows.blog.stages.review]
 //! accept = "1m"
+//!
+//! # Artifact leases: an exclusive lease on this name (or one under it)
+//! # held longer than max_hold while another agent waits for it is
+//! # reported (LEASE_HELD_TOO_LONG). The most specific rule wins: the
+//! # longest name, then one naming the workflow over one that does not.
+//! [[leases]]
+//! artifact = "drafts/"
+//! workflow = "blog"     # optional: only this workflow's scope
+//! max_hold = "10m"
 //! ```
 
 use std::{collections::HashMap, time::Duration};
 
 use serde::Deserialize;
 
-use crate::ids::{StageName, WorkflowId};
+use crate::{
+    ids::{StageName, WorkflowId},
+    lease::{Artifact, ArtifactName},
+};
 
 /// Resolved windows for one (workflow, stage); `None` = expectation off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +113,18 @@ pub struct Rules {
     pub workflows: HashMap<WorkflowId, Overrides>,
     pub stages: HashMap<StageName, Overrides>,
     pub workflow_stages: HashMap<(WorkflowId, StageName), Overrides>,
+    /// Limits on exclusive leases, in file order.
+    pub leases: Vec<LeaseRule>,
+}
+
+/// How long an exclusive lease may be held while others wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRule {
+    /// The name the rule covers, with everything under it.
+    pub artifact: ArtifactName,
+    /// Only this workflow's scope; `None` = every scope, the global one too.
+    pub workflow: Option<WorkflowId>,
+    pub max_hold: Duration,
 }
 
 impl Rules {
@@ -122,6 +146,22 @@ impl Rules {
             }
         }
         w
+    }
+
+    /// The `max_hold` of the most specific lease rule covering `artifact`
+    /// (the longest name; at equal length, one naming the workflow), or
+    /// `None` when no rule covers it.
+    pub fn max_hold(&self, artifact: &Artifact) -> Option<Duration> {
+        self.leases
+            .iter()
+            .filter(|r| {
+                r.artifact.covers(&artifact.name)
+                    && r.workflow
+                        .as_ref()
+                        .is_none_or(|w| artifact.scope.workflow() == Some(w))
+            })
+            .max_by_key(|r| (r.artifact.as_str().len(), r.workflow.is_some()))
+            .map(|r| r.max_hold)
     }
 
     /// Parses a rules file. Errors name the line and the field.
@@ -161,6 +201,50 @@ impl Rules {
             let stage = StageName::new(name.get_ref())
                 .map_err(|e| RulesError::at(text, name.span(), &path, e.to_string()))?;
             rules.stages.insert(stage, o.to_overrides(text, &path)?);
+        }
+        for (i, rule) in file.leases.iter().enumerate() {
+            let path = format!("leases[{i}]");
+            let artifact = ArtifactName::new(rule.artifact.get_ref()).map_err(|e| {
+                RulesError::at(
+                    text,
+                    rule.artifact.span(),
+                    &format!("{path}.artifact"),
+                    e.to_string(),
+                )
+            })?;
+            let workflow = rule
+                .workflow
+                .as_ref()
+                .map(|w| {
+                    WorkflowId::new(w.get_ref()).map_err(|e| {
+                        RulesError::at(text, w.span(), &format!("{path}.workflow"), e.to_string())
+                    })
+                })
+                .transpose()?;
+            let max_hold = match parse_setting(rule.max_hold.get_ref()) {
+                Ok(Setting::After(d)) => d,
+                Ok(Setting::Off) => {
+                    return Err(RulesError::at(
+                        text,
+                        rule.max_hold.span(),
+                        &format!("{path}.max_hold"),
+                        "a lease rule needs a duration; leave the rule out for no limit".into(),
+                    ));
+                }
+                Err(message) => {
+                    return Err(RulesError::at(
+                        text,
+                        rule.max_hold.span(),
+                        &format!("{path}.max_hold"),
+                        message,
+                    ));
+                }
+            };
+            rules.leases.push(LeaseRule {
+                artifact,
+                workflow,
+                max_hold,
+            });
         }
         Ok(rules)
     }
@@ -210,6 +294,16 @@ struct RulesFile {
     workflows: HashMap<Spanned<String>, LevelFile>,
     #[serde(default)]
     stages: HashMap<Spanned<String>, LevelFile>,
+    #[serde(default)]
+    leases: Vec<LeaseRuleFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseRuleFile {
+    artifact: Spanned<String>,
+    workflow: Option<Spanned<String>>,
+    max_hold: Spanned<String>,
 }
 
 /// One table of windows; `stages` is only meaningful under a workflow.

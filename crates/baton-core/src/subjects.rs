@@ -31,6 +31,12 @@ pub const POLICY_KEY: &str = "policy";
 pub const DETECTOR_BUCKET: &str = "baton-detector";
 /// The services' leadership leases (`baton.v1.Leadership`), key = service.
 pub const LEADERS_BUCKET: &str = "baton-leaders";
+/// Materialised artifact leases (`baton.v1.LeaseRoot`), one value per
+/// root, key [`lease_root_key`]; written by the orchestrator.
+pub const LEASES_BUCKET: &str = "baton-leases";
+/// The checkpoint (in [`CHECKPOINTS_BUCKET`]) of [`LEASES_BUCKET`]: the
+/// `BATON_ARTIFACTS` sequence up to which every root is stored there.
+pub const LEASES_CHECKPOINT: &str = "baton-orchestrator-leases";
 /// How far each service's snapshot is complete: key = consumer name, value
 /// = the `BATON_EVENTS` sequence up to which every state change is stored.
 pub const CHECKPOINTS_BUCKET: &str = "baton-checkpoints";
@@ -94,6 +100,26 @@ pub fn lease_root(artifact: &Artifact) -> String {
     let tokens = artifact.name.subject_tokens();
     let root = tokens.split('.').next().unwrap_or_default();
     format!("baton.art.{}.*.{root}.>", artifact.scope.token())
+}
+
+/// `art.<scope token>.<root token>`, with `~` written `=` (KV keys have no
+/// `~`, and `=` is never in an escaped token; the `art.` keeps the global
+/// scope's `_` from starting the key, which would make it a reserved key):
+/// the key of a root in [`LEASES_BUCKET`].
+pub fn lease_root_key(artifact: &Artifact) -> String {
+    let tokens = artifact.name.subject_tokens();
+    let root = tokens.split('.').next().unwrap_or_default();
+    format!(
+        "{}{}",
+        lease_scope_key_prefix(&artifact.scope),
+        root.replace('~', "=")
+    )
+}
+
+/// `art.<scope token>.`: how every key of a scope's roots in
+/// [`LEASES_BUCKET`] starts.
+pub fn lease_scope_key_prefix(scope: &crate::lease::Scope) -> String {
+    format!("art.{}.", scope.token())
 }
 
 /// The scope, agent and path tokens (without the end token) of a lease

@@ -794,6 +794,8 @@ impl From<AlertKind> for pb::AlertKind {
             AlertKind::ConsumerStalled => pb::AlertKind::ConsumerStalled,
             AlertKind::DetectorDown => pb::AlertKind::DetectorDown,
             AlertKind::LeaseExpired => pb::AlertKind::LeaseExpired,
+            AlertKind::LeaseHeldTooLong => pb::AlertKind::LeaseHeldTooLong,
+            AlertKind::LeaseStaleWrite => pb::AlertKind::LeaseStaleWrite,
         }
     }
 }

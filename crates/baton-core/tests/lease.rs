@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use baton_core::{
     AgentId, WorkflowId,
+    alert::AlertKind,
     lease::{
         Artifact, ArtifactName, Fence, LeaseBody, LeaseBook, LeaseDisposition, LeaseEffect,
-        LeaseEvent, LeaseMeta, LeaseMode, LeaseOutcome, LeaseRefusal, Scope, apply,
+        LeaseEvent, LeaseMeta, LeaseMode, LeaseOutcome, LeaseRefusal, LeaseWatch, Scope, apply,
     },
+    rules::Rules,
     time::Time,
 };
 use proptest::prelude::*;
@@ -325,6 +327,261 @@ fn the_fence_refuses_lower_tokens_on_a_name_and_below_it() {
     fence.admit(&post, 6).unwrap();
 }
 
+fn wait(mode: LeaseMode, secs: u64) -> LeaseBody {
+    LeaseBody::Wait {
+        mode,
+        ttl: Duration::from_secs(secs),
+    }
+}
+
+#[test]
+fn a_refused_agent_waits_until_granted_its_wait_lapses_or_it_withdraws() {
+    let mut s = Stream::new();
+    granted_token(&s.acquire("editor", "drafts/post.md", Exclusive, 0));
+    held_by(&s.acquire("researcher", "drafts/post.md", Shared, 1));
+    s.send("researcher", "drafts/post.md", 0, wait(Shared, 30), 1);
+    // A wait on the folder is kept out by the file's holder too.
+    s.send("publisher", "drafts", 0, wait(Exclusive, 30), 2);
+    let post = art("drafts/post.md");
+    let hold = s.book.holds(&post)[0].clone();
+    let at = Time::from_unix_millis(3000);
+    let blocked: Vec<_> = s
+        .book
+        .blocked_by(&post, &hold, at)
+        .map(|(a, w)| (a.name.to_string(), w.agent.to_string()))
+        .collect();
+    assert_eq!(
+        blocked,
+        [
+            ("drafts".to_string(), "publisher".to_string()),
+            ("drafts/post.md".to_string(), "researcher".to_string())
+        ]
+    );
+    // Waiting again keeps the start.
+    s.send("researcher", "drafts/post.md", 0, wait(Shared, 30), 10);
+    assert_eq!(s.book.waiters(&post)[0].since, Time::from_unix_millis(1000));
+    // Released, the researcher is granted: its wait ends.
+    s.send(
+        "editor",
+        "drafts/post.md",
+        hold.token,
+        LeaseBody::Release {
+            reason: String::new(),
+        },
+        11,
+    );
+    granted_token(&s.acquire("researcher", "drafts/post.md", Shared, 12));
+    assert!(s.book.waiters(&post).is_empty());
+    // A zero ttl withdraws; a lapsed wait is dropped by the next event.
+    s.send("publisher", "drafts", 0, wait(Exclusive, 0), 13);
+    assert!(s.book.waiters(&art("drafts")).is_empty());
+    s.send("editor", "drafts/other.md", 0, wait(Exclusive, 1), 14);
+    s.send("x", "drafts/z", 0, LeaseBody::Sweep, 16);
+    assert!(s.book.waiters(&art("drafts/other.md")).is_empty());
+    // Waits change no hold and no token.
+    assert_eq!(s.book.last_token(&post.root()), 2);
+}
+
+fn watch_with_rule(rule: &str) -> LeaseWatch {
+    LeaseWatch::new(agent("sweeper"), Vec::new(), Duration::from_secs(3600))
+        .with_rules(Rules::from_toml(rule).unwrap())
+}
+
+fn feed(
+    watch: &mut LeaseWatch,
+    seq: u64,
+    who: &str,
+    what: &str,
+    token: u64,
+    body: LeaseBody,
+    at_secs: u64,
+) -> Vec<baton_core::alert::Alert> {
+    let event = LeaseEvent {
+        event_id: format!("e{seq}"),
+        agent: agent(who),
+        artifact: art(what),
+        token,
+        occurred_at: None,
+        body,
+    };
+    let meta = LeaseMeta {
+        seq,
+        stored_at: Time::from_unix_millis(at_secs * 1000),
+    };
+    watch.handle_event(&event, meta, meta.stored_at)
+}
+
+#[test]
+fn an_exclusive_lease_held_past_its_limit_while_others_wait_is_reported_once() {
+    let mut w = watch_with_rule("[[leases]]\nartifact = \"drafts/\"\nmax_hold = \"60s\"\n");
+    let acquire = |mode| LeaseBody::Acquire {
+        mode,
+        ttl: Duration::from_secs(600),
+        task: None,
+    };
+    feed(
+        &mut w,
+        1,
+        "editor",
+        "drafts/post.md",
+        0,
+        acquire(Exclusive),
+        0,
+    );
+    // Past the limit, nobody waiting: nothing.
+    assert!(w.due_reports(Time::from_unix_millis(100_000)).is_empty());
+    feed(
+        &mut w,
+        2,
+        "publisher",
+        "drafts/post.md",
+        0,
+        wait(Exclusive, 600),
+        100,
+    );
+    // Waiting, but within the limit... (the limit counts from the grant)
+    let reports = w.due_reports(Time::from_unix_millis(101_000));
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r.kind, AlertKind::LeaseHeldTooLong);
+    assert_eq!(
+        r.agents.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        ["editor", "publisher"]
+    );
+    assert_eq!(r.epoch, 1);
+    assert!(r.summary.contains("over its limit of 1m"), "{}", r.summary);
+    // Once per grant.
+    assert!(w.due_reports(Time::from_unix_millis(200_000)).is_empty());
+    // A new grant to the editor, with the publisher still waiting, is a new
+    // grant: reported again once past the limit.
+    feed(
+        &mut w,
+        3,
+        "editor",
+        "drafts/post.md",
+        0,
+        acquire(Exclusive),
+        210,
+    );
+    assert!(w.due_reports(Time::from_unix_millis(250_000)).is_empty());
+    assert_eq!(w.due_reports(Time::from_unix_millis(271_000)).len(), 1);
+    // No rule, no report; shared holds are never reported.
+    let mut w = watch_with_rule("[[leases]]\nartifact = \"other\"\nmax_hold = \"1s\"\n");
+    feed(
+        &mut w,
+        1,
+        "editor",
+        "drafts/post.md",
+        0,
+        acquire(Exclusive),
+        0,
+    );
+    feed(
+        &mut w,
+        2,
+        "publisher",
+        "drafts/post.md",
+        0,
+        wait(Exclusive, 600),
+        1,
+    );
+    assert!(w.due_reports(Time::from_unix_millis(500_000)).is_empty());
+    let mut w = watch_with_rule("[[leases]]\nartifact = \"drafts\"\nmax_hold = \"1s\"\n");
+    feed(&mut w, 1, "reader", "drafts/post.md", 0, acquire(Shared), 0);
+    feed(
+        &mut w,
+        2,
+        "editor",
+        "drafts/post.md",
+        0,
+        wait(Exclusive, 600),
+        1,
+    );
+    assert!(w.due_reports(Time::from_unix_millis(500_000)).is_empty());
+}
+
+#[test]
+fn a_stale_write_reported_by_a_store_is_an_alert_naming_writer_and_holder() {
+    let mut w = watch_with_rule("");
+    let acquire = LeaseBody::Acquire {
+        mode: Exclusive,
+        ttl: Duration::from_secs(600),
+        task: None,
+    };
+    feed(&mut w, 1, "editor", "drafts/post.md", 0, acquire, 0);
+    let reports = feed(
+        &mut w,
+        2,
+        "store",
+        "drafts/post.md",
+        0,
+        LeaseBody::StaleWrite {
+            writer: Some(agent("old-editor")),
+            token: 0,
+            highest_seen: 1,
+        },
+        5,
+    );
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(r.kind, AlertKind::LeaseStaleWrite);
+    assert_eq!(
+        r.agents.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        ["old-editor", "store"]
+    );
+    assert!(
+        r.summary.contains("held now by editor (token 1)"),
+        "{}",
+        r.summary
+    );
+    // The report changed no hold.
+    assert_eq!(w.book().holds(&art("drafts/post.md")).len(), 1);
+}
+
+#[test]
+fn lease_rules_pick_the_most_specific_and_bad_ones_name_the_field() {
+    let rules = Rules::from_toml(
+        "[[leases]]\nartifact = \"drafts\"\nmax_hold = \"10m\"\n\
+         [[leases]]\nartifact = \"drafts/post.md\"\nmax_hold = \"1m\"\n\
+         [[leases]]\nartifact = \"drafts\"\nworkflow = \"blog\"\nmax_hold = \"5m\"\n",
+    )
+    .unwrap();
+    let blog = |name: &str| Artifact {
+        scope: Scope::Workflow(WorkflowId::new("blog").unwrap()),
+        name: ArtifactName::new(name).unwrap(),
+    };
+    assert_eq!(
+        rules.max_hold(&art("drafts/a")),
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        rules.max_hold(&blog("drafts/a")),
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(
+        rules.max_hold(&blog("drafts/post.md")),
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(rules.max_hold(&art("drafts2")), None);
+    for (bad, field) in [
+        (
+            "[[leases]]\nartifact = \"a//b\"\nmax_hold = \"1m\"\n",
+            "leases[0].artifact",
+        ),
+        (
+            "[[leases]]\nartifact = \"a\"\nmax_hold = \"off\"\n",
+            "leases[0].max_hold",
+        ),
+        (
+            "[[leases]]\nartifact = \"a\"\nmax_hold = \"soon\"\n",
+            "leases[0].max_hold",
+        ),
+    ] {
+        let err = Rules::from_toml(bad).unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+    }
+}
+
 // --- invariants under arbitrary sequences ---
 
 const AGENTS: [&str; 4] = ["a", "b", "c", "ops"];
@@ -338,6 +595,8 @@ enum Act {
     Release,
     HandOver(usize),
     Revoke(usize),
+    Wait(LeaseMode, u64),
+    StaleWrite,
 }
 
 fn act() -> impl Strategy<Value = Act> {
@@ -348,6 +607,8 @@ fn act() -> impl Strategy<Value = Act> {
         1 => Just(Act::Release),
         1 => (0..AGENTS.len()).prop_map(Act::HandOver),
         1 => (0..AGENTS.len()).prop_map(Act::Revoke),
+        2 => (prop_oneof![Just(Exclusive), Just(Shared)], 0u64..20).prop_map(|(m, t)| Act::Wait(m, t)),
+        1 => Just(Act::StaleWrite),
     ]
 }
 
@@ -380,6 +641,15 @@ fn build(script: &[(usize, usize, Act, u64)]) -> Vec<LeaseEvent> {
                 Act::Revoke(holder) => LeaseBody::Revoke {
                     holder: agent(AGENTS[*holder]),
                     reason: String::new(),
+                },
+                Act::Wait(mode, ttl) => LeaseBody::Wait {
+                    mode: *mode,
+                    ttl: Duration::from_secs(*ttl),
+                },
+                Act::StaleWrite => LeaseBody::StaleWrite {
+                    writer: Some(agent("a")),
+                    token: 1,
+                    highest_seen: 2,
                 },
             };
             LeaseEvent {
@@ -414,7 +684,7 @@ fn run(
             .map_or(0, |h| h.token);
         event.token = match script[i].2 {
             Act::RenewStale => held + 1,
-            Act::Acquire(..) | Act::Revoke(_) => 0,
+            Act::Acquire(..) | Act::Revoke(_) | Act::Wait(..) | Act::StaleWrite => 0,
             _ => held,
         };
         let meta = LeaseMeta {
@@ -479,6 +749,84 @@ proptest! {
             let whole: Vec<_> = book.iter().filter(|(a, _)| a.name.root() == root).collect();
             let part: Vec<_> = alone.iter().collect();
             prop_assert_eq!(whole, part);
+            let whole: Vec<_> = book.iter_waits().filter(|(a, _)| a.name.root() == root).collect();
+            let part: Vec<_> = alone.iter_waits().collect();
+            prop_assert_eq!(whole, part);
+        }
+    }
+
+    /// Waits and stale-write reports change no hold and no token: the live
+    /// holds at the end are those of the same script without them.
+    #[test]
+    fn waits_and_reports_change_no_hold(script in events()) {
+        let (book, stored, _) = run(&script);
+        let end = stored.last().map_or(Time::EPOCH, |(_, m)| m.stored_at);
+        let operators = vec![agent("ops")];
+        let mut without = LeaseBook::new();
+        for (event, meta) in &stored {
+            if !matches!(event.body, LeaseBody::Wait { .. } | LeaseBody::StaleWrite { .. }) {
+                apply(&mut without, event, *meta, &operators);
+            }
+        }
+        let live = |b: &LeaseBook| -> Vec<(Artifact, baton_core::lease::Hold)> {
+            b.iter()
+                .flat_map(|(a, hs)| hs.iter().map(move |h| (a.clone(), h.clone())))
+                .filter(|(_, h)| h.expires_at() >= end)
+                .collect()
+        };
+        prop_assert_eq!(live(&book), live(&without));
+        for root in ["d", "e"] {
+            let root = art(root).root();
+            prop_assert_eq!(book.last_token(&root), without.last_token(&root));
+        }
+    }
+
+    /// A root's state, stored (encoded, decoded) and restored into a fresh
+    /// book at any point of the stream, then fed the rest of the root's
+    /// events, ends where the uninterrupted fold does: what makes the
+    /// orchestrator's materialised leases (and a restart from them) sound.
+    #[test]
+    fn a_root_restored_from_its_stored_state_folds_on_as_before(script in events(), cut in 0usize..80) {
+        let (book, stored, _) = run(&script);
+        let operators = vec![agent("ops")];
+        let cut = cut.min(stored.len());
+        for root in ["d", "e"] {
+            let in_root: Vec<_> = stored.iter().filter(|(e, _)| e.artifact.name.root() == root).collect();
+            let mut before = LeaseBook::new();
+            let mut last_seq = 0;
+            for (event, meta) in in_root.iter().filter(|(_, m)| m.seq as usize <= cut) {
+                apply(&mut before, event, *meta, &operators);
+                last_seq = meta.seq;
+            }
+            let state = before.root_state(&art(root), last_seq);
+            let decoded = baton_core::lease::RootState::decode(&state.encode()).expect("decodes");
+            prop_assert_eq!(&decoded, &state);
+            let mut restored = LeaseBook::new();
+            restored.restore_root(&decoded);
+            for (event, meta) in in_root.iter().filter(|(_, m)| m.seq > decoded.last_seq) {
+                apply(&mut restored, event, *meta, &operators);
+            }
+            let whole: Vec<_> = book.iter().filter(|(a, _)| a.name.root() == root).collect();
+            prop_assert_eq!(whole, restored.iter().collect::<Vec<_>>());
+            let whole: Vec<_> = book.iter_waits().filter(|(a, _)| a.name.root() == root).collect();
+            prop_assert_eq!(whole, restored.iter_waits().collect::<Vec<_>>());
+            prop_assert_eq!(book.last_token(&art(root).root()), restored.last_token(&art(root).root()));
+        }
+    }
+
+    /// A grant ends the grantee's wait on that artifact.
+    #[test]
+    fn a_grant_ends_the_wait(script in events()) {
+        let (_, stored, _) = run(&script);
+        let mut book = LeaseBook::new();
+        let operators = vec![agent("ops")];
+        for (event, meta) in &stored {
+            let out = apply(&mut book, event, *meta, &operators);
+            for effect in &out.effects {
+                if let LeaseEffect::Granted { artifact, hold } | LeaseEffect::HandedOver { artifact, hold, .. } = effect {
+                    prop_assert!(book.waiters(artifact).iter().all(|w| w.agent != hold.agent));
+                }
+            }
         }
     }
 

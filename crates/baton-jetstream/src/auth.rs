@@ -143,6 +143,9 @@ pub fn permissions(role: Role, name: &str) -> Permissions {
                 subjects::CONTEXT_STREAM.to_string(),
                 subjects::ARTIFACTS_STREAM.to_string(),
                 kv_stream(subjects::TASKS_BUCKET),
+                kv_stream(subjects::LEASES_BUCKET),
+                // Where the leases bucket is complete up to (sequences only).
+                kv_stream(subjects::CHECKPOINTS_BUCKET),
                 kv_stream(POLICY_BUCKET),
             ];
             if role == Role::Operator {
@@ -172,6 +175,7 @@ pub fn permissions(role: Role, name: &str) -> Permissions {
                 subjects::ALERTS_STREAM.to_string(),
                 subjects::DLQ_STREAM.to_string(),
                 kv_stream(subjects::TASKS_BUCKET),
+                kv_stream(subjects::LEASES_BUCKET),
                 kv_stream(subjects::SERVICES_BUCKET),
                 kv_stream(subjects::SILENCES_BUCKET),
                 kv_stream(subjects::CHECKPOINTS_BUCKET),

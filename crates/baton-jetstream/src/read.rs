@@ -109,6 +109,24 @@ pub async fn follow(
     filter: &str,
 ) -> Result<impl futures::Stream<Item = Result<Stored, ReadError>> + Send + Unpin + use<>, ReadError>
 {
+    follow_from(js, stream, filter, 1).await
+}
+
+/// [`follow`] from stream sequence `from` on (1 = from the start).
+pub async fn follow_from(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+    from: u64,
+) -> Result<impl futures::Stream<Item = Result<Stored, ReadError>> + Send + Unpin + use<>, ReadError>
+{
+    let policy = if from <= 1 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: from,
+        }
+    };
     let err = {
         let (stream, filter) = (stream.to_string(), filter.to_string());
         move |message: String| ReadError {
@@ -117,7 +135,7 @@ pub async fn follow(
             message,
         }
     };
-    let (_, consumer) = ordered_reader(js, stream, filter, DeliverPolicy::All)
+    let (_, consumer) = ordered_reader(js, stream, filter, policy)
         .await
         .map_err(&err)?;
     let messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
@@ -213,6 +231,25 @@ pub async fn for_each_last_per_subject(
         true
     })
     .await
+}
+
+/// A checkpoint's stored value (in `baton-checkpoints`): the sequence in
+/// decimal. `None` when unreadable.
+pub fn parse_checkpoint(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+/// The checkpoint `name` of `baton-checkpoints`: 0 when there is none yet,
+/// `None` when it cannot be read.
+pub async fn checkpoint(js: &jetstream::Context, name: &str) -> Option<u64> {
+    let kv = js
+        .get_key_value(baton_core::subjects::CHECKPOINTS_BUCKET)
+        .await
+        .ok()?;
+    match kv.get(name).await.ok()? {
+        None => Some(0),
+        Some(bytes) => parse_checkpoint(&bytes),
+    }
 }
 
 /// Calls `each` with the key and stored value of every current entry of KV

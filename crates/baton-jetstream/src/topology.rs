@@ -207,6 +207,13 @@ impl Topology {
         )
     }
 
+    pub fn leases_bucket(&self) -> kv::Config {
+        self.bucket(
+            subjects::LEASES_BUCKET,
+            "Baton artifact leases (baton.v1.LeaseRoot), key = <scope>.<root>, written by the orchestrator",
+        )
+    }
+
     pub fn detector_bucket(&self) -> kv::Config {
         self.bucket(
             subjects::DETECTOR_BUCKET,
@@ -235,6 +242,7 @@ pub async fn ensure(js: &jetstream::Context, topology: &Topology) -> Result<(), 
         topology.checkpoints_bucket(),
         topology.policy_bucket(),
         topology.leaders_bucket(),
+        topology.leases_bucket(),
     ] {
         ensure_bucket(js, config).await?;
     }

@@ -678,22 +678,7 @@ impl Desk {
             .leases(workflow.as_ref())
             .await
             .map_err(|e| self.lease_error(e))?;
-        let holds: Vec<Value> = book
-            .iter()
-            .flat_map(|(a, hs)| {
-                hs.iter().map(move |h| {
-                    json!({
-                        "artifact": a.name.as_str(),
-                        "workflow": a.scope.workflow().map(WorkflowId::as_str),
-                        "holder": h.agent.as_str(),
-                        "mode": h.mode.to_string(),
-                        "token": h.token,
-                        "since": h.since.to_rfc3339(),
-                        "expires_at": h.expires_at().to_rfc3339(),
-                    })
-                })
-            })
-            .collect();
+        let holds = baton_core::lease::holds_view(&book, baton_agent::wall_clock());
         Ok(json!({ "leases": holds }))
     }
 

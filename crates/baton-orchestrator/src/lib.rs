@@ -27,12 +27,14 @@
 //!    many times between flushes costs one KV write, and the flush is
 //!    stored in the background while the next batches fold.
 //! 4. Answers queries under `baton.api.v1` ([`api`]), watches the stall
-//!    detector's lease (`DETECTOR_DOWN`, [`watch`]), and stops on shutdown
+//!    detector's lease (`DETECTOR_DOWN`, [`watch`]), materialises artifact
+//!    leases in KV `baton-leases` ([`leases`]), and stops on shutdown
 //!    after flushing what it has applied, then releases the lease so a
 //!    standby takes over at once.
 
 pub mod api;
 pub mod book;
+pub mod leases;
 pub mod metrics;
 pub mod watch;
 
@@ -176,6 +178,7 @@ pub fn fence_targets() -> Vec<FenceTarget> {
     vec![
         FenceTarget::sole_bucket(subjects::TASKS_BUCKET, SERVICE),
         FenceTarget::bucket(subjects::CHECKPOINTS_BUCKET, SERVICE),
+        FenceTarget::bucket(subjects::LEASES_BUCKET, SERVICE),
         FenceTarget::alerts(SERVICE),
         FenceTarget::dlq(SERVICE),
     ]
@@ -406,6 +409,15 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, Orchestrat
     watch::spawn_detector_watch(js.clone(), outbox.clone(), shutdown.clone())
         .await
         .map_err(|e| OrchestratorError::Setup(format!("cannot watch the stall detector: {e}")))?;
+    leases::spawn(
+        js.clone(),
+        outbox.clone(),
+        config.policy.operators.clone(),
+        shared.health.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| OrchestratorError::Setup(format!("cannot materialise the leases: {e}")))?;
 
     let batches = Batches::new(&consumer, config.max_batch).await?;
     let ingest = Ingest {

@@ -58,14 +58,13 @@ impl Checkpoint {
         let value = self.kv.get(&self.name).await.map_err(|e| self.err(e))?;
         match value {
             None => Ok(0),
-            Some(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| CheckpointError {
+            Some(bytes) => {
+                baton_jetstream::read::parse_checkpoint(&bytes).ok_or_else(|| CheckpointError {
                     name: self.name.clone(),
                     deposed: false,
                     message: format!("unreadable value {:?}", String::from_utf8_lossy(&bytes)),
-                }),
+                })
+            }
         }
     }
 

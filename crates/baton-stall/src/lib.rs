@@ -27,7 +27,10 @@
 //!   fold as every reader ([`baton_core::lease::LeaseWatch`]): when a hold
 //!   is past its expiry it sends a sweep, so every reader sees the lease
 //!   free, and it reports each hold the fold drops as expired
-//!   (`LEASE_EXPIRED`, once per lapsed grant).
+//!   (`LEASE_EXPIRED`, once per lapsed grant), each stale write a store
+//!   reports (`LEASE_STALE_WRITE`), and each exclusive hold kept past its
+//!   rule's `max_hold` while others wait (`LEASE_HELD_TOO_LONG`, checked
+//!   every second, once per grant).
 //! - [`backtest`] replays recorded history on virtual time with other rules.
 
 pub mod backtest;
@@ -341,7 +344,8 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
         baton_core::AgentId::new(LEASE_SWEEPER).map_err(setup)?,
         policy.operators.clone(),
         config.topology.alert_duplicate_window,
-    );
+    )
+    .with_rules(config.rules.clone());
     let lease_events: LeaseEvents = std::sync::Mutex::new(Box::pin(
         read::follow(&js, subjects::ARTIFACTS_STREAM, subjects::ARTIFACTS_ALL)
             .await
@@ -737,6 +741,7 @@ impl Service {
                     alerts.extend(self.watch.check_orchestrator(now));
                     self.update_gauges();
                     self.sweep_leases();
+                    alerts.extend(self.leases.due_reports(now));
                 }
                 _ = consumer_tick.tick() => {
                     let now = self.config.clock.now();

@@ -64,6 +64,7 @@ from .state import MAX_TASK_ARTIFACTS, TaskStatus, TaskView, WireError, apply
 if TYPE_CHECKING:
     from .alerts import AlertSubscription
     from .context import ContextRecord
+    from .errors import StaleToken
     from .lease_handle import Lease, LeaseRequest
     from .lease_handle import _Shared as _LeaseShared
     from .leases import LeaseBook, LeaseMode
@@ -650,6 +651,7 @@ class Agent:
         workflow: str | None = None,
         task: str | None = None,
         auto_renew: bool = True,
+        record_wait: bool = True,
     ) -> LeaseRequest:
         """Takes a lease on the artifact ``name`` (a path or record key:
         ``drafts/post.md``; ``drafts/`` covers everything under it), exclusive
@@ -663,6 +665,14 @@ class Agent:
                 :meth:`Lease.renew <baton_client.Lease.renew>` within each ttl).
             workflow: the scope; ``None`` = the global scope.
             task: the task the lease is taken for, if any.
+            record_wait: when refused, record this agent as waiting for the
+                artifact, in ``mode``, for one ``ttl`` (best effort; the
+                refusal is raised either way): operators see who a hold
+                keeps out (:meth:`leases`, ``baton leases``), and a rule's
+                ``max_hold`` can report a holder that keeps others out too
+                long. An agent that retries keeps waiting (from its first
+                refusal); one that gives up stops waiting a ttl later, or at
+                once with :meth:`stop_waiting`. False for a mere probe.
 
         Await the result for a :class:`~baton_client.Lease`, or use it with
         ``async with`` (released when the block exits). Invalid names
@@ -679,7 +689,37 @@ class Agent:
             raise ValueError(f"a lease needs a ttl above zero, got {ttl}")
         if task is not None:
             task_id(task)
-        return LeaseRequest(lambda: acquire(self, artifact, how, ttl, task, auto_renew))
+        return LeaseRequest(
+            lambda: acquire(self, artifact, how, ttl, task, auto_renew, record_wait)
+        )
+
+    async def stop_waiting(
+        self, name: str, mode: LeaseMode | str = "exclusive", *, workflow: str | None = None
+    ) -> int:
+        """Ends this agent's wait for ``name`` (recorded by a refused
+        :meth:`acquire`), e.g. when it gives up on it, so no hold is reported
+        keeping it out. Returns the event's stream sequence."""
+        from .lease_handle import stop_waiting
+        from .leases import Artifact, LeaseMode
+
+        return await stop_waiting(self, Artifact.of(name, workflow), LeaseMode(mode))
+
+    async def report_stale_write(
+        self, refused: StaleToken, *, writer: str | None = None, workflow: str | None = None
+    ) -> int:
+        """Stores: reports a write refused for a stale token (``refused``, from
+        :class:`~baton_client.FencedDir` or :class:`~baton_client.leases.Fence`),
+        by ``writer`` if the store knows it. The writer's lease is gone but it
+        still writes: the stall detector raises ``LEASE_STALE_WRITE`` naming
+        the writer, this store and the artifact's holder now. Returns the
+        report's stream sequence."""
+        from .lease_handle import report_stale_write
+        from .leases import Artifact
+
+        artifact = Artifact.of(refused.artifact, workflow)
+        if writer is not None:
+            check_agent_id(writer)
+        return await report_stale_write(self, artifact, writer, refused)
 
     def resume_lease(
         self, name: str, workflow: str | None = None, *, auto_renew: bool = True
@@ -709,9 +749,12 @@ class Agent:
 
     async def leases(self, workflow: str | None = None) -> LeaseBook:
         """Every lease as the stream has them: the fold of ``BATON_ARTIFACTS``
-        (or of one workflow's scope). A hold past its expiry stays in the
-        book until an event of its root comes: compare ``Hold.expires_at``
-        with the time."""
+        (or of one workflow's scope), with the agents waiting
+        (``LeaseBook.waiters``, ``LeaseBook.blocked_by``; for operators,
+        :func:`baton_client.leases.holds_view` is what ``baton leases
+        --json`` prints). A hold or wait past its expiry stays in the book
+        until an event of its root comes: compare ``expires_at`` with the
+        time."""
         from .lease_handle import read_all
 
         return await read_all(self, None if workflow is None else workflow_id(workflow))

@@ -21,6 +21,10 @@ The handle renews itself at a third of its ttl (unless ``auto_renew=False``:
 then the agent calls :meth:`Lease.renew` itself within each ttl). Releasing
 or handing over spends it; leaving its ``async with`` block, or dropping a
 live handle, releases the lease.
+
+Events that change no hold (a refused acquirer's wait, a store's report of
+a stale write) are published without compare-and-set: no act depends on
+their place in the root, and a wait must not fail because the root moved.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from .errors import (
     LeaseLost,
     LeaseNotHeld,
     LeaseRefused,
+    StaleToken,
 )
 from .ids import agent_id as check_agent_id
 from .leases import (
@@ -65,6 +70,8 @@ from .leases import (
     Renew,
     Revoke,
     Revoked,
+    StaleWrite,
+    Wait,
     apply,
     parse_broker_time,
     rfc3339,
@@ -194,17 +201,8 @@ class _RootView:
         """Publishes with compare-and-set at :attr:`seen`, then folds up to the
         stored event and returns how the stream judged it; ``None`` when
         another event came first (the view has caught up: try again)."""
-        agent = self.agent
         try:
-            seq = await publish_durable(
-                agent.nc,
-                event.subject,
-                event.encode(),
-                event.event_id,
-                Cas(self.seen, self.filter),
-                agent._retry,
-                agent._denials,
-            )
+            seq = await _send(self.agent, event, Cas(self.seen, self.filter))
         except WrongLastSequence as e:
             await self.catch_up()
             # An earlier attempt may have been stored with its ack lost: if
@@ -230,6 +228,21 @@ class _RootView:
         return judged
 
 
+async def _send(agent: Agent, event: LeaseEvent, cas: Cas | None) -> int:
+    """Publishes ``event`` on its subject (durably, retried with its id);
+    returns its stream sequence."""
+    return await publish_durable(
+        agent.nc, event.subject, event.encode(), event.event_id, cas, agent._retry, agent._denials
+    )
+
+
+async def publish_plain(agent: Agent, artifact: Artifact, body: LeaseBody) -> int:
+    """Publishes an event that changes no hold (a :class:`Wait`, a
+    :class:`StaleWrite`) without compare-and-set; returns its stream
+    sequence. Refused here, as every act, if every reader would refuse it."""
+    return await _send(agent, _checked(agent, artifact, 0, body), None)
+
+
 def _checked(agent: Agent, artifact: Artifact, token: int, body: LeaseBody) -> LeaseEvent:
     """A new event from ``agent``, refused here (nothing published) when
     every reader would refuse it (a reason over its limit)."""
@@ -249,6 +262,44 @@ def _checked(agent: Agent, artifact: Artifact, token: int, body: LeaseBody) -> L
 
 
 async def acquire(
+    agent: Agent,
+    artifact: Artifact,
+    mode: LeaseMode,
+    ttl: float,
+    task: str | None,
+    auto_renew: bool,
+    record_wait: bool = True,
+) -> Lease:
+    """Takes the lease; when refused (:class:`LeaseHeld`) and ``record_wait``,
+    records this agent as waiting for it, in ``mode``, for ``ttl``."""
+    try:
+        return await _try_acquire(agent, artifact, mode, ttl, task, auto_renew)
+    except LeaseHeld:
+        if record_wait:
+            # Best effort: the refusal stands whether or not the wait is
+            # recorded (it lapses at its ttl anyway).
+            try:
+                await publish_plain(agent, artifact, Wait(mode, _nanos(ttl)))
+            except Exception as e:
+                log.warning("could not record the wait for a lease on %s: %s", artifact, e)
+        raise
+
+
+async def stop_waiting(agent: Agent, artifact: Artifact, mode: LeaseMode) -> int:
+    """Ends this agent's wait for ``artifact`` (a wait with ttl 0); returns
+    its stream sequence."""
+    return await publish_plain(agent, artifact, Wait(mode, 0))
+
+
+async def report_stale_write(
+    agent: Agent, artifact: Artifact, writer: str | None, refused: StaleToken
+) -> int:
+    """Reports, as the store ``agent``, the write to ``artifact`` its fence
+    ``refused`` (by ``writer`` if known); returns the report's stream sequence."""
+    return await publish_plain(agent, artifact, StaleWrite(writer, refused.token, refused.seen))
+
+
+async def _try_acquire(
     agent: Agent,
     artifact: Artifact,
     mode: LeaseMode,

@@ -25,6 +25,17 @@ who holds what:
   only operators revoke (no operators = anyone); a sweep only drops expired
   holds; an event whose sequence is not newer than the book's last is a
   duplicate.
+- **waits** (:class:`Wait`, :meth:`LeaseBook.waiters`,
+  :meth:`LeaseBook.blocked_by`): an agent refused an acquisition records
+  that it waits, from the event's stored time, for a ttl; waiting again
+  keeps its start, a ttl of zero or a grant to it (acquisition, hand-over)
+  ends it, and a lapsed wait is dropped with the root's expired holds. A
+  wait changes no hold and no token, and is never refused; it lets
+  operators see who a hold keeps out, and the stall detector report a
+  holder that keeps others out too long (``LEASE_HELD_TOO_LONG``).
+- **stale-write reports** (:class:`StaleWrite`): a store tells that it
+  refused a write for a stale token; it changes no hold, and the stall
+  detector raises ``LEASE_STALE_WRITE``.
 - **the fence** (:class:`Fence`): a store refuses a write whose token is
   lower than the highest it saw for that name or any name above it.
 
@@ -62,12 +73,15 @@ __all__ = [
     "Root",
     "LeaseMode",
     "Hold",
+    "Waiter",
     "Acquire",
     "Renew",
     "Release",
     "HandOver",
     "Revoke",
     "Sweep",
+    "Wait",
+    "StaleWrite",
     "LeaseBody",
     "LeaseEvent",
     "validate_lease_event",
@@ -84,10 +98,14 @@ __all__ = [
     "HandedOver",
     "Revoked",
     "Expired",
+    "StaleWriteReported",
     "Effect",
     "LeaseOutcome",
     "LeaseBook",
     "apply",
+    "HoldView",
+    "WaiterView",
+    "holds_view",
     "Fence",
     "utc",
     "rfc3339",
@@ -422,7 +440,33 @@ class Sweep:
     the lease free without waiting for the next act."""
 
 
-LeaseBody = Union[Acquire, Renew, Release, HandOver, Revoke, Sweep]
+@dataclass(frozen=True)
+class Wait:
+    """The sender wants the artifact in ``mode`` and was refused: it waits,
+    from this event's stored time, for ``ttl`` nanoseconds (0: it no longer
+    waits). A later wait of the sender on the artifact replaces it, keeping
+    its start; a grant to it ends it. It changes no hold and no token."""
+
+    mode: LeaseMode
+    #: Nanoseconds; 0 ends the wait.
+    ttl: int
+
+
+@dataclass(frozen=True)
+class StaleWrite:
+    """A store (the sender) refused a write to the artifact by ``writer``
+    whose ``token`` is below the ``highest_seen`` for it (the fencing rule).
+    It changes no hold; the stall detector reports it (``LEASE_STALE_WRITE``)."""
+
+    #: The agent whose write was refused; ``None`` when the store cannot tell.
+    writer: str | None
+    #: The token the write carried.
+    token: int
+    #: The highest token the store had seen for the artifact.
+    highest_seen: int
+
+
+LeaseBody = Union[Acquire, Renew, Release, HandOver, Revoke, Sweep, Wait, StaleWrite]
 
 
 def _id(check: Callable[[str], str], field: str, value: str) -> str:
@@ -439,15 +483,30 @@ def _bounded(field: str, text: str, limit: int) -> str:
     return text
 
 
+def _opt_ttl(field: str, msg: pb.LeaseAcquired | pb.LeaseHandedOver | pb.LeaseWaiting) -> int:
+    """The message's ttl in nanoseconds; 0 when absent or zero (Rust's
+    ``duration_from_wire``: ``None``)."""
+    if not msg.HasField("ttl"):
+        return 0
+    d = msg.ttl
+    if d.seconds < 0 or d.nanos < 0 or d.nanos >= _NANOS:
+        raise WireError(field, "negative or malformed duration")
+    return _ttl_nanos(d)
+
+
 def _ttl(field: str, msg: pb.LeaseAcquired | pb.LeaseHandedOver) -> int:
-    if msg.HasField("ttl"):
-        d = msg.ttl
-        if d.seconds < 0 or d.nanos < 0 or d.nanos >= _NANOS:
-            raise WireError(field, "negative or malformed duration")
-        nanos = _ttl_nanos(d)
-        if nanos > 0:
-            return nanos
-    raise WireError(field, "required, and more than zero")
+    nanos = _opt_ttl(field, msg)
+    if nanos == 0:
+        raise WireError(field, "required, and more than zero")
+    return nanos
+
+
+def _mode(value: int) -> LeaseMode:
+    if value == pb.LEASE_MODE_EXCLUSIVE:
+        return LeaseMode.EXCLUSIVE
+    if value == pb.LEASE_MODE_SHARED:
+        return LeaseMode.SHARED
+    raise WireError("mode", "must be EXCLUSIVE or SHARED")
 
 
 @dataclass(frozen=True)
@@ -485,12 +544,7 @@ class LeaseEvent:
         body: LeaseBody
         if kind == "acquired":
             a = w.acquired
-            if a.mode == pb.LEASE_MODE_EXCLUSIVE:
-                mode = LeaseMode.EXCLUSIVE
-            elif a.mode == pb.LEASE_MODE_SHARED:
-                mode = LeaseMode.SHARED
-            else:
-                raise WireError("mode", "must be EXCLUSIVE or SHARED")
+            mode = _mode(a.mode)
             ttl = _ttl("acquired.ttl", a)
             task = _id(task_id, "acquired.task_id", a.task_id) if a.task_id else None
             body = Acquire(mode, ttl, task)
@@ -508,6 +562,12 @@ class LeaseEvent:
             body = Revoke(holder, _bounded("revoked.reason", r.reason, MAX_REASON))
         elif kind == "swept":
             body = Sweep()
+        elif kind == "waiting":
+            body = Wait(_mode(w.waiting.mode), _opt_ttl("waiting.ttl", w.waiting))
+        elif kind == "stale_write":
+            s = w.stale_write
+            writer = _id(agent_id, "stale_write.writer", s.writer) if s.writer else None
+            body = StaleWrite(writer, s.token, s.highest_seen)
         else:
             raise WireError("body", "required")
         agent = _id(agent_id, "agent_id", w.agent_id)
@@ -546,6 +606,15 @@ class LeaseEvent:
             w.handed_over.CopyFrom(pb.LeaseHandedOver(to_agent=b.to, ttl=_duration(b.ttl)))
         elif isinstance(b, Sweep):
             w.swept.SetInParent()
+        elif isinstance(b, Wait):
+            # The ttl is always sent, zero included (as Rust does).
+            w.waiting.CopyFrom(pb.LeaseWaiting(mode=b.mode.wire, ttl=_duration(b.ttl)))
+        elif isinstance(b, StaleWrite):
+            w.stale_write.CopyFrom(
+                pb.LeaseStaleWrite(
+                    writer=b.writer or "", token=b.token, highest_seen=b.highest_seen
+                )
+            )
         else:
             w.revoked.CopyFrom(pb.LeaseRevoked(holder=b.holder, reason=b.reason))
         return w
@@ -625,6 +694,26 @@ class Hold:
     def conflicts(self, agent: str, mode: LeaseMode) -> bool:
         """Whether ``agent`` taking an overlapping name in ``mode`` conflicts with it."""
         return self.agent != agent and not self.mode.compatible(mode)
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """An agent waiting for an artifact that others hold."""
+
+    agent: str
+    #: The mode it asked for.
+    mode: LeaseMode
+    #: When it began waiting (broker time, nanoseconds; kept across repeated waits).
+    since: int
+    #: Its last wait event (broker time).
+    renewed_at: int
+    #: Nanoseconds (above 0: a zero ttl ends the wait).
+    ttl: int
+
+    @property
+    def expires_at(self) -> int:
+        """The last instant at which the wait stands (nanoseconds)."""
+        return min(self.renewed_at + self.ttl, _TIME_MAX)
 
 
 class Disposition(enum.Enum):
@@ -730,7 +819,22 @@ class Expired:
     hold: Hold
 
 
-Effect = Union[Granted, Renewed, Released, HandedOver, Revoked, Expired]
+@dataclass(frozen=True)
+class StaleWriteReported:
+    """A store reported a write refused for a stale token (Rust's
+    ``LeaseEffect::StaleWrite``; the body is :class:`StaleWrite`)."""
+
+    artifact: Artifact
+    #: The sender: the store's agent.
+    store: str
+    writer: str | None
+    token: int
+    highest_seen: int
+    #: The artifact's holders when the report was folded.
+    holders: tuple[Hold, ...]
+
+
+Effect = Union[Granted, Renewed, Released, HandedOver, Revoked, Expired, StaleWriteReported]
 
 
 @dataclass
@@ -752,11 +856,12 @@ class LeaseOutcome:
 
 
 class LeaseBook:
-    """Every live hold, by artifact, with the last token of each root
-    (``baton_core::lease::LeaseBook``). Changes only by :func:`apply`."""
+    """Every live hold and wait, by artifact, with the last token of each
+    root (``baton_core::lease::LeaseBook``). Changes only by :func:`apply`."""
 
     def __init__(self) -> None:
         self._holds: dict[Artifact, list[Hold]] = {}
+        self._waits: dict[Artifact, list[Waiter]] = {}
         self._tokens: dict[Root, int] = {}
         self._last_seq = 0
 
@@ -772,6 +877,31 @@ class LeaseBook:
     def holds(self, artifact: Artifact) -> tuple[Hold, ...]:
         """The holds on one artifact (not those on names above or below it)."""
         return tuple(self._holds.get(artifact, ()))
+
+    def waiters(self, artifact: Artifact) -> tuple[Waiter, ...]:
+        """The agents waiting for one artifact (not for names above or below
+        it), live or not: a wait stays here until an event of its root finds
+        it lapsed; compare :attr:`Waiter.expires_at` with the time."""
+        return tuple(self._waits.get(artifact, ()))
+
+    def iter_waits(self) -> Iterator[tuple[Artifact, tuple[Waiter, ...]]]:
+        """Every artifact with its waiters, in Rust's order."""
+        for a in sorted(self._waits, key=Artifact.sort_key):
+            yield a, tuple(self._waits[a])
+
+    def blocked_by(
+        self, artifact: Artifact, hold: Hold, at: int
+    ) -> Iterator[tuple[Artifact, Waiter]]:
+        """The live waiters at ``at`` that ``hold`` on ``artifact`` keeps out:
+        waits on this name, above or below it (same scope), by other agents,
+        in a mode that conflicts with the hold's (two shared do not), with
+        the name each waits for."""
+        for a, waiters in self.iter_waits():
+            if not a.overlaps(artifact):
+                continue
+            for w in waiters:
+                if w.expires_at >= at and w.agent != hold.agent and not w.mode.compatible(hold.mode):
+                    yield a, w
 
     def items(self) -> Iterator[tuple[Artifact, tuple[Hold, ...]]]:
         """Every artifact with its holds, in Rust's order. A hold stays here
@@ -825,8 +955,37 @@ class LeaseBook:
     def _put_hold(self, artifact: Artifact, hold: Hold) -> None:
         self._holds.setdefault(artifact, []).append(hold)
 
+    def _put_wait(self, artifact: Artifact, agent: str, mode: LeaseMode, ttl: int, at: int) -> None:
+        """Records (or replaces, keeping its start) ``agent``'s wait; a zero
+        ttl ends it."""
+        earlier = self._take_wait(artifact, agent)
+        if ttl == 0:
+            return
+        since = at if earlier is None else earlier.since
+        self._waits.setdefault(artifact, []).append(Waiter(agent, mode, since, at, ttl))
+
+    def _take_wait(self, artifact: Artifact, agent: str) -> Waiter | None:
+        waits = self._waits.get(artifact)
+        if waits is None:
+            return None
+        for i, w in enumerate(waits):
+            if w.agent == agent:
+                del waits[i]
+                if not waits:
+                    del self._waits[artifact]
+                return w
+        return None
+
     def _expire_root(self, artifact: Artifact, at: int, effects: list[Effect]) -> None:
-        """Drops the holds of the event's root that expired before ``at``."""
+        """Drops the holds of the event's root that expired before ``at``
+        (and its lapsed waits, which have no effect)."""
+        root = artifact.root
+        for a in [a for a in self._waits if a.root == root]:
+            live_waits = [w for w in self._waits[a] if w.expires_at >= at]
+            if live_waits:
+                self._waits[a] = live_waits
+            else:
+                del self._waits[a]
         for a, holds in list(self._in_root(artifact)):
             live = []
             for h in holds:
@@ -875,8 +1034,9 @@ def apply(
     if isinstance(body, Acquire):
         for a, h in book.conflicts(artifact, agent, body.mode, at):
             return refused(Held(a, h))
-        # Taking again what it holds replaces its hold.
+        # Taking again what it holds replaces its hold; a grant ends its wait.
         book._take_hold(artifact, agent)
+        book._take_wait(artifact, agent)
         hold = Hold(
             agent=agent,
             mode=body.mode,
@@ -916,8 +1076,9 @@ def apply(
         sent = book._take_hold(artifact, agent)
         if sent is None:  # pragma: no cover - own_hold found it
             return refused(NotHolder())
-        # The recipient's own earlier hold on it is replaced.
+        # The recipient's own earlier hold on it is replaced, and its wait ends.
         book._take_hold(artifact, body.to)
+        book._take_wait(artifact, body.to)
         hold = Hold(
             agent=body.to,
             mode=sent.mode,
@@ -930,6 +1091,14 @@ def apply(
         effects.append(HandedOver(artifact, agent, hold))
     elif isinstance(body, Sweep):
         pass  # dropping the root's expired holds (above) is all it does
+    elif isinstance(body, Wait):
+        book._put_wait(artifact, agent, body.mode, body.ttl, at)
+    elif isinstance(body, StaleWrite):
+        effects.append(
+            StaleWriteReported(
+                artifact, agent, body.writer, body.token, body.highest_seen, book.holds(artifact)
+            )
+        )
     else:
         ops = frozenset(operators)
         if ops and agent not in ops:
@@ -939,6 +1108,70 @@ def apply(
             return refused(NotHolder())
         effects.append(Revoked(artifact, body.holder, agent, taken.token))
     return LeaseOutcome(Disposition.APPLIED, None, effects)
+
+
+# -- the operators' view ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaiterView:
+    """An agent waiting for a lease, in a :class:`HoldView`."""
+
+    agent: str
+    #: The name it waits for: the hold's, or one above or below it.
+    artifact: str
+    mode: str
+    since: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class HoldView:
+    """One hold as operators see it (``baton_core::lease::HoldView``: what
+    ``baton leases --json`` and the MCP tool ``list_leases`` print, so
+    ``dataclasses.asdict`` of it is the same JSON object): times in RFC
+    3339, with the agents it keeps waiting."""
+
+    artifact: str
+    #: The scope's workflow; ``None`` for the global scope.
+    workflow: str | None
+    holder: str
+    mode: str
+    token: int
+    since: str
+    renewed_at: str
+    expires_at: str
+    #: Past its expiry at the time of the view (not yet swept).
+    expired: bool
+    task: str | None
+    #: The live waits this hold keeps out (on this name, above or below it,
+    #: in a conflicting mode).
+    waiting: list[WaiterView]
+
+
+def holds_view(book: LeaseBook, now: int) -> list[HoldView]:
+    """Every hold of ``book`` with its waiters, as of ``now`` (nanoseconds),
+    in Rust's order (``baton_core::lease::holds_view``)."""
+    return [
+        HoldView(
+            artifact=artifact.name.value,
+            workflow=artifact.workflow,
+            holder=h.agent,
+            mode=h.mode.value,
+            token=h.token,
+            since=rfc3339(h.since),
+            renewed_at=rfc3339(h.renewed_at),
+            expires_at=rfc3339(h.expires_at),
+            expired=h.expires_at < now,
+            task=h.task,
+            waiting=[
+                WaiterView(w.agent, on.name.value, w.mode.value, rfc3339(w.since), rfc3339(w.expires_at))
+                for on, w in book.blocked_by(artifact, h, now)
+            ],
+        )
+        for artifact, holds in book.items()
+        for h in holds
+    ]
 
 
 # -- fencing ------------------------------------------------------------------

@@ -42,7 +42,9 @@ from ._pb.baton.v1.lease_pb2 import (
     LeaseReleased,
     LeaseRenewed,
     LeaseRevoked,
+    LeaseStaleWrite,
     LeaseSwept,
+    LeaseWaiting,
 )
 from ._pb.baton.v1.service_pb2 import (
     UNKNOWN_TASK_POLICY_ALERT,
@@ -96,7 +98,9 @@ __all__ = [
     "LeaseReleased",
     "LeaseRenewed",
     "LeaseRevoked",
+    "LeaseStaleWrite",
     "LeaseSwept",
+    "LeaseWaiting",
     "FoldPolicy",
     "UNKNOWN_TASK_POLICY_ALERT",
     "UNKNOWN_TASK_POLICY_CREATE",

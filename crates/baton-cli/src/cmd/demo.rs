@@ -303,6 +303,7 @@ pub async fn run(options: &NatsOptions) -> anyhow::Result<()> {
         ttl,
         task: Some(draft.clone()),
         auto_renew,
+        ..LeaseOptions::default()
     };
     let editing = reviewer
         .acquire_with(

@@ -53,6 +53,11 @@ pub enum LeaseAct {
         /// renewed with `baton lease renew`)
         #[arg(long)]
         hold: bool,
+        /// When refused, do not record this agent as waiting for it (by
+        /// default it waits for one ttl: `baton leases` shows it, and a
+        /// rule's max_hold reports a holder keeping waiters out)
+        #[arg(long)]
+        no_wait: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -68,6 +73,21 @@ pub enum LeaseAct {
         target: Target,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// Stores: report a write refused for a stale fencing token (the stall
+    /// detector raises LEASE_STALE_WRITE); `--agent` is the store
+    ReportStale {
+        #[command(flatten)]
+        target: Target,
+        /// The agent whose write was refused, if known
+        #[arg(long)]
+        writer: Option<String>,
+        /// The token the refused write carried
+        #[arg(long)]
+        token: u64,
+        /// The highest token the store had seen for the artifact
+        #[arg(long)]
+        seen: u64,
     },
     /// Operators: take a lease away from its holder
     Revoke {
@@ -109,43 +129,13 @@ async fn agent(nats: &NatsArgs, id: &str) -> anyhow::Result<Agent> {
     Agent::connect(opts).await.context("connecting")
 }
 
-#[derive(Serialize)]
-struct HoldJson {
-    artifact: String,
-    workflow: Option<String>,
-    holder: String,
-    mode: String,
-    token: u64,
-    since: String,
-    renewed_at: String,
-    expires_at: String,
-    expired: bool,
-    task: Option<String>,
-}
-
 /// `baton leases`: every hold, from the fold of the leases stream.
 pub async fn leases(nats: &NatsArgs, args: &LeasesArgs) -> anyhow::Result<()> {
     let workflow = args.workflow.as_deref().map(WorkflowId::new).transpose()?;
     let reader = agent(nats, "baton-cli").await?;
     let book = reader.leases(workflow.as_ref()).await?;
     let now = now();
-    let holds: Vec<HoldJson> = book
-        .iter()
-        .flat_map(|(artifact, holds)| {
-            holds.iter().map(move |h| HoldJson {
-                artifact: artifact.name.to_string(),
-                workflow: artifact.scope.workflow().map(ToString::to_string),
-                holder: h.agent.to_string(),
-                mode: h.mode.to_string(),
-                token: h.token,
-                since: h.since.to_rfc3339(),
-                renewed_at: h.renewed_at.to_rfc3339(),
-                expires_at: h.expires_at().to_rfc3339(),
-                expired: h.expires_at() < now,
-                task: h.task.as_ref().map(ToString::to_string),
-            })
-        })
-        .collect();
+    let holds = baton_core::lease::holds_view(&book, now);
     if args.json {
         print_json(&holds);
         return Ok(());
@@ -155,7 +145,7 @@ pub async fn leases(nats: &NatsArgs, args: &LeasesArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut table = Table::new(&[
-        "ARTIFACT", "SCOPE", "HOLDER", "MODE", "TOKEN", "SINCE", "EXPIRES",
+        "ARTIFACT", "SCOPE", "HOLDER", "MODE", "TOKEN", "SINCE", "EXPIRES", "WAITING",
     ]);
     for (artifact, h) in book
         .iter()
@@ -174,6 +164,10 @@ pub async fn leases(nats: &NatsArgs, args: &LeasesArgs) -> anyhow::Result<()> {
             h.token.to_string(),
             ago(h.since, now),
             expires,
+            book.blocked_by(artifact, h, now)
+                .map(|(_, w)| format!("{} ({}, since {})", w.agent, w.mode, ago(w.since, now)))
+                .collect::<Vec<_>>()
+                .join(", "),
         ]);
     }
     table.print();
@@ -223,6 +217,7 @@ pub async fn lease(nats: &NatsArgs, args: &LeaseArgs) -> anyhow::Result<ExitCode
             ttl,
             task,
             hold,
+            no_wait,
             json,
         } => {
             let agent = agent(nats, &target.agent).await?;
@@ -231,6 +226,7 @@ pub async fn lease(nats: &NatsArgs, args: &LeaseArgs) -> anyhow::Result<ExitCode
                 ttl: *ttl,
                 task: task.as_deref().map(TaskId::new).transpose()?,
                 auto_renew: *hold,
+                record_wait: !*no_wait,
             };
             let mode = if *shared {
                 LeaseMode::Shared
@@ -292,6 +288,32 @@ pub async fn lease(nats: &NatsArgs, args: &LeaseArgs) -> anyhow::Result<ExitCode
                         });
                     }
                     refused(&e)
+                }
+                Err(e @ LeaseError::Invalid(_)) => refused(&e),
+                Err(e) => Err(e.into()),
+            }
+        }
+        LeaseAct::ReportStale {
+            target,
+            writer,
+            token,
+            seen,
+        } => {
+            let agent = agent(nats, &target.agent).await?;
+            let writer = writer.as_deref().map(AgentId::new).transpose()?;
+            let stale = baton_core::lease::StaleToken {
+                artifact: target.name.clone(),
+                token: *token,
+                seen: *seen,
+            };
+            let result = agent
+                .report_stale_write(target.workflow()?.as_ref(), writer.as_ref(), &stale)
+                .await;
+            agent.close().await;
+            match result {
+                Ok(seq) => {
+                    println!("stale write on {} reported (seq {seq})", target.name);
+                    Ok(ExitCode::SUCCESS)
                 }
                 Err(e @ LeaseError::Invalid(_)) => refused(&e),
                 Err(e) => Err(e.into()),

@@ -8,7 +8,10 @@ use super::{
 };
 use crate::{
     ids::WorkflowId,
-    lease::{Artifact, ArtifactName, GLOBAL_SCOPE_TOKEN, LeaseBody, LeaseEvent, LeaseMode, Scope},
+    lease::{
+        Artifact, ArtifactName, GLOBAL_SCOPE_TOKEN, Hold, LeaseBody, LeaseEvent, LeaseMode,
+        RootState, Scope, Waiter,
+    },
     subjects,
 };
 
@@ -143,6 +146,15 @@ impl TryFrom<pb::LeaseEvent> for LeaseEvent {
                 reason: bounded("revoked.reason", r.reason, limits::REASON)?,
             },
             Some(B::Swept(_)) => LeaseBody::Sweep,
+            Some(B::Waiting(w)) => LeaseBody::Wait {
+                mode: mode_from_wire(w.mode)?,
+                ttl: duration_from_wire("waiting.ttl", w.ttl.as_ref())?.unwrap_or_default(),
+            },
+            Some(B::StaleWrite(s)) => LeaseBody::StaleWrite {
+                writer: opt_id("stale_write.writer", &s.writer)?,
+                token: s.token,
+                highest_seen: s.highest_seen,
+            },
             None => return Err(WireError::field("body", "required")),
         };
         Ok(LeaseEvent {
@@ -178,6 +190,19 @@ impl From<&LeaseEvent> for pb::LeaseEvent {
                 reason: reason.clone(),
             }),
             LeaseBody::Sweep => B::Swept(pb::LeaseSwept {}),
+            LeaseBody::Wait { mode, ttl } => B::Waiting(pb::LeaseWaiting {
+                mode: mode_to_wire(*mode) as i32,
+                ttl: Some(duration_to_wire(*ttl)),
+            }),
+            LeaseBody::StaleWrite {
+                writer,
+                token,
+                highest_seen,
+            } => B::StaleWrite(pb::LeaseStaleWrite {
+                writer: writer.as_ref().map(|w| w.to_string()).unwrap_or_default(),
+                token: *token,
+                highest_seen: *highest_seen,
+            }),
         };
         pb::LeaseEvent {
             event_id: e.event_id.clone(),
@@ -193,6 +218,126 @@ impl From<&LeaseEvent> for pb::LeaseEvent {
             occurred_at: opt_time(e.occurred_at),
             body: Some(body),
         }
+    }
+}
+
+impl RootState {
+    /// The wire form (`baton.v1.LeaseRoot`), as stored in KV.
+    pub fn encode(&self) -> Vec<u8> {
+        pb::LeaseRoot::from(self).encode_to_vec()
+    }
+
+    /// Decodes a stored root; every name must be in the root.
+    pub fn decode(bytes: &[u8]) -> Result<RootState, WireError> {
+        RootState::try_from(decode_wire::<pb::LeaseRoot>("baton.v1.LeaseRoot", bytes)?)
+    }
+}
+
+impl From<&RootState> for pb::LeaseRoot {
+    fn from(r: &RootState) -> Self {
+        pb::LeaseRoot {
+            workflow_id: r
+                .scope
+                .workflow()
+                .map(|w| w.to_string())
+                .unwrap_or_default(),
+            root: r.root.clone(),
+            last_seq: r.last_seq,
+            last_token: r.last_token,
+            holds: r
+                .holds
+                .iter()
+                .map(|(a, h)| pb::LeaseHold {
+                    artifact: a.name.to_string(),
+                    agent_id: h.agent.to_string(),
+                    mode: mode_to_wire(h.mode) as i32,
+                    token: h.token,
+                    since: Some(super::time_to_wire(h.since)),
+                    renewed_at: Some(super::time_to_wire(h.renewed_at)),
+                    ttl: Some(duration_to_wire(h.ttl)),
+                    task_id: h.task.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+                })
+                .collect(),
+            waits: r
+                .waits
+                .iter()
+                .map(|(a, w)| pb::LeaseWait {
+                    artifact: a.name.to_string(),
+                    agent_id: w.agent.to_string(),
+                    mode: mode_to_wire(w.mode) as i32,
+                    since: Some(super::time_to_wire(w.since)),
+                    renewed_at: Some(super::time_to_wire(w.renewed_at)),
+                    ttl: Some(duration_to_wire(w.ttl)),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::LeaseRoot> for RootState {
+    type Error = WireError;
+
+    fn try_from(w: pb::LeaseRoot) -> Result<Self, WireError> {
+        let scope = match opt_id::<WorkflowId>("workflow_id", &w.workflow_id)? {
+            Some(workflow) => Scope::Workflow(workflow),
+            None => Scope::Global,
+        };
+        let artifact = |field: &str, name: &str| -> Result<Artifact, WireError> {
+            let name =
+                ArtifactName::new(name).map_err(|e| WireError::field(field, e.to_string()))?;
+            if name.root() != w.root {
+                return Err(WireError::field(field, format!("not in root {:?}", w.root)));
+            }
+            Ok(Artifact {
+                scope: scope.clone(),
+                name,
+            })
+        };
+        let at = |field: &str, t: Option<&prost_types::Timestamp>| {
+            time_from_wire(field, t)?.ok_or_else(|| WireError::field(field, "required"))
+        };
+        let holds = w
+            .holds
+            .iter()
+            .map(|h| {
+                Ok((
+                    artifact("holds.artifact", &h.artifact)?,
+                    Hold {
+                        agent: id("holds.agent_id", h.agent_id.parse())?,
+                        mode: mode_from_wire(h.mode)?,
+                        token: h.token,
+                        since: at("holds.since", h.since.as_ref())?,
+                        renewed_at: at("holds.renewed_at", h.renewed_at.as_ref())?,
+                        ttl: duration_from_wire("holds.ttl", h.ttl.as_ref())?.unwrap_or_default(),
+                        task: opt_id("holds.task_id", &h.task_id)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, WireError>>()?;
+        let waits = w
+            .waits
+            .iter()
+            .map(|x| {
+                Ok((
+                    artifact("waits.artifact", &x.artifact)?,
+                    Waiter {
+                        agent: id("waits.agent_id", x.agent_id.parse())?,
+                        mode: mode_from_wire(x.mode)?,
+                        since: at("waits.since", x.since.as_ref())?,
+                        renewed_at: at("waits.renewed_at", x.renewed_at.as_ref())?,
+                        ttl: duration_from_wire("waits.ttl", x.ttl.as_ref())?.unwrap_or_default(),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, WireError>>()?;
+        Ok(RootState {
+            scope,
+            root: w.root,
+            last_seq: w.last_seq,
+            last_token: w.last_token,
+            holds,
+            waits,
+        })
     }
 }
 

@@ -29,6 +29,8 @@ class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_KIND_CONSUMER_STALLED: _ClassVar[AlertKind]
     ALERT_KIND_DETECTOR_DOWN: _ClassVar[AlertKind]
     ALERT_KIND_LEASE_EXPIRED: _ClassVar[AlertKind]
+    ALERT_KIND_LEASE_HELD_TOO_LONG: _ClassVar[AlertKind]
+    ALERT_KIND_LEASE_STALE_WRITE: _ClassVar[AlertKind]
 
 class AlertState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -57,6 +59,8 @@ ALERT_KIND_ORCHESTRATOR_DOWN: AlertKind
 ALERT_KIND_CONSUMER_STALLED: AlertKind
 ALERT_KIND_DETECTOR_DOWN: AlertKind
 ALERT_KIND_LEASE_EXPIRED: AlertKind
+ALERT_KIND_LEASE_HELD_TOO_LONG: AlertKind
+ALERT_KIND_LEASE_STALE_WRITE: AlertKind
 ALERT_STATE_UNSPECIFIED: AlertState
 ALERT_STATE_FIRING: AlertState
 ALERT_STATE_RESOLVED: AlertState

@@ -26,27 +26,37 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x61ton/v1/lease.proto\x12\x08\x62\x61ton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x03\n\nLeaseEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x04 \x01(\t\x12\r\n\x05token\x18\x05 \x01(\x04\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x61\x63quired\x18\n \x01(\x0b\x32\x17.baton.v1.LeaseAcquiredH\x00\x12)\n\x07renewed\x18\x0b \x01(\x0b\x32\x16.baton.v1.LeaseRenewedH\x00\x12+\n\x08released\x18\x0c \x01(\x0b\x32\x17.baton.v1.LeaseReleasedH\x00\x12\x30\n\x0bhanded_over\x18\r \x01(\x0b\x32\x19.baton.v1.LeaseHandedOverH\x00\x12)\n\x07revoked\x18\x0e \x01(\x0b\x32\x16.baton.v1.LeaseRevokedH\x00\x12%\n\x05swept\x18\x0f \x01(\x0b\x32\x14.baton.v1.LeaseSweptH\x00\x42\x06\n\x04\x62ody\"k\n\rLeaseAcquired\x12!\n\x04mode\x18\x01 \x01(\x0e\x32\x13.baton.v1.LeaseMode\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07task_id\x18\x03 \x01(\t\"\x0e\n\x0cLeaseRenewed\"\x1f\n\rLeaseReleased\x12\x0e\n\x06reason\x18\x01 \x01(\t\"K\n\x0fLeaseHandedOver\x12\x10\n\x08to_agent\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x0c\n\nLeaseSwept\".\n\x0cLeaseRevoked\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*X\n\tLeaseMode\x12\x1a\n\x16LEASE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14LEASE_MODE_EXCLUSIVE\x10\x01\x12\x15\n\x11LEASE_MODE_SHARED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62\x61ton/v1/lease.proto\x12\x08\x62\x61ton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x85\x04\n\nLeaseEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\t\x12\x10\n\x08\x61rtifact\x18\x04 \x01(\t\x12\r\n\x05token\x18\x05 \x01(\x04\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x61\x63quired\x18\n \x01(\x0b\x32\x17.baton.v1.LeaseAcquiredH\x00\x12)\n\x07renewed\x18\x0b \x01(\x0b\x32\x16.baton.v1.LeaseRenewedH\x00\x12+\n\x08released\x18\x0c \x01(\x0b\x32\x17.baton.v1.LeaseReleasedH\x00\x12\x30\n\x0bhanded_over\x18\r \x01(\x0b\x32\x19.baton.v1.LeaseHandedOverH\x00\x12)\n\x07revoked\x18\x0e \x01(\x0b\x32\x16.baton.v1.LeaseRevokedH\x00\x12%\n\x05swept\x18\x0f \x01(\x0b\x32\x14.baton.v1.LeaseSweptH\x00\x12)\n\x07waiting\x18\x10 \x01(\x0b\x32\x16.baton.v1.LeaseWaitingH\x00\x12\x30\n\x0bstale_write\x18\x11 \x01(\x0b\x32\x19.baton.v1.LeaseStaleWriteH\x00\x42\x06\n\x04\x62ody\"k\n\rLeaseAcquired\x12!\n\x04mode\x18\x01 \x01(\x0e\x32\x13.baton.v1.LeaseMode\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07task_id\x18\x03 \x01(\t\"\x0e\n\x0cLeaseRenewed\"\x1f\n\rLeaseReleased\x12\x0e\n\x06reason\x18\x01 \x01(\t\"K\n\x0fLeaseHandedOver\x12\x10\n\x08to_agent\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x0c\n\nLeaseSwept\"Y\n\x0cLeaseWaiting\x12!\n\x04mode\x18\x01 \x01(\x0e\x32\x13.baton.v1.LeaseMode\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"F\n\x0fLeaseStaleWrite\x12\x0e\n\x06writer\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x04\x12\x14\n\x0chighest_seen\x18\x03 \x01(\x04\".\n\x0cLeaseRevoked\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x9c\x01\n\tLeaseRoot\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0c\n\x04root\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x12\n\nlast_token\x18\x04 \x01(\x04\x12\"\n\x05holds\x18\x05 \x03(\x0b\x32\x13.baton.v1.LeaseHold\x12\"\n\x05waits\x18\x06 \x03(\x0b\x32\x13.baton.v1.LeaseWait\"\xf5\x01\n\tLeaseHold\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12!\n\x04mode\x18\x03 \x01(\x0e\x32\x13.baton.v1.LeaseMode\x12\r\n\x05token\x18\x04 \x01(\x04\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrenewed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07task_id\x18\x08 \x01(\t\"\xd5\x01\n\tLeaseWait\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12!\n\x04mode\x18\x03 \x01(\x0e\x32\x13.baton.v1.LeaseMode\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrenewed_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration*X\n\tLeaseMode\x12\x1a\n\x16LEASE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14LEASE_MODE_EXCLUSIVE\x10\x01\x12\x15\n\x11LEASE_MODE_SHARED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'baton_client._pb.baton.v1.lease_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEASEMODE']._serialized_start=823
-  _globals['_LEASEMODE']._serialized_end=911
+  _globals['_LEASEMODE']._serialized_start=1702
+  _globals['_LEASEMODE']._serialized_end=1790
   _globals['_LEASEEVENT']._serialized_start=100
-  _globals['_LEASEEVENT']._serialized_end=524
-  _globals['_LEASEACQUIRED']._serialized_start=526
-  _globals['_LEASEACQUIRED']._serialized_end=633
-  _globals['_LEASERENEWED']._serialized_start=635
-  _globals['_LEASERENEWED']._serialized_end=649
-  _globals['_LEASERELEASED']._serialized_start=651
-  _globals['_LEASERELEASED']._serialized_end=682
-  _globals['_LEASEHANDEDOVER']._serialized_start=684
-  _globals['_LEASEHANDEDOVER']._serialized_end=759
-  _globals['_LEASESWEPT']._serialized_start=761
-  _globals['_LEASESWEPT']._serialized_end=773
-  _globals['_LEASEREVOKED']._serialized_start=775
-  _globals['_LEASEREVOKED']._serialized_end=821
+  _globals['_LEASEEVENT']._serialized_end=617
+  _globals['_LEASEACQUIRED']._serialized_start=619
+  _globals['_LEASEACQUIRED']._serialized_end=726
+  _globals['_LEASERENEWED']._serialized_start=728
+  _globals['_LEASERENEWED']._serialized_end=742
+  _globals['_LEASERELEASED']._serialized_start=744
+  _globals['_LEASERELEASED']._serialized_end=775
+  _globals['_LEASEHANDEDOVER']._serialized_start=777
+  _globals['_LEASEHANDEDOVER']._serialized_end=852
+  _globals['_LEASESWEPT']._serialized_start=854
+  _globals['_LEASESWEPT']._serialized_end=866
+  _globals['_LEASEWAITING']._serialized_start=868
+  _globals['_LEASEWAITING']._serialized_end=957
+  _globals['_LEASESTALEWRITE']._serialized_start=959
+  _globals['_LEASESTALEWRITE']._serialized_end=1029
+  _globals['_LEASEREVOKED']._serialized_start=1031
+  _globals['_LEASEREVOKED']._serialized_end=1077
+  _globals['_LEASEROOT']._serialized_start=1080
+  _globals['_LEASEROOT']._serialized_end=1236
+  _globals['_LEASEHOLD']._serialized_start=1239
+  _globals['_LEASEHOLD']._serialized_end=1484
+  _globals['_LEASEWAIT']._serialized_start=1487
+  _globals['_LEASEWAIT']._serialized_end=1700
 # @@protoc_insertion_point(module_scope)

@@ -866,6 +866,17 @@ async fn a_holder_keeping_waiters_out_past_its_rule_and_a_stale_write_are_report
     // The publisher asks for the whole folder and is refused: it waits.
     let refused = publisher.acquire_with("drafts", Exclusive, in_blog()).await;
     assert_eq!(holder_of(refused).1, "editor");
+    // Refused again at once: the wait, recorded a moment ago, is not
+    // written again (a polling agent does not write at its polling rate).
+    holder_of(publisher.acquire_with("drafts", Exclusive, in_blog()).await);
+    let waits = read_all(
+        &rig.js,
+        subjects::ARTIFACTS_STREAM,
+        "baton.art.blog.publisher.>",
+    )
+    .await
+    .len();
+    assert_eq!(waits, 1, "one wait recorded");
     let (alert, _) = wait_alert(&rig.js, |a| a.kind == AlertKind::LeaseHeldTooLong).await;
     assert_eq!(alert.agents, vec![agent("editor"), agent("publisher")]);
     assert_eq!(alert.epoch, edit.token());

@@ -272,17 +272,38 @@ async def acquire(
 ) -> Lease:
     """Takes the lease; when refused (:class:`LeaseHeld`) and ``record_wait``,
     records this agent as waiting for it, in ``mode``, for ``ttl``."""
-    try:
-        return await _try_acquire(agent, artifact, mode, ttl, task, auto_renew)
-    except LeaseHeld:
-        if record_wait:
-            # Best effort: the refusal stands whether or not the wait is
-            # recorded (it lapses at its ttl anyway).
-            try:
-                await publish_plain(agent, artifact, Wait(mode, _nanos(ttl)))
-            except Exception as e:
-                log.warning("could not record the wait for a lease on %s: %s", artifact, e)
-        raise
+    return await _try_acquire(agent, artifact, mode, ttl, task, auto_renew, record_wait)
+
+
+async def _refused(
+    agent: Agent,
+    view: _RootView,
+    artifact: Artifact,
+    mode: LeaseMode,
+    ttl: float,
+    record_wait: bool,
+    error: LeaseHeld,
+) -> LeaseHeld:
+    """``error``, after recording this agent's wait if asked and its wait in
+    the stream does not still have most of its ttl to run (an agent polling
+    for a lease would otherwise write at its polling rate, and every write
+    makes the holder's next act retry)."""
+    ttl_ns = _nanos(ttl)
+    fresh = any(
+        w.agent == agent.id
+        and w.mode == mode
+        and w.ttl == ttl_ns
+        and w.renewed_at + ttl_ns // 3 > time.time_ns()
+        for w in view.book.waiters(artifact)
+    )
+    if record_wait and not fresh:
+        # Best effort: the refusal stands whether or not the wait is
+        # recorded (it lapses at its ttl anyway).
+        try:
+            await publish_plain(agent, artifact, Wait(mode, ttl_ns))
+        except Exception as e:
+            log.warning("could not record the wait for a lease on %s: %s", artifact, e)
+    return error
 
 
 async def stop_waiting(agent: Agent, artifact: Artifact, mode: LeaseMode) -> int:
@@ -306,6 +327,7 @@ async def _try_acquire(
     ttl: float,
     task: str | None,
     auto_renew: bool,
+    record_wait: bool,
 ) -> Lease:
     view = await _RootView.read(agent, artifact)
     event = _checked(agent, artifact, 0, Acquire(mode, _nanos(ttl), task))
@@ -313,7 +335,7 @@ async def _try_acquire(
         # What the stream says now; a hold this clock thinks expired is
         # tried, and the broker's time decides.
         for on, hold in view.book.conflicts(artifact, agent.id, mode, time.time_ns()):
-            raise _held(on, hold)
+            raise await _refused(agent, view, artifact, mode, ttl, record_wait, _held(on, hold))
         judged = await view.publish(event)
         if judged is None:
             continue  # someone else acted on the root first: look again
@@ -322,7 +344,8 @@ async def _try_acquire(
             token = outcome.granted_token or 0
             return Lease._start(agent, artifact, mode, token, _nanos(ttl), view, auto_renew)
         if isinstance(outcome.refusal, Held):
-            raise _held(outcome.refusal.artifact, outcome.refusal.hold)
+            held = _held(outcome.refusal.artifact, outcome.refusal.hold)
+            raise await _refused(agent, view, artifact, mode, ttl, record_wait, held)
         raise LeaseRefused(
             artifact.name.value, f"acquisition refused: {outcome.refusal}", artifact.workflow
         )

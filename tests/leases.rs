@@ -1063,3 +1063,85 @@ async fn the_orchestrator_materialises_leases_and_a_kill_9_loses_none() {
         a.close().await;
     }
 }
+
+/// Decision 9 for leases: a holder whose renewals the broker could not take
+/// (the server frozen for longer than the ttl) loses the lease, as every
+/// reader's fold says, and learns it at its next renewal; but it is not
+/// paged for it. A holder that goes silent after the outage is.
+#[tokio::test]
+async fn a_lease_lapsed_in_a_broker_outage_is_not_blamed_on_its_holder() {
+    let mut rig = rig().await;
+    rig.start_detector("").await;
+    let editor = connect(&rig, "editor").await;
+    let lease = editor
+        .acquire_with(
+            "drafts/post.md",
+            Exclusive,
+            LeaseOptions {
+                ttl: Duration::from_secs(2),
+                ..LeaseOptions::default()
+            },
+        )
+        .await
+        .expect("editor");
+    let pid = rig.server.pid().expect("server pid").to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // Time passing is the point here: the lease's ttl runs out while the
+    // broker takes nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal("-CONT");
+    tokio::time::timeout(PATIENCE, lease.lost())
+        .await
+        .expect("the holder learns the lease lapsed");
+    let log = rig.dir.path().join("detector.log");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("the broker answers again")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the detector never saw the outage end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A holder silent after the outage is reported; its lapse is folded
+    // after the editor's, so the editor's report, had there been one,
+    // would have come first.
+    let quiet = editor
+        .acquire_with(
+            "records/1",
+            Exclusive,
+            LeaseOptions {
+                ttl: Duration::from_secs(1),
+                auto_renew: false,
+                ..LeaseOptions::default()
+            },
+        )
+        .await
+        .expect("records/1");
+    quiet.detach();
+    wait_alert(&rig.js, |a| {
+        a.kind == AlertKind::LeaseExpired && a.detail.contains("records/1")
+    })
+    .await;
+    let blamed: Vec<String> = all_alerts(&rig.js)
+        .await
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::LeaseExpired && a.detail.contains("drafts/post.md"))
+        .map(|a| a.summary)
+        .collect();
+    assert!(
+        blamed.is_empty(),
+        "the outage was blamed on the editor: {blamed:?}"
+    );
+    editor.close().await;
+}

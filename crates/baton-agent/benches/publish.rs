@@ -197,7 +197,7 @@ fn main() {
 
     // 3. Lease acquisition vs a raw compare-and-set round trip.
     let leases = claims.min(1_000);
-    let (fresh, busy, raw_cas) = rt.block_on(async {
+    let (fresh, busy, raw_cas, refused) = rt.block_on(async {
         let agent = Agent::connect(AgentOptions::new("leaser", url.clone()))
             .await
             .expect("agent");
@@ -214,6 +214,31 @@ fn main() {
             fresh.push(started.elapsed());
             lease.detach();
         }
+        // Refusals on those roots: recording the wait (the default, a
+        // second publish) and not (a probe).
+        let other = Agent::connect(AgentOptions::new("waiter", url.clone()))
+            .await
+            .expect("agent");
+        let mut refused = [Vec::with_capacity(leases), Vec::with_capacity(leases)];
+        for (record_wait, times) in [true, false].into_iter().zip(refused.iter_mut()) {
+            for i in 0..leases {
+                let options = baton_agent::LeaseOptions {
+                    record_wait,
+                    ..baton_agent::LeaseOptions::default()
+                };
+                let started = Instant::now();
+                let result = other
+                    .acquire_with(
+                        &format!("fresh{i}/file"),
+                        baton_core::lease::LeaseMode::Exclusive,
+                        options,
+                    )
+                    .await;
+                times.push(started.elapsed());
+                assert!(result.is_err(), "held by the leaser");
+            }
+        }
+        other.close().await;
         // One root whose history grows by two events per round.
         let mut busy = Vec::with_capacity(leases);
         for _ in 0..leases {
@@ -246,13 +271,25 @@ fn main() {
             raw.push(started.elapsed());
         }
         agent.close().await;
-        (fresh, busy, raw)
+        (fresh, busy, raw, refused)
     });
     let ms = |v: &[Duration], p: f64| percentile(v, p).as_secs_f64() * 1e3;
     let (mut fresh, mut busy, mut raw_cas) = (fresh, busy, raw_cas);
+    let [mut refused_waiting, mut refused_probe] = refused;
     fresh.sort();
     busy.sort();
     raw_cas.sort();
+    refused_waiting.sort();
+    refused_probe.sort();
+    println!(
+        "lease refusal ({leases} each): recording the wait p50 {:.2} ms p99 {:.2} ms; a probe (record_wait off) p50 {:.2} ms p99 {:.2} ms",
+        ms(&refused_waiting, 0.5),
+        ms(&refused_waiting, 0.99),
+        ms(&refused_probe, 0.5),
+        ms(&refused_probe, 0.99),
+    );
+    figures.emit("lease_refused_waiting_p50", ms(&refused_waiting, 0.5), "ms");
+    figures.emit("lease_refused_probe_p50", ms(&refused_probe, 0.5), "ms");
     println!(
         "lease acquisition ({leases} each): fresh roots p50 {:.2} ms p99 {:.2} ms; one root growing to {} events p50 {:.2} ms p99 {:.2} ms; raw CAS publish p50 {:.2} ms p99 {:.2} ms; ratio fresh/raw p50 = {:.1}",
         ms(&fresh, 0.5),

@@ -6,7 +6,9 @@
 //! it can conflict with), and its outcome is read back by folding the
 //! root's events with the same [`baton_core::lease::apply`] every reader
 //! uses, so the SDK never believes a lease the stream does not grant
-//! (expiry is judged by the broker's time, not this machine's).
+//! (expiry is judged by the broker's time, not this machine's). The fold
+//! starts from the root as the orchestrator materialised it in KV
+//! `baton-leases`, when there is one, and reads only the events after it.
 //!
 //! The handle renews itself at a third of its ttl; releasing or handing
 //! over consume it, dropping a live handle releases the lease. Writes the
@@ -142,10 +144,18 @@ struct Judged {
 
 impl RootView {
     async fn read(agent: &Agent, artifact: &Artifact) -> Result<RootView, BrokerError> {
+        let js = &agent.inner.js;
         let root = subjects::lease_root(artifact);
-        let (operators, last) = tokio::join!(
+        let stored_root = format!(
+            "$KV.{}.{}",
+            subjects::LEASES_BUCKET,
+            subjects::lease_root_key(artifact)
+        );
+        let leases_stream = format!("KV_{}", subjects::LEASES_BUCKET);
+        let (operators, last, materialised) = tokio::join!(
             agent.operators(),
-            read::last_on_subject(&agent.inner.js, subjects::ARTIFACTS_STREAM, &root)
+            read::last_on_subject(js, subjects::ARTIFACTS_STREAM, &root),
+            read::last_on_subject(js, &leases_stream, &stored_root)
         );
         let mut view = RootView {
             book: LeaseBook::new(),
@@ -155,6 +165,21 @@ impl RootView {
         // A root nobody used yet needs no read (and if a replica answered
         // from behind, the compare-and-set says so and the act re-reads).
         if last?.is_some() {
+            // Start from the root as the orchestrator stored it (the same
+            // fold, with the same published policy), and read only what
+            // came after: an act on a root with a long history does not
+            // read it all. Without a stored root (no orchestrator, a root
+            // too new, a bucket this agent may not read): from the start.
+            if let Some(state) = materialised
+                .ok()
+                .flatten()
+                .filter(|s| !s.is_kv_tombstone())
+                .and_then(|s| baton_core::lease::RootState::decode(&s.payload).ok())
+                .filter(|state| state.contains(artifact))
+            {
+                view.book.restore_root(&state);
+                view.last_seq = state.last_seq;
+            }
             view.catch_up(agent, artifact, Mine::Unknown).await?;
         }
         Ok(view)

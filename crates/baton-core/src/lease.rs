@@ -1042,7 +1042,8 @@ pub fn holds_view(book: &LeaseBook, now: Time) -> Vec<HoldView> {
 
 /// What the stall detector does about leases, as data: it folds the leases
 /// stream, reports every hold the fold finds expired (`LEASE_EXPIRED`,
-/// once per lapsed grant) and every stale write a store reports
+/// once per lapsed grant, [`EXPIRY_REPORT_DELAY`] later, and not when a
+/// broker outage kept its renewal out) and every stale write a store reports
 /// (`LEASE_STALE_WRITE`), asks for a [`LeaseBody::Sweep`] when a hold is
 /// past its expiry and no event of its root has come to drop it, so the
 /// lease is seen free by every reader, and reports an exclusive hold kept
@@ -1065,7 +1066,31 @@ pub struct LeaseWatch {
     rules: crate::rules::Rules,
     /// Grants already reported held too long: (artifact, holder, token).
     overheld: std::collections::BTreeSet<(Artifact, AgentId, u64)>,
+    /// Lapse reports waiting out [`EXPIRY_REPORT_DELAY`].
+    pending_expiries: Vec<PendingExpiry>,
+    /// Broker outages recorded (the newest [`OUTAGES_KEPT`]).
+    outages: std::collections::VecDeque<(Time, Time)>,
 }
+
+/// A lapse report held back until `release_at`, unless an outage that
+/// overlaps the hold's last renewal window is recorded by then.
+#[derive(Debug, Clone)]
+struct PendingExpiry {
+    release_at: Time,
+    renewed_at: Time,
+    expires_at: Time,
+    alert: crate::alert::Alert,
+}
+
+/// How long a lapse report waits before it is sent: a broker outage is
+/// recorded when the broker answers again, which may be a moment after the
+/// first event that shows the lapse is folded (decision 9: the outage, not
+/// the holder, kept the renewal out).
+pub const EXPIRY_REPORT_DELAY: Duration = Duration::from_secs(2);
+
+/// Outages kept for excusing lapses (older ones cannot matter: a lapse is
+/// reported within [`EXPIRY_REPORT_DELAY`] of being folded).
+const OUTAGES_KEPT: usize = 64;
 
 /// A sweep not seen folded this long after it was asked for is asked for
 /// again (its publish may have failed).
@@ -1083,7 +1108,29 @@ impl LeaseWatch {
             sweeping: Default::default(),
             rules: Default::default(),
             overheld: Default::default(),
+            pending_expiries: Vec::new(),
+            outages: Default::default(),
         }
+    }
+
+    /// A broker outage from `from` to `until` (decision 9): a hold whose
+    /// last renewal window (`renewed_at` to its expiry) overlaps it lapsed
+    /// because nothing could be stored, so its lapse is not reported. The
+    /// fold still drops the hold (every reader judges by broker time); the
+    /// holder learns it at its next act and takes the lease again.
+    pub fn record_outage(&mut self, from: Time, until: Time) {
+        if self.outages.len() == OUTAGES_KEPT {
+            self.outages.pop_front();
+        }
+        self.outages.push_back((from, until));
+        self.pending_expiries
+            .retain(|p| !(from <= p.expires_at && until >= p.renewed_at));
+    }
+
+    fn excused(&self, renewed_at: Time, expires_at: Time) -> bool {
+        self.outages
+            .iter()
+            .any(|&(from, until)| from <= expires_at && until >= renewed_at)
     }
 
     /// The rules whose `[[leases]]` limits apply.
@@ -1096,8 +1143,9 @@ impl LeaseWatch {
         &self.book
     }
 
-    /// Folds one stored event; returns the reports it calls for. `now` is
-    /// the detector's time, for the report window.
+    /// Folds one stored event; returns the reports due at once (stale
+    /// writes; lapses come from [`LeaseWatch::due_reports`]). `now` is the
+    /// detector's time, for the report window.
     pub fn handle_event(
         &mut self,
         event: &LeaseEvent,
@@ -1112,12 +1160,19 @@ impl LeaseWatch {
                 LeaseEffect::Expired { artifact, hold } => {
                     self.sweeping
                         .remove(&(artifact.clone(), hold.agent.clone(), hold.token));
-                    if recent(hold.expires_at()) {
-                        reports.push(crate::catalogue::lease_expired_alert(
-                            artifact,
-                            hold,
-                            meta.stored_at,
-                        ));
+                    if recent(hold.expires_at())
+                        && !self.excused(hold.renewed_at, hold.expires_at())
+                    {
+                        self.pending_expiries.push(PendingExpiry {
+                            release_at: now.saturating_add(EXPIRY_REPORT_DELAY),
+                            renewed_at: hold.renewed_at,
+                            expires_at: hold.expires_at(),
+                            alert: crate::catalogue::lease_expired_alert(
+                                artifact,
+                                hold,
+                                meta.stored_at,
+                            ),
+                        });
                     }
                 }
                 LeaseEffect::StaleWrite(report) if recent(meta.stored_at) => {
@@ -1137,14 +1192,21 @@ impl LeaseWatch {
         reports
     }
 
-    /// The `LEASE_HELD_TOO_LONG` reports due at `now`: every live exclusive
-    /// hold older than its rule's `max_hold` that keeps a live waiter out,
-    /// once per grant.
+    /// The reports due at `now`: the lapses folded at least
+    /// [`EXPIRY_REPORT_DELAY`] ago that no outage excused
+    /// (`LEASE_EXPIRED`), and every live exclusive hold older than its
+    /// rule's `max_hold` that keeps a live waiter out, once per grant
+    /// (`LEASE_HELD_TOO_LONG`).
     pub fn due_reports(&mut self, now: Time) -> Vec<crate::alert::Alert> {
-        if self.rules.leases.is_empty() {
-            return Vec::new();
-        }
         let mut reports = Vec::new();
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_expiries)
+            .into_iter()
+            .partition(|p| p.release_at <= now);
+        self.pending_expiries = waiting;
+        reports.extend(due.into_iter().map(|p| p.alert));
+        if self.rules.leases.is_empty() {
+            return reports;
+        }
         for (artifact, holds) in self.book.iter() {
             for hold in holds {
                 if hold.mode != LeaseMode::Exclusive || hold.expires_at() < now {

@@ -501,6 +501,46 @@ fn an_exclusive_lease_held_past_its_limit_while_others_wait_is_reported_once() {
 }
 
 #[test]
+fn a_lapse_is_reported_after_a_delay_unless_a_broker_outage_kept_the_renewal_out() {
+    let acquire = LeaseBody::Acquire {
+        mode: Exclusive,
+        ttl: Duration::from_secs(10),
+        task: None,
+    };
+    let secs = |s: u64| Time::from_unix_millis(s * 1000);
+    // Granted at 2, live until 12; a sweep at 20 finds it lapsed.
+    let lapse = |w: &mut LeaseWatch| {
+        feed(w, 1, "editor", "drafts/post.md", 0, acquire.clone(), 2);
+        let at_once = feed(w, 2, "sweeper", "drafts/x", 0, LeaseBody::Sweep, 20);
+        assert!(at_once.is_empty(), "held back: {at_once:?}");
+    };
+    let mut w = watch_with_rule("");
+    lapse(&mut w);
+    assert!(w.due_reports(secs(21)).is_empty());
+    let reports = w.due_reports(secs(22));
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].kind, AlertKind::LeaseExpired);
+    assert!(w.due_reports(secs(60)).is_empty(), "once");
+
+    // The broker was out from 8 to 14, across the last renewal window.
+    let mut w = watch_with_rule("");
+    lapse(&mut w);
+    w.record_outage(secs(8), secs(14));
+    assert!(w.due_reports(secs(60)).is_empty());
+    // Recorded before the lapse is folded: excused too.
+    let mut w = watch_with_rule("");
+    w.record_outage(secs(8), secs(14));
+    lapse(&mut w);
+    assert!(w.due_reports(secs(60)).is_empty());
+    // An outage before the grant excuses nothing.
+    let mut w = watch_with_rule("");
+    w.record_outage(Time::EPOCH, secs(1));
+    lapse(&mut w);
+    w.record_outage(secs(15), secs(16));
+    assert_eq!(w.due_reports(secs(60)).len(), 1);
+}
+
+#[test]
 fn a_stale_write_reported_by_a_store_is_an_alert_naming_writer_and_holder() {
     let mut w = watch_with_rule("");
     let acquire = LeaseBody::Acquire {

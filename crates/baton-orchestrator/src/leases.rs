@@ -48,6 +48,7 @@ pub async fn spawn(
     health: Health,
     shutdown: Shutdown,
 ) -> Result<(), String> {
+    health.set_condition(HEALTH_CONDITION, None);
     let checkpoint = Checkpoint::open(&js, CHECKPOINT)
         .await
         .map_err(|e| e.to_string())?
@@ -139,6 +140,13 @@ impl Materialiser {
             tokio::select! {
                 biased;
                 () = ended.wait() => break,
+                // Before the next event: a backlog does not hold the
+                // flushes back.
+                _ = tick.tick() => {
+                    if !self.flush(&shutdown).await {
+                        break;
+                    }
+                }
                 next = events.next() => match next {
                     Some(Ok(stored)) => self.fold(&stored),
                     Some(Err(e)) => tracing::warn!(error = %e, "reading the leases stream"),
@@ -147,11 +155,6 @@ impl Materialiser {
                         break;
                     }
                 },
-                _ = tick.tick() => {
-                    if !self.flush(&shutdown).await {
-                        break;
-                    }
-                }
             }
         }
     }
@@ -205,11 +208,15 @@ impl Materialiser {
             })
             .collect();
         if let Err(e) = self.outbox.deliver(&out, shutdown).await {
-            tracing::warn!(error = %e, "materialised leases not stored; the term ends");
-            self.health.set_condition(
-                HEALTH_CONDITION,
-                Some(format!("materialised leases not stored: {e}")),
-            );
+            // The term's end (shut down, deposed) is no fault of this
+            // instance's health; anything else (a root too large) is.
+            if !(shutdown.is_triggered() || self.outbox.was_deposed()) {
+                tracing::error!(error = %e, "materialised leases not stored; they stay behind until the next term");
+                self.health.set_condition(
+                    HEALTH_CONDITION,
+                    Some(format!("materialised leases not stored: {e}")),
+                );
+            }
             return false;
         }
         for (key, state) in roots {

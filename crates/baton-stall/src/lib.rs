@@ -27,7 +27,8 @@
 //!   fold as every reader ([`baton_core::lease::LeaseWatch`]): when a hold
 //!   is past its expiry it sends a sweep, so every reader sees the lease
 //!   free, and it reports each hold the fold drops as expired
-//!   (`LEASE_EXPIRED`, once per lapsed grant), each stale write a store
+//!   (`LEASE_EXPIRED`, once per lapsed grant, not when a recorded broker
+//!   outage kept the renewal out), each stale write a store
 //!   reports (`LEASE_STALE_WRITE`), and each exclusive hold kept past its
 //!   rule's `max_hold` while others wait (`LEASE_HELD_TOO_LONG`, checked
 //!   every second, once per grant).
@@ -340,7 +341,7 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
             config.policy.clone()
         }
     };
-    let leases = baton_core::lease::LeaseWatch::new(
+    let mut leases = baton_core::lease::LeaseWatch::new(
         baton_core::AgentId::new(LEASE_SWEEPER).map_err(setup)?,
         policy.operators.clone(),
         config.topology.alert_duplicate_window,
@@ -359,6 +360,7 @@ async fn activate(shared: &Arc<Shared>, term: Term) -> Result<Active, DetectorEr
     let (outages_so_far, outages_seen) = shared.broker.outages_since(0);
     for &(from, until) in &outages_so_far {
         det.record_outage(from, until);
+        leases.record_outage(from, until);
     }
     if let Some(&(_, until)) = outages_so_far.last() {
         shared.broker.recorded(until);
@@ -730,6 +732,7 @@ impl Service {
                     self.outages_seen = seen;
                     for &(from, until) in &windows {
                         self.det.record_outage(from, until);
+                        self.leases.record_outage(from, until);
                         self.metrics.outages.inc();
                     }
                     if let Some(&(_, until)) = windows.last() {

@@ -5,8 +5,10 @@ conflicts by mode and by hierarchy, a silent holder lapsing and its late
 write refused, hand-over, revocation under the published policy, forged and
 malformed events, the Python fold of the stream agreeing with the Rust one
 (``baton leases``), the Rust stall detector's sweep, tasks that declare
-the artifacts they write, refused acquirers recorded as waiting, and stores
-reporting stale writes.
+the artifacts they write, refused acquirers recorded as waiting, stores
+reporting stale writes, and the roots the Rust orchestrator materialises in
+KV ``baton-leases`` (the same fold as Python's, and where the operators'
+view and every act start from).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import nats
 import nats.js.errors
 import pytest
 from conftest import AgentFactory, Services, baton_binary
+from support import eventually
 
 from baton_client import (
     Agent,
@@ -54,6 +57,7 @@ from baton_client.leases import (
     Granted,
     HandOver,
     Held,
+    Hold,
     HoldView,
     LeaseBook,
     LeaseEvent,
@@ -62,6 +66,8 @@ from baton_client.leases import (
     Release,
     Renew,
     Revoke,
+    Root,
+    RootState,
     SelfHandOver,
     StaleWrite,
     StaleWriteReported,
@@ -72,9 +78,12 @@ from baton_client.leases import (
     WrongToken,
     apply,
     holds_view,
+    parse_broker_time,
     rfc3339,
     validate_lease_event,
 )
+from baton_client import lease_handle
+from baton_client._transport import Stored, kv_values, parse_checkpoint
 from baton_client.state import TaskView, WireError, validate_event
 
 S = 1_000_000_000  # nanoseconds per second
@@ -623,6 +632,190 @@ def test_an_event_already_folded_is_a_duplicate() -> None:
     assert book.last_seq == 7 and book.last_token(Artifact.of("doc").root) == 1
 
 
+# -- materialised roots (KV baton-leases) ------------------------------------------
+
+
+def every_act() -> list[tuple[float, LeaseEvent]]:
+    """A history of two roots of the global scope and one of a workflow,
+    with every kind of event (broker times in seconds; sequences 1, 2, ...)."""
+    return [
+        (0, event("a", "docs/x", acq(ttl=10))),
+        (0.1, event("b", "docs/y", acq(SH, 10))),
+        (0.2, event("c", "docs/y", acq(SH, 10))),
+        (0.3, event("c", "docs", Wait(SH, 30 * S))),
+        (0.4, event("b", "docs/x", Wait(EX, 5 * S))),
+        (0.5, event("a", "docs/z", acq(ttl=60), workflow="w1")),
+        (1, event("a", "docs/x", Renew(), token=1)),
+        (2, event("a", "docs/x", HandOver("b", 10 * S), token=1)),
+        (2.5, event("c", "tmp", acq(ttl=1))),
+        (3, event("c", "docs/y", Revoke("b", "tidy"))),
+        (3.2, event("d", "docs/z", Wait(EX, 5 * S), workflow="w1")),
+        (4, event("a", "tmp", acq(ttl=5))),
+        (4.1, event("c", "tmp", Renew(), token=1)),
+        (5, event("b", "docs/x", Release(), token=4)),
+        (5.5, event("d", "docs/x", acq(ttl=30))),
+        (6, event("store", "docs/x", StaleWrite("a", 1, 5))),
+        (7, event("d", "docs/z", Wait(EX, 0), workflow="w1")),
+        (20, event("e", "docs/q", Sweep())),
+        (20.5, event("e", "docs/q", acq())),
+        (21, event("a", "tmp", acq(SH, 5))),
+    ]
+
+
+def one_per_root(script: list[tuple[float, LeaseEvent]]) -> list[Artifact]:
+    """An artifact of each root the script uses, in order of first use."""
+    seen: dict[Root, Artifact] = {}
+    for _, e in script:
+        seen.setdefault(e.artifact.root, e.artifact)
+    return list(seen.values())
+
+
+def facts(book: LeaseBook, roots: list[Artifact]) -> Any:
+    """Everything a book says of the roots: holds, waits, last tokens."""
+    return (
+        list(book.items()),
+        list(book.iter_waits()),
+        [book.root_state(a, 0) for a in roots],
+    )
+
+
+def stored_then_folded_on(script: list[tuple[float, LeaseEvent]], cuts: dict[Root, int]) -> LeaseBook:
+    """What a reader of KV baton-leases gets (``Agent.leases``): each root as
+    stored after the first ``cuts[root]`` events of the script (encoded and
+    decoded), restored, then the events after the checkpoint (the lowest
+    cut) folded, skipping in each root those its stored state has."""
+    book = LeaseBook()
+    stored_seq: dict[Root, int] = {}
+    for artifact in one_per_root(script):
+        cut = cuts[artifact.root]
+        before = Stream()
+        for at, e in script[:cut]:
+            before(at, e)
+        last = max((i for i, (_, e) in enumerate(script[:cut], 1) if e.artifact.root == artifact.root), default=0)
+        state = before.book.root_state(artifact, last)
+        decoded = RootState.decode(state.encode())
+        assert decoded == state
+        book.restore_root(decoded)
+        stored_seq[artifact.root] = last
+    upto = min(cuts.values())
+    for seq, (at, e) in enumerate(script[upto:], upto + 1):
+        if seq > stored_seq[e.artifact.root]:
+            apply(book, e, seq, int(at * S))
+    return book
+
+
+def test_a_root_stored_restored_and_folded_on_is_the_uninterrupted_fold() -> None:
+    script = every_act()
+    roots = one_per_root(script)
+    assert len(roots) == 3
+    whole = Stream()
+    for at, e in script:
+        whole(at, e)
+    want = facts(whole.book, roots)
+    # What the whole fold has, so the comparison means something: holds,
+    # waits and tokens in every root.
+    assert [(a.name.value, a.workflow, h.agent, h.token) for a, hs in whole.book.items() for h in hs] == [
+        ("docs/q", None, "e", 6),
+        ("docs/x", None, "d", 5),
+        ("tmp", None, "a", 3),
+        ("docs/z", "w1", "a", 1),
+    ]
+    assert [(a.name.value, [w.agent for w in ws]) for a, ws in whole.book.iter_waits()] == [("docs", ["c"])]
+    n = len(script)
+    for k in range(n + 1):
+        # Every root stored at the same point, and roots stored ahead of
+        # the checkpoint by different amounts (a crash between a root's
+        # write and the checkpoint's), in both orders.
+        for spread in (0, 3, -3):
+            cuts = {
+                a.root: max(0, min(n, k + spread * i)) for i, a in enumerate(roots)
+            }
+            got = stored_then_folded_on(script, cuts)
+            assert facts(got, roots) == want, cuts
+    # A stored root replaces what the book had of that root, and nothing
+    # else; a root with no token yet has none after it.
+    book = Stream()
+    for at, e in script:
+        book(at, e)
+    early = Stream()
+    for at, e in script[:3]:
+        early(at, e)
+    docs, w1_docs, tmp = roots
+    assert (tmp.name.value, w1_docs.workflow) == ("tmp", "w1")
+    state = early.book.root_state(docs, 3)
+    assert [h.token for _, h in state.holds] == [1, 2, 3] and state.last_token == 3
+    book.book.restore_root(state)
+    assert book.book.root_state(docs, 3) == state
+    assert book.book.root_state(tmp, 0) == whole.book.root_state(tmp, 0)
+    assert book.book.root_state(w1_docs, 0) == whole.book.root_state(w1_docs, 0)
+    book.book.restore_root(RootState(None, "tmp", 4, 0))
+    assert book.book.last_token(tmp.root) == 0 and book.book.holds(tmp) == ()
+    # Holds and waits that are not the root's are ignored.
+    stray = dataclasses.replace(state, segment="tmp")
+    book.book.restore_root(stray)
+    assert book.book.root_state(tmp, 0) == RootState(None, "tmp", 0, 3)
+    assert book.book.root_state(docs, 3) == state
+    # The book's own last sequence does not move.
+    assert book.book.last_seq == n
+
+
+def test_a_stored_root_is_read_as_rust_reads_it() -> None:
+    artifact = Artifact.of("my docs/x", "w1")
+    assert subjects.lease_root_key(artifact) == "art.w1.my=20docs"
+    assert subjects.lease_root_key(Artifact.of("drafts/post.md")) == "art._.drafts"
+    assert subjects.lease_scope_key_prefix(None) == "art._."
+    assert subjects.lease_scope_key_prefix("w1") == "art.w1."
+    hold = pb.LeaseHold(
+        artifact="my docs/x", agent_id="a", mode=pb.LEASE_MODE_EXCLUSIVE, token=7, task_id="t1"
+    )
+    hold.since.seconds, hold.renewed_at.seconds, hold.renewed_at.nanos = 10, 11, 5
+    hold.ttl.seconds = 3
+    wait = pb.LeaseWait(artifact="my docs", agent_id="b", mode=pb.LEASE_MODE_SHARED)
+    wait.since.seconds = wait.renewed_at.seconds = 12
+    good = pb.LeaseRoot(workflow_id="w1", root="my docs", last_seq=40, last_token=7, holds=[hold], waits=[wait])
+    state = RootState.decode(good.SerializeToString())
+    assert state == RootState(
+        "w1",
+        "my docs",
+        40,
+        7,
+        ((artifact, Hold("a", EX, 7, 10 * S, 11 * S + 5, 3 * S, "t1")),),
+        # A zero or absent ttl is 0 (a lapsed wait, dropped by the next event).
+        ((Artifact.of("my docs", "w1"), Waiter("b", SH, 12 * S, 12 * S, 0)),),
+    )
+    assert state.contains(artifact) and not state.contains(Artifact.of("my docs/x"))
+    assert RootState.decode(state.encode()) == state
+    # Names are normalised (as Rust's ArtifactName::new does).
+    slashed = pb.LeaseRoot()
+    slashed.CopyFrom(good)
+    slashed.holds[0].artifact = "/my docs/x/"
+    assert RootState.decode(slashed.SerializeToString()) == state
+
+    def refused(change: Any) -> WireError:
+        bad = pb.LeaseRoot()
+        bad.CopyFrom(good)
+        change(bad)
+        with pytest.raises(WireError) as e:
+            RootState.decode(bad.SerializeToString())
+        return e.value
+
+    assert refused(lambda r: setattr(r.holds[0], "artifact", "other/x")).field == "holds.artifact"
+    assert refused(lambda r: setattr(r.waits[0], "artifact", "a//b")).field == "waits.artifact"
+    assert refused(lambda r: setattr(r, "workflow_id", "_w")).field == "workflow_id"
+    assert refused(lambda r: setattr(r.holds[0], "agent_id", "")).field == "holds.agent_id"
+    assert refused(lambda r: setattr(r.holds[0], "task_id", "_t")).field == "holds.task_id"
+    assert refused(lambda r: setattr(r.waits[0], "mode", pb.LEASE_MODE_UNSPECIFIED)).field == "mode"
+    missing = refused(lambda r: r.holds[0].ClearField("since"))
+    assert (missing.field, missing.message) == ("holds.since", "required")
+    assert refused(lambda r: r.waits[0].ClearField("renewed_at")).field == "waits.renewed_at"
+    assert refused(lambda r: setattr(r.holds[0].renewed_at, "nanos", -1)).field == "holds.renewed_at"
+    assert refused(lambda r: setattr(r.waits[0].since, "seconds", -1)).field == "waits.since"
+    assert refused(lambda r: setattr(r.holds[0].ttl, "seconds", -1)).field == "holds.ttl"
+    with pytest.raises(WireError) as e:
+        RootState.decode(b"\xff\xff\xff")
+    assert e.value.field == "payload"
+
+
 # -- fencing ----------------------------------------------------------------------
 
 
@@ -1155,6 +1348,219 @@ async def test_the_python_fold_of_the_stream_is_the_rust_one(
     assert not elsewhere.is_lost and not y1.is_spent
 
 
+async def folded_from_the_stream(
+    nc: nats.NATS, subject: str, operators: frozenset[str]
+) -> tuple[LeaseBook, list[tuple[int, LeaseEvent]]]:
+    """The Python fold of every event on ``subject`` in BATON_ARTIFACTS from
+    its start, read with raw direct gets; and the events (seq, valid event)."""
+    book = LeaseBook()
+    events: list[tuple[int, LeaseEvent]] = []
+    seq = 1
+    while True:
+        req = {"seq": seq, "next_by_subj": subject}
+        msg = await nc.request("$JS.API.DIRECT.GET.BATON_ARTIFACTS", json.dumps(req).encode(), timeout=5)
+        headers = dict(msg.headers or {})
+        if headers.get("Status") == "404":
+            return book, events
+        assert "Status" not in headers, headers
+        seq = int(headers["Nats-Sequence"])
+        try:
+            e = validate_lease_event(headers["Nats-Subject"], msg.data)
+        except WireError:
+            e = None
+        if e is not None:
+            apply(book, e, seq, parse_broker_time(headers["Nats-Time-Stamp"]), operators)
+            events.append((seq, e))
+        seq += 1
+
+
+async def kv_root(nc: nats.NATS, key: str) -> RootState | None:
+    """The root the orchestrator stored under ``key`` in KV baton-leases
+    (raw direct get), decoded by the Python client."""
+    msg = await nc.request(
+        "$JS.API.DIRECT.GET.KV_baton-leases",
+        json.dumps({"last_by_subj": f"$KV.baton-leases.{key}"}).encode(),
+        timeout=5,
+    )
+    headers = dict(msg.headers or {})
+    if headers.get("Status") == "404":
+        return None
+    assert "Status" not in headers and "KV-Operation" not in headers, headers
+    return RootState.decode(msg.data)
+
+
+async def leases_checkpoint(nc: nats.NATS) -> int:
+    """How far the orchestrator stored every root (raw direct get)."""
+    msg = await nc.request(
+        "$JS.API.DIRECT.GET.KV_baton-checkpoints",
+        json.dumps({"last_by_subj": "$KV.baton-checkpoints.baton-orchestrator-leases"}).encode(),
+        timeout=5,
+    )
+    headers = dict(msg.headers or {})
+    return 0 if headers.get("Status") == "404" else int(msg.data)
+
+
+class StreamReads:
+    """Records where the client's lease reads of BATON_ARTIFACTS start."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, int]] = []
+        real = lease_handle.read_subject
+
+        async def spy(nc: nats.NATS, stream: str, subject: str, from_seq: int = 1, **kw: Any) -> list[Stored]:
+            self.calls.append((subject, from_seq))
+            return await real(nc, stream, subject, from_seq, **kw)
+
+        monkeypatch.setattr(lease_handle, "read_subject", spy)
+
+    def take(self) -> list[tuple[str, int]]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+async def test_a_buckets_values_leave_out_deleted_purged_and_reserved_keys(
+    nc: nats.NATS, uid: str
+) -> None:
+    # How the operators' view reads KV baton-leases, on a bucket of its own.
+    bucket = f"test-{uid}"
+    # As Baton creates its buckets: one value per key, direct gets allowed.
+    kv = await nc.jetstream().create_key_value(bucket=bucket, history=1, direct=True)
+    try:
+        for k, v in [("art._.a", b"1"), ("art._.b", b"2"), ("_fence", b"f"), ("art._.c", b"3")]:
+            await kv.put(k, v)
+        await kv.delete("art._.b")
+        await kv.purge("art._.c")
+        await kv.put("art._.a", b"1 again")
+        await kv.put("art._.d", b"4")
+        values = await kv_values(nc, bucket)
+        assert [(k, s.data) for k, s in values] == [("art._.a", b"1 again"), ("art._.d", b"4")]
+    finally:
+        await nc.jetstream().delete_key_value(bucket)
+    assert [parse_checkpoint(v) for v in (b"42", b" 42\n", b"+7", b"", b"4_2", b"-1", b"x", b"\xff")] == [
+        42, 42, 7, None, None, None, None, None,
+    ]
+    assert parse_checkpoint(str(2**64).encode()) is None
+
+
+async def test_leases_and_acts_start_from_the_roots_the_orchestrator_stored(
+    connect: AgentFactory, nc: nats.NATS, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The orchestrator (the module's services) materialises every root in
+    # KV baton-leases. A root whose first segment is escaped (`.`), so the
+    # key (`~` written `=`) is checked against the one Rust writes.
+    workflow = f"wf-{uid}"
+    a = await connect(f"a-{uid}")
+    b = await connect(f"b-{uid}")
+    c = await connect(f"c-{uid}")
+    root = "docs.v2"
+    key = f"art.{workflow}.docs=2Ev2"
+    x_name = f"{root}/x"
+    x = Artifact.of(x_name, workflow)
+    assert subjects.lease_root_key(x) == key
+    operators, _ = await a.policy()
+    # A history: grants (one exclusive, two shared), a wait, another root
+    # with a release and a grant again, the global scope, and a malformed
+    # event last on the root (every fold skips it, the orchestrator too).
+    held = await a.acquire(x_name, workflow=workflow, ttl=60, auto_renew=False)
+    y1 = await b.acquire(f"{root}/y", "shared", workflow=workflow, ttl=60, auto_renew=False)
+    y2 = await c.acquire(f"{root}/y", "shared", workflow=workflow, ttl=60, auto_renew=False)
+    assert (held.token, y1.token, y2.token) == (1, 2, 3)
+    with pytest.raises(LeaseHeld):
+        await b.acquire(root, "shared", workflow=workflow, ttl=90)
+    notes = await b.acquire("notes", workflow=workflow, ttl=60, auto_renew=False)
+    await notes.release("done")
+    notes = await b.acquire("notes", workflow=workflow, ttl=60, auto_renew=False)
+    assert notes.token == 2
+    elsewhere = await c.acquire(f"g-{uid}", ttl=60, auto_renew=False)
+    ack = await nc.request(
+        f"baton.art.{workflow}.c-{uid}.docs~2Ev2.x.~",
+        b"\x00garbage",
+        timeout=5,
+        headers={"Nats-Msg-Id": os.urandom(8).hex()},
+    )
+    garbage = int(json.loads(ack.data)["seq"])
+    scope = f"baton.art.{workflow}.>"
+    whole, events = await folded_from_the_stream(nc, scope, operators)
+    in_root = [seq for seq, e in events if e.artifact.root == x.root]
+    assert len(in_root) == 4 and in_root[-1] < garbage
+
+    async def stored_up_to(seq: int) -> bool:
+        return await leases_checkpoint(nc) >= seq
+
+    await eventually(lambda: stored_up_to(garbage), what="the leases checkpoint past the history")
+    # The stored root is the Python fold of the root's events: the Rust
+    # orchestrator's fold and this one agree.
+    stored = await kv_root(nc, key)
+    assert stored is not None
+    assert stored == whole.root_state(x, in_root[-1])
+    assert [(on.name.value, h.agent, h.token) for on, h in stored.holds] == [
+        (x_name, a.id, 1),
+        (f"{root}/y", b.id, 2),
+        (f"{root}/y", c.id, 3),
+    ]
+    assert [(on.name.value, w.agent) for on, w in stored.waits] == [(root, b.id)]
+    assert stored.last_token == 3
+    notes_root = await kv_root(nc, f"art.{workflow}.notes")
+    assert notes_root is not None and notes_root.last_token == 2
+
+    # The operators' view: the stored roots plus the stream after the
+    # checkpoint (none of the history read again) is the whole fold.
+    reads = StreamReads(monkeypatch)
+    roots = one_per_root([(0, e) for _, e in events])
+    book = await a.leases(workflow)
+    assert facts(book, roots) == facts(whole, roots)
+    ((subject, start),) = reads.take()
+    assert subject == scope and start > garbage
+    everywhere, all_events = await folded_from_the_stream(nc, "baton.art.>", operators)
+    all_roots = one_per_root([(0, e) for _, e in all_events])
+    assert facts(await a.leases(), all_roots) == facts(everywhere, all_roots)
+    assert reads.take()[0][1] > garbage
+    # A checkpoint behind the stored roots (a crash between a root's write
+    # and the checkpoint's): the events a stored root has are skipped.
+    async def no_checkpoint(agent: Agent) -> int:
+        return 0
+
+    with monkeypatch.context() as m:
+        m.setattr(lease_handle, "lease_checkpoint", no_checkpoint)
+        assert facts(await a.leases(workflow), roots) == facts(whole, roots)
+    assert reads.take() == [(scope, 1)]
+    # One unreadable root of the scope: none is trusted, the whole stream
+    # is folded.
+    real_values = lease_handle.kv_values
+
+    async def with_junk(nc: nats.NATS, bucket: str) -> list[tuple[str, Stored]]:
+        junk = Stored(seq=1, subject=f"$KV.{bucket}.art.{workflow}.junk", data=b"\xff\xff")
+        return [*await real_values(nc, bucket), (f"art.{workflow}.junk", junk)]
+
+    with monkeypatch.context() as m:
+        m.setattr(lease_handle, "kv_values", with_junk)
+        assert facts(await a.leases(workflow), roots) == facts(whole, roots)
+    assert reads.take() == [(scope, 1)]
+
+    # An act on the root starts from the stored root and reads only what
+    # came after it (the malformed event): the refusal names the holder.
+    with pytest.raises(LeaseHeld) as refused:
+        await c.acquire(x_name, workflow=workflow, record_wait=False)
+    assert (refused.value.holder, refused.value.token) == (a.id, 1)
+    (read,) = reads.take()
+    assert read == (subjects.lease_root(x), in_root[-1] + 1)
+    # Released, and stored again: the next grant takes the root's next
+    # token, judged from the stored root (last token 3).
+    released = await held.release("done")
+    await eventually(lambda: stored_up_to(released), what="the release stored")
+    reads.take()
+    lease = await c.acquire(x_name, workflow=workflow, ttl=60, auto_renew=False)
+    assert lease.token == 4
+    (read, *_) = reads.take()
+    assert read[0] == subjects.lease_root(x) and read[1] > released
+    after, _ = await folded_from_the_stream(nc, scope, operators)
+    assert [(h.agent, h.token) for h in after.holds(x)] == [(c.id, 4)]
+    assert facts(await a.leases(workflow), roots) == facts(after, roots)
+    for kept in (y1, y2, notes, lease, elsewhere):
+        assert not kept.is_lost
+        await kept.release("done")
+
+
 def holders(book: LeaseBook) -> list[tuple[str, str]]:
     return [(a.name.value, h.agent) for a, hs in book.items() for h in hs]
 
@@ -1340,14 +1746,22 @@ async def test_the_detectors_sweep_of_a_lapsed_lease_is_folded_here_too(
         with pytest.raises(LeaseLost) as lost:
             await stuck.renew()
         assert "expired" in lost.value.reason, lost.value.reason
-        # The lapse is reported once, naming the holder and the lapsed token.
-        reply = await nc.request(
-            "$JS.API.DIRECT.GET.BATON_ALERTS",
-            json.dumps({"last_by_subj": subjects.raised("lease_expired", None)}).encode(),
-            timeout=5,
-        )
-        assert (reply.headers or {}).get("Status") is None, reply.headers
-        alert = pb.Alert.FromString(reply.data)
+        # The lapse is reported once, naming the holder and the lapsed token,
+        # a moment after the sweep (the detector holds a lapse report back
+        # for 2 s, so that a broker outage recorded late can excuse it).
+        # (Other tests' lapses are reported on the same subject.)
+        deadline = time.monotonic() + 15
+        while True:
+            alerts = [
+                a
+                for a in await stored_alerts(nc, subjects.raised("lease_expired", None))
+                if editor.id in a.agents
+            ]
+            if alerts:
+                break
+            assert time.monotonic() < deadline, "the lapse was never reported"
+            await asyncio.sleep(0.1)
+        (alert,) = alerts
         assert list(alert.agents) == [editor.id] and alert.epoch == stuck.token
         assert "drafts/post.md" in alert.detail
 

@@ -16,6 +16,8 @@ control:
 - :func:`last_on_subject` is a direct get ``last_by_subj`` (wildcards allowed).
 - :func:`read_subject` reads every message on a subject from a sequence on,
   with batched direct gets (``next_by_subj`` + ``batch``).
+- :func:`kv_values` reads every current value of a KV bucket, and
+  :func:`checkpoint` one service's checkpoint, with the same direct gets.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from . import subjects
 from .errors import BrokerError, NotPermitted, Refused, Unavailable
 
 log = logging.getLogger("baton_client")
@@ -41,6 +44,8 @@ WRONG_LAST_SEQUENCE = 10071
 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 MSG_ID = "Nats-Msg-Id"
+#: The header that marks a KV delete or purge.
+KV_OPERATION = "KV-Operation"
 
 _TRANSIENT = (
     asyncio.TimeoutError,
@@ -85,6 +90,12 @@ class Stored:
     def msg_id(self) -> str | None:
         """The ``Nats-Msg-Id`` it was published with."""
         return self.headers.get(MSG_ID)
+
+    @property
+    def is_kv_tombstone(self) -> bool:
+        """Whether it is a KV delete or purge marker (header ``KV-Operation``
+        ``DEL`` or ``PURGE``), not a value."""
+        return self.headers.get(KV_OPERATION) in ("DEL", "PURGE")
 
 
 class WrongLastSequence(Exception):
@@ -353,3 +364,57 @@ async def stream_last_seq(nc: NATS, stream: str, timeout: float = 5.0) -> int:
     if "error" in resp:
         raise BrokerError(f"stream info of {stream}: {resp['error'].get('description', resp['error'])}")
     return int(resp.get("state", {}).get("last_seq", 0))
+
+
+async def kv_values(nc: NATS, bucket: str) -> list[tuple[str, Stored]]:
+    """Every current entry of KV bucket ``bucket``, as (key, stored value),
+    in stream order: deleted and purged keys are left out, and so are the
+    reserved keys (``_...``: a leadership term's fence), which are not data
+    (``baton_jetstream::read::for_each_kv_value``).
+
+    The bucket's stream is read from its start with direct gets (no
+    consumer, as every read here): Baton's buckets keep one value per key,
+    so that is the last value of each key; a key written again during the
+    read shows up again later, and its last value wins."""
+    prefix = f"$KV.{bucket}."
+    last: dict[str, Stored] = {}
+    for stored in await read_subject(nc, f"KV_{bucket}", f"{prefix}>", 1):
+        key = stored.subject[len(prefix) :]
+        # Moved to the end: the order is that of each key's last value.
+        last.pop(key, None)
+        last[key] = stored
+    return [
+        (key, stored)
+        for key, stored in last.items()
+        if not stored.is_kv_tombstone and not key.startswith("_")
+    ]
+
+
+def parse_checkpoint(data: bytes) -> int | None:
+    """A checkpoint's stored value (in ``baton-checkpoints``): the sequence
+    in decimal; ``None`` when unreadable (``baton_jetstream::read::parse_checkpoint``)."""
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    # Rust's u64 parse: ASCII digits, an optional leading `+`, in range
+    # (Python's int() would also take `_` separators and other digits).
+    digits = text[1:] if text.startswith("+") else text
+    if not digits or not all("0" <= c <= "9" for c in digits):
+        return None
+    value = int(digits)
+    return value if value < 2**64 else None
+
+
+async def checkpoint(nc: NATS, name: str) -> int | None:
+    """The checkpoint ``name`` of KV ``baton-checkpoints``: 0 when there is
+    none yet (or it was deleted), ``None`` when it cannot be read
+    (``baton_jetstream::read::checkpoint``)."""
+    bucket = subjects.CHECKPOINTS_BUCKET
+    try:
+        stored = await last_on_subject(nc, f"KV_{bucket}", f"$KV.{bucket}.{name}")
+    except BrokerError:
+        return None
+    if stored is None or stored.is_kv_tombstone:
+        return 0
+    return parse_checkpoint(stored.data)

@@ -752,9 +752,12 @@ class Agent:
         (or of one workflow's scope), with the agents waiting
         (``LeaseBook.waiters``, ``LeaseBook.blocked_by``; for operators,
         :func:`baton_client.leases.holds_view` is what ``baton leases
-        --json`` prints). A hold or wait past its expiry stays in the book
-        until an event of its root comes: compare ``expires_at`` with the
-        time."""
+        --json`` prints). It starts from the roots the orchestrator
+        materialised in KV ``baton-leases`` and folds the events stored
+        since its checkpoint, so the answer is the fold of the whole stream
+        (the same without an orchestrator, only slower). A hold or wait past
+        its expiry stays in the book until an event of its root comes:
+        compare ``expires_at`` with the time."""
         from .lease_handle import read_all
 
         return await read_all(self, None if workflow is None else workflow_id(workflow))

@@ -15,7 +15,9 @@ one read there). Its outcome is then read back: the root's events up to and
 including the one just stored are folded with :func:`baton_client.leases.apply`,
 as every reader folds them, so the client never believes a lease the stream
 does not grant. Expiry is judged by the broker's stored times; this
-machine's clock only decides whether trying is worth it.
+machine's clock only decides whether trying is worth it. The fold starts
+from the root as the orchestrator materialised it in KV ``baton-leases``,
+when there is one, and reads only the events after it.
 
 The handle renews itself at a third of its ttl (unless ``auto_renew=False``:
 then the agent calls :meth:`Lease.renew` itself within each ttl). Releasing
@@ -37,7 +39,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import subjects
-from ._transport import Cas, WrongLastSequence, publish_durable, read_subject
+from ._transport import (
+    Cas,
+    WrongLastSequence,
+    checkpoint,
+    kv_values,
+    last_on_subject,
+    publish_durable,
+    read_subject,
+)
 from .errors import (
     ArtifactHeld,
     BrokerError,
@@ -70,6 +80,8 @@ from .leases import (
     Renew,
     Revoke,
     Revoked,
+    Root,
+    RootState,
     StaleWrite,
     Wait,
     apply,
@@ -133,9 +145,27 @@ class _RootView:
 
     @classmethod
     async def read(cls, agent: Agent, artifact: Artifact) -> _RootView:
-        operators, _ = await agent.policy()
+        """The root as it is now: the policy's operators, and the fold of the
+        root's events, from the root as the orchestrator stored it when
+        there is one (``baton_agent::lease::RootView::read``)."""
+        (operators, _), last, materialised = await asyncio.gather(
+            agent.policy(),
+            last_on_subject(agent.nc, subjects.ARTIFACTS_STREAM, subjects.lease_root(artifact)),
+            _stored_root(agent, artifact),
+        )
         view = cls(agent, artifact, operators)
-        await view.catch_up()
+        # A root nobody used yet needs no read (and if a replica answered
+        # from behind, the compare-and-set says so and the act re-reads).
+        if last is not None:
+            # Start from the root as the orchestrator stored it (the same
+            # fold, with the same published policy), and read only what came
+            # after: an act on a root with a long history does not read it
+            # all. Without a stored root (no orchestrator, a root too new, a
+            # bucket this agent may not read): from the start.
+            if materialised is not None:
+                view.book.restore_root(materialised)
+                view.seen = materialised.last_seq
+            await view.catch_up()
         return view
 
     async def catch_up(self) -> None:
@@ -226,6 +256,27 @@ class _RootView:
                 f"{self.artifact}: the event stored at {seq} is not one readers accept"
             )
         return judged
+
+
+async def _stored_root(agent: Agent, artifact: Artifact) -> RootState | None:
+    """``artifact``'s root as the orchestrator stored it in KV
+    ``baton-leases`` (one direct get), if it is there, readable and that
+    root's; ``None`` otherwise, and on any failure to read it (the caller
+    folds the root from its start)."""
+    bucket = subjects.LEASES_BUCKET
+    try:
+        stored = await last_on_subject(
+            agent.nc, f"KV_{bucket}", f"$KV.{bucket}.{subjects.lease_root_key(artifact)}"
+        )
+    except BrokerError:
+        return None
+    if stored is None or stored.is_kv_tombstone:
+        return None
+    try:
+        state = RootState.decode(stored.data)
+    except WireError:
+        return None
+    return state if state.contains(artifact) else None
 
 
 async def _send(agent: Agent, event: LeaseEvent, cas: Cas | None) -> int:
@@ -396,15 +447,51 @@ async def revoke(agent: Agent, artifact: Artifact, holder: str, reason: str) -> 
     )
 
 
+async def lease_checkpoint(agent: Agent) -> int:
+    """The ``BATON_ARTIFACTS`` sequence up to which every root is stored in
+    KV ``baton-leases`` (checkpoint ``baton-orchestrator-leases``); 0 when
+    there is none or it cannot be read."""
+    return await checkpoint(agent.nc, subjects.LEASES_CHECKPOINT) or 0
+
+
 async def read_all(agent: Agent, workflow: str | None) -> LeaseBook:
-    """The fold of ``BATON_ARTIFACTS`` (or of one workflow's scope)."""
+    """The fold of ``BATON_ARTIFACTS`` (or of one workflow's scope), from the
+    roots the orchestrator materialised in KV ``baton-leases`` brought up to
+    date with the events stored since its checkpoint
+    (``baton_agent::Agent::leases``): the same book as folding the whole
+    stream, without reading its whole history. Without an orchestrator, or
+    when any stored root of the scope is unreadable, the whole stream is
+    folded."""
     operators, _ = await agent.policy()
-    scope = subjects.ARTIFACTS_ALL if workflow is None else f"baton.art.{workflow}.>"
+    # The checkpoint first: every root it covers is stored by then, so a
+    # root read after it is at least as new.
+    upto = await lease_checkpoint(agent)
     book = LeaseBook()
-    for s in await read_subject(agent.nc, subjects.ARTIFACTS_STREAM, scope, 1):
+    # Per root: the last sequence its stored state has; the root's events
+    # up to it are in the book already (a root may be stored beyond the
+    # checkpoint: written, then the checkpoint not yet).
+    stored_seq: dict[Root, int] = {}
+    prefix = None if workflow is None else subjects.lease_scope_key_prefix(workflow)
+    try:
+        for key, stored in await kv_values(agent.nc, subjects.LEASES_BUCKET):
+            if prefix is not None and not key.startswith(prefix):
+                continue
+            state = RootState.decode(stored.data)
+            book.restore_root(state)
+            stored_seq[state.root] = state.last_seq
+    except (BrokerError, WireError):
+        # A root unreadable, or the bucket: fold everything from the stream.
+        book = LeaseBook()
+        stored_seq.clear()
+        upto = 0
+    scope = subjects.ARTIFACTS_ALL if workflow is None else f"baton.art.{workflow}.>"
+    for s in await read_subject(agent.nc, subjects.ARTIFACTS_STREAM, scope, upto + 1):
         try:
             event = validate_lease_event(s.subject, s.data)
         except WireError:
+            continue
+        seen = stored_seq.get(event.artifact.root)
+        if seen is not None and s.seq <= seen:
             continue
         if s.time is None:
             raise BrokerError(f"{s.subject} (seq {s.seq}): the broker gave no stored time")

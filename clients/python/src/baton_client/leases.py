@@ -38,6 +38,11 @@ who holds what:
   detector raises ``LEASE_STALE_WRITE``.
 - **the fence** (:class:`Fence`): a store refuses a write whose token is
   lower than the highest it saw for that name or any name above it.
+- **materialised roots** (:class:`RootState`, :meth:`LeaseBook.root_state`,
+  :meth:`LeaseBook.restore_root`): the orchestrator stores each root's part
+  of the fold in KV ``baton-leases`` (``baton.v1.LeaseRoot``, stamped with
+  the sequence of the root's last event it folded); a reader restores it
+  and folds only the root's later events, which gives the same book.
 
 Instants and durations are integers in nanoseconds (broker time since the
 UNIX epoch), as in Rust; :func:`utc` turns an instant into a ``datetime``.
@@ -54,6 +59,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Union
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.message import DecodeError
 
 from . import pb, subjects
@@ -102,6 +108,7 @@ __all__ = [
     "Effect",
     "LeaseOutcome",
     "LeaseBook",
+    "RootState",
     "apply",
     "HoldView",
     "WaiterView",
@@ -169,6 +176,21 @@ def parse_broker_time(text: str) -> int:
     seconds = (base - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(seconds=1)
     fraction = int((m.group(7) or "").ljust(9, "0"))
     return seconds * _NANOS + fraction
+
+
+def _time(field: str, t: Timestamp) -> int:
+    """A wire timestamp as nanoseconds since the UNIX epoch (Rust's
+    ``time_from_wire``: nanos in range, not before 1970, below ``u64::MAX``)."""
+    if not 0 <= t.nanos < _NANOS:
+        raise WireError(field, f"nanos {t.nanos} out of range")
+    nanos = t.seconds * _NANOS + t.nanos
+    if t.seconds < 0 or nanos >= _U64_MAX:
+        raise WireError(field, "time before 1970")
+    return nanos
+
+
+def _timestamp(nanos: int) -> Timestamp:
+    return Timestamp(seconds=nanos // _NANOS, nanos=nanos % _NANOS)
 
 
 def _ttl_nanos(d: Duration) -> int:
@@ -483,7 +505,10 @@ def _bounded(field: str, text: str, limit: int) -> str:
     return text
 
 
-def _opt_ttl(field: str, msg: pb.LeaseAcquired | pb.LeaseHandedOver | pb.LeaseWaiting) -> int:
+def _opt_ttl(
+    field: str,
+    msg: pb.LeaseAcquired | pb.LeaseHandedOver | pb.LeaseWaiting | pb.LeaseHold | pb.LeaseWait,
+) -> int:
     """The message's ttl in nanoseconds; 0 when absent or zero (Rust's
     ``duration_from_wire``: ``None``)."""
     if not msg.HasField("ttl"):
@@ -571,15 +596,7 @@ class LeaseEvent:
         else:
             raise WireError("body", "required")
         agent = _id(agent_id, "agent_id", w.agent_id)
-        occurred_at: int | None = None
-        if w.HasField("occurred_at"):
-            t = w.occurred_at
-            if not 0 <= t.nanos < _NANOS:
-                raise WireError("occurred_at", f"nanos {t.nanos} out of range")
-            nanos = t.seconds * _NANOS + t.nanos
-            if t.seconds < 0 or nanos >= _U64_MAX:
-                raise WireError("occurred_at", "time before 1970")
-            occurred_at = nanos
+        occurred_at = _time("occurred_at", w.occurred_at) if w.HasField("occurred_at") else None
         return cls(w.event_id, agent, Artifact(name, workflow), w.token, occurred_at, body)
 
     def to_wire(self) -> pb.LeaseEvent:
@@ -855,6 +872,138 @@ class LeaseOutcome:
         return None
 
 
+@dataclass(frozen=True)
+class RootState:
+    """One root's part of a :class:`LeaseBook`, as the orchestrator
+    materialises it in KV ``baton-leases`` (``baton.v1.LeaseRoot``, one value
+    per root; ``baton_core::lease::RootState``): its holds and waits, its
+    last token, and the sequence of the last event of the root folded in
+    (which the book itself does not keep per root).
+
+    A reader restores it (:meth:`LeaseBook.restore_root`) and folds only the
+    root's events after :attr:`last_seq`, instead of the root's whole
+    history: the result is the same fold."""
+
+    #: The scope's workflow; ``None`` = the global scope.
+    workflow: str | None
+    #: The first segment of every name in the root (unescaped).
+    segment: str
+    #: The stream sequence of the last event of the root folded in.
+    last_seq: int
+    #: The last fencing token granted in the root (0 = none yet).
+    last_token: int
+    #: Every hold, by artifact, in Rust's order (by name, then as granted).
+    holds: tuple[tuple[Artifact, Hold], ...] = ()
+    #: Every wait, by artifact, in the same order.
+    waits: tuple[tuple[Artifact, Waiter], ...] = ()
+
+    @property
+    def root(self) -> Root:
+        return Root(self.workflow, self.segment)
+
+    def contains(self, artifact: Artifact) -> bool:
+        """Whether ``artifact`` is in this root."""
+        return artifact.workflow == self.workflow and artifact.name.root == self.segment
+
+    @classmethod
+    def from_wire(cls, w: pb.LeaseRoot) -> RootState:
+        """Validates a stored root as Rust does (``TryFrom<pb::LeaseRoot>``):
+        every name valid and in the root, ids valid, times present and in
+        range; a zero or absent ttl is 0. Raises
+        :class:`~baton_client.state.WireError` naming the field."""
+        workflow = _id(workflow_id, "workflow_id", w.workflow_id) if w.workflow_id else None
+
+        def artifact(field: str, value: str) -> Artifact:
+            try:
+                name = ArtifactName(value)
+            except InvalidArtifactName as e:
+                raise WireError(field, str(e)) from None
+            if name.root != w.root:
+                raise WireError(field, f"not in root {w.root!r}")
+            return Artifact(name, workflow)
+
+        def at(field: str, present: bool, t: Timestamp) -> int:
+            if not present:
+                raise WireError(field, "required")
+            return _time(field, t)
+
+        holds = tuple(
+            (
+                artifact("holds.artifact", h.artifact),
+                Hold(
+                    agent=_id(agent_id, "holds.agent_id", h.agent_id),
+                    mode=_mode(h.mode),
+                    token=h.token,
+                    since=at("holds.since", h.HasField("since"), h.since),
+                    renewed_at=at("holds.renewed_at", h.HasField("renewed_at"), h.renewed_at),
+                    ttl=_opt_ttl("holds.ttl", h),
+                    task=_id(task_id, "holds.task_id", h.task_id) if h.task_id else None,
+                ),
+            )
+            for h in w.holds
+        )
+        waits = tuple(
+            (
+                artifact("waits.artifact", x.artifact),
+                Waiter(
+                    agent=_id(agent_id, "waits.agent_id", x.agent_id),
+                    mode=_mode(x.mode),
+                    since=at("waits.since", x.HasField("since"), x.since),
+                    renewed_at=at("waits.renewed_at", x.HasField("renewed_at"), x.renewed_at),
+                    ttl=_opt_ttl("waits.ttl", x),
+                ),
+            )
+            for x in w.waits
+        )
+        return cls(workflow, w.root, w.last_seq, w.last_token, holds, waits)
+
+    def to_wire(self) -> pb.LeaseRoot:
+        return pb.LeaseRoot(
+            workflow_id=self.workflow or "",
+            root=self.segment,
+            last_seq=self.last_seq,
+            last_token=self.last_token,
+            holds=[
+                pb.LeaseHold(
+                    artifact=a.name.value,
+                    agent_id=h.agent,
+                    mode=h.mode.wire,
+                    token=h.token,
+                    since=_timestamp(h.since),
+                    renewed_at=_timestamp(h.renewed_at),
+                    ttl=_duration(h.ttl),
+                    task_id=h.task or "",
+                )
+                for a, h in self.holds
+            ],
+            waits=[
+                pb.LeaseWait(
+                    artifact=a.name.value,
+                    agent_id=w.agent,
+                    mode=w.mode.wire,
+                    since=_timestamp(w.since),
+                    renewed_at=_timestamp(w.renewed_at),
+                    ttl=_duration(w.ttl),
+                )
+                for a, w in self.waits
+            ],
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> RootState:
+        """A stored root from its bytes, or :class:`~baton_client.state.WireError`
+        (field ``payload`` when they are not a ``baton.v1.LeaseRoot``)."""
+        try:
+            wire = pb.LeaseRoot.FromString(data)
+        except DecodeError as e:
+            raise WireError("payload", f"cannot decode baton.v1.LeaseRoot: {e}") from None
+        return cls.from_wire(wire)
+
+    def encode(self) -> bytes:
+        """The wire form (``baton.v1.LeaseRoot``), as stored in KV."""
+        return self.to_wire().SerializeToString()
+
+
 class LeaseBook:
     """Every live hold and wait, by artifact, with the last token of each
     root (``baton_core::lease::LeaseBook``). Changes only by :func:`apply`."""
@@ -916,6 +1065,48 @@ class LeaseBook:
             for h in holds:
                 if h.expires_at < now:
                     yield a, h
+
+    def root_state(self, artifact: Artifact, last_seq: int) -> RootState:
+        """The part of the book in ``artifact``'s root, stamped ``last_seq``
+        (what the orchestrator stores for the root)."""
+        state = RootState(artifact.workflow, artifact.name.root, last_seq, 0)
+        return dataclasses.replace(
+            state,
+            last_token=self.last_token(state.root),
+            holds=tuple(
+                (a, h)
+                for a in sorted(self._holds, key=Artifact.sort_key)
+                if state.contains(a)
+                for h in self._holds[a]
+            ),
+            waits=tuple(
+                (a, w)
+                for a in sorted(self._waits, key=Artifact.sort_key)
+                if state.contains(a)
+                for w in self._waits[a]
+            ),
+        )
+
+    def restore_root(self, state: RootState) -> None:
+        """Puts a root's state in place of what the book has of that root
+        (holds, waits, last token); holds and waits outside the root are
+        ignored. The book's last sequence is not moved: the caller skips the
+        root's events up to ``state.last_seq`` itself (another root's events
+        may lie between)."""
+        for a in [a for a in self._holds if state.contains(a)]:
+            del self._holds[a]
+        for a in [a for a in self._waits if state.contains(a)]:
+            del self._waits[a]
+        for a, h in state.holds:
+            if state.contains(a):
+                self._put_hold(a, h)
+        for a, w in state.waits:
+            if state.contains(a):
+                self._waits.setdefault(a, []).append(w)
+        if state.last_token == 0:
+            self._tokens.pop(state.root, None)
+        else:
+            self._tokens[state.root] = state.last_token
 
     def _in_root(self, artifact: Artifact) -> Iterator[tuple[Artifact, list[Hold]]]:
         root = artifact.name.root

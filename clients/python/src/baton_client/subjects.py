@@ -17,6 +17,9 @@ __all__ = [
     "TASKS_BUCKET",
     "SERVICES_BUCKET",
     "POLICY_BUCKET",
+    "LEASES_BUCKET",
+    "CHECKPOINTS_BUCKET",
+    "LEASES_CHECKPOINT",
     "POLICY_KEY",
     "SYSTEM_TOKEN",
     "event",
@@ -30,6 +33,8 @@ __all__ = [
     "parse_alert",
     "lease",
     "lease_root",
+    "lease_root_key",
+    "lease_scope_key_prefix",
     "parse_lease",
 ]
 
@@ -53,6 +58,15 @@ POLICY_BUCKET = "baton-policy"
 POLICY_KEY = "policy"
 #: Service liveness (``baton.v1.ServiceStatus``), key = ``<service>.<instance>``.
 SERVICES_BUCKET = "baton-services"
+#: Materialised artifact leases (``baton.v1.LeaseRoot``), one value per
+#: root, key :func:`lease_root_key`; written by the orchestrator.
+LEASES_BUCKET = "baton-leases"
+#: How far each service's snapshot is complete: key = its checkpoint's
+#: name, value = a stream sequence in decimal.
+CHECKPOINTS_BUCKET = "baton-checkpoints"
+#: The checkpoint (in :data:`CHECKPOINTS_BUCKET`) of :data:`LEASES_BUCKET`:
+#: the ``BATON_ARTIFACTS`` sequence up to which every root is stored there.
+LEASES_CHECKPOINT = "baton-orchestrator-leases"
 #: Task token of alerts about Baton itself (no task may be called this).
 SYSTEM_TOKEN = "_system"
 
@@ -135,6 +149,21 @@ def lease_root(artifact: Artifact) -> str:
     scope of lease acts."""
     root = artifact.name.subject_tokens().split(".", 1)[0]
     return f"baton.art.{artifact.scope_token}.*.{root}.>"
+
+
+def lease_scope_key_prefix(workflow: str | None) -> str:
+    """``art.<scope token>.``: how every key of a scope's roots in
+    :data:`LEASES_BUCKET` starts (``None`` = the global scope, ``_``)."""
+    return f"art.{'_' if workflow is None else workflow}."
+
+
+def lease_root_key(artifact: Artifact) -> str:
+    """``art.<scope token>.<root token>``: the key of the artifact's root in
+    :data:`LEASES_BUCKET`, the root's subject token with every ``~`` written
+    ``=`` (KV keys have no ``~``): ``drafts/post.md`` -> ``art._.drafts``,
+    ``my doc`` -> ``art._.my=20doc``."""
+    root = artifact.name.subject_tokens().split(".", 1)[0]
+    return lease_scope_key_prefix(artifact.workflow) + root.replace("~", "=")
 
 
 def parse_lease(subject: str) -> tuple[str, str, list[str]] | None:

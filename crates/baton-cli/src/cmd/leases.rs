@@ -129,7 +129,8 @@ async fn agent(nats: &NatsArgs, id: &str) -> anyhow::Result<Agent> {
     Agent::connect(opts).await.context("connecting")
 }
 
-/// `baton leases`: every hold, from the fold of the leases stream.
+/// `baton leases`: every hold and its waiters, as `Agent::leases` reads
+/// them (the roots materialised in KV, brought up to date from the stream).
 pub async fn leases(nats: &NatsArgs, args: &LeasesArgs) -> anyhow::Result<()> {
     let workflow = args.workflow.as_deref().map(WorkflowId::new).transpose()?;
     let reader = agent(nats, "baton-cli").await?;
